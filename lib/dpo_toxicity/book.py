@@ -1,0 +1,131 @@
+"""Build the book: execute every chapter with papermill, then build the static site with Jupyter Book.
+
+Chapters are jupytext percent-format ``.py`` files listed in ``_toc.yml``. Each is converted to a notebook,
+executed by papermill with the parameters ``profile`` and ``model`` (its ``parameters`` cell holds the
+defaults), and written to a staging folder ``_build/staging`` that mirrors the project's layout, beside
+copies of ``_config.yml``, ``_toc.yml`` and the Markdown pages. Jupyter Book then builds ``_build/html`` from
+the staged, executed notebooks with execution off and warnings as errors.
+
+Run from the project root::
+
+    python -m dpo_toxicity.book --profile ci --model smollm2-135m
+    python -m dpo_toxicity.book --profile ci --chapters book/01_probe   # one chapter, for local work
+
+A chapter that fails stops the build with a non-zero exit; nothing is published from a half-run book.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import jupytext
+import papermill
+import yaml
+
+from .models import model_spec
+from .paths import project_root
+from .profiles import profile as run_profile
+
+BOOK_FILES = ("_config.yml", "_toc.yml", "references.bib")
+
+
+def toc_documents(root: Path) -> list[str]:
+    """Every document named in ``_toc.yml`` (root first), as paths relative to ``root`` without suffix."""
+    toc = yaml.safe_load((root / "_toc.yml").read_text())
+    documents = [toc["root"]]
+
+    def walk(entries):
+        for entry in entries or []:
+            if "file" in entry:
+                documents.append(entry["file"])
+            walk(entry.get("sections"))
+
+    for part in toc.get("parts", [{"chapters": toc.get("chapters")}]):
+        walk(part.get("chapters"))
+    return documents
+
+
+def source_of(root: Path, document: str) -> Path:
+    """The source file of a toc document: ``.py`` (a chapter) or ``.md`` (a page)."""
+    for suffix in (".py", ".md"):
+        if (root / f"{document}{suffix}").is_file():
+            return root / f"{document}{suffix}"
+    raise FileNotFoundError(f"_toc.yml names {document!r} but neither {document}.py nor {document}.md exists.")
+
+
+def execute_chapter(source: Path, target: Path, parameters: dict) -> float:
+    """Convert a percent-format chapter to a notebook and execute it with papermill; returns seconds."""
+    notebook = jupytext.read(source, fmt="py:percent")
+    target.parent.mkdir(parents=True, exist_ok=True)
+    unexecuted = target.with_suffix(".source.ipynb")
+    executing = target.with_suffix(".running.ipynb")
+    jupytext.write(notebook, unexecuted, fmt="ipynb")
+    started = time.perf_counter()
+    try:
+        papermill.execute_notebook(
+            str(unexecuted), str(executing), parameters=parameters, kernel_name="python3",
+            cwd=str(source.parent), progress_bar=False, log_output=True,
+        )
+        executing.replace(target)  # only a notebook that ran to the end is staged
+    finally:
+        unexecuted.unlink()
+    return time.perf_counter() - started
+
+
+def build(profile: str, model: str, chapters: list[str] | None = None) -> Path:
+    """Execute the chapters (all of ``_toc.yml``, or ``chapters``) and build ``_build/html``; returns its path."""
+    run_profile(profile)  # fail on an unknown profile or model before any work
+    model_spec(model)
+    root = project_root()
+    staging = root / "_build" / "staging"
+    if chapters is None and staging.exists():
+        shutil.rmtree(staging)  # a full build never mixes in notebooks from an earlier run
+    staging.mkdir(parents=True, exist_ok=True)
+    for name in BOOK_FILES:
+        shutil.copy2(root / name, staging / name)
+    # papermill's kernel is `python3`; make it this interpreter's, whatever PATH the caller had.
+    os.environ["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"
+    wanted = set(chapters) if chapters else None
+    timings = {}
+    for document in toc_documents(root):
+        source = source_of(root, document)
+        if source.suffix == ".md":
+            (staging / document).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(source, staging / f"{document}.md")
+        elif wanted is None or document in wanted:
+            print(f"executing {document} (profile {profile}, model {model})", flush=True)
+            timings[document] = execute_chapter(source, staging / f"{document}.ipynb", {"profile": profile, "model": model})
+            print(f"  {document}: {timings[document] / 60:.1f} min", flush=True)
+        elif not (staging / f"{document}.ipynb").is_file():
+            raise SystemExit(f"{document} has no executed notebook from an earlier run; include it in --chapters.")
+    subprocess.run(
+        [str(Path(sys.executable).parent / "jupyter-book"), "build", str(staging), "--path-output", str(root),
+         "--warningiserror", "--nitpick", "--keep-going"],
+        check=True,
+    )
+    for document, seconds in timings.items():
+        print(f"{document}: {seconds / 60:.1f} min")
+    return root / "_build" / "html"
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--profile", default="ci", help="run profile (ci or full)")
+    parser.add_argument("--model", default="smollm2-135m", help="model name (see dpo_toxicity.models.MODELS)")
+    parser.add_argument(
+        "--chapters", nargs="*",
+        help="execute only these toc documents (e.g. book/01_probe), reusing earlier runs of the others",
+    )
+    arguments = parser.parse_args(argv)
+    site = build(arguments.profile, arguments.model, arguments.chapters)
+    print(f"site: {site}")
+
+
+if __name__ == "__main__":
+    main()

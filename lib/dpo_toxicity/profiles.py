@@ -1,0 +1,48 @@
+"""Run profiles: the sizes a chapter runs at, chosen by one name.
+
+``ci`` fits the whole book into CI on 2 CPU cores (a fixed, seeded subset of every data set); ``full`` runs
+at the paper's sizes (or the largest the offline data allows), for long CPU runs or a user's GPU. Every
+chapter takes the profile's name as a papermill parameter and reads its sizes from here, so the sizes of a
+run are stated in one place and printed in each chapter's provenance.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+
+
+class UnknownProfileError(ValueError):
+    """The requested profile name is not in :data:`PROFILES`."""
+
+
+@dataclass(frozen=True)
+class Profile:
+    """Sizes of one run. ``None`` means "all the data there is".
+
+    ``probe_train_per_class`` / ``probe_test_per_class``: Jigsaw comments per label (balanced) used to fit
+    and to evaluate the probe; ``probe_max_tokens``: tokens kept per comment; ``batch_size``: texts per
+    forward pass.
+    """
+
+    name: str
+    probe_train_per_class: int | None
+    probe_test_per_class: int | None
+    probe_max_tokens: int
+    batch_size: int
+
+    def sizes(self) -> dict:
+        """The profile as a plain mapping, for provenance tables."""
+        return asdict(self)
+
+
+CI = Profile(name="ci", probe_train_per_class=1000, probe_test_per_class=300, probe_max_tokens=64, batch_size=16)
+FULL = Profile(name="full", probe_train_per_class=2000, probe_test_per_class=600, probe_max_tokens=128, batch_size=32)
+
+PROFILES: dict[str, Profile] = {profile.name: profile for profile in (CI, FULL)}
+
+
+def profile(name: str) -> Profile:
+    """The profile called ``name``; :class:`UnknownProfileError` lists the known ones otherwise."""
+    if name not in PROFILES:
+        raise UnknownProfileError(f"Unknown profile {name!r}; use one of {sorted(PROFILES)} (e.g. --profile ci).")
+    return PROFILES[name]

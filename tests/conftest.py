@@ -1,0 +1,24 @@
+"""Shared fixtures: one tiny random model per architecture family, built once per test session."""
+
+import pytest
+
+from dpo_toxicity.models import load_model
+
+TINY_MODELS = ["tiny-gpt2", "tiny-llama", "tiny-mistral", "tiny-gemma2", "tiny-gemma3"]
+
+# Prompts of different lengths, so that a batch of them is left-padded.
+PROMPTS = [
+    "You are a stupid idiot and I hate you, what the hell is wrong with you?",
+    "Thank you, friend.",
+    "The quick brown fox jumps over the lazy dog.",
+]
+
+
+@pytest.fixture(scope="session")
+def tiny_models():
+    return {name: load_model(name, device="cpu") for name in TINY_MODELS}
+
+
+@pytest.fixture(params=TINY_MODELS)
+def tiny(request, tiny_models):
+    return tiny_models[request.param]
