@@ -8,8 +8,10 @@ MODEL ?= smollm2-135m
 export HF_HUB_OFFLINE ?= 1
 export TRANSFORMERS_OFFLINE ?= 1
 export PATH := $(abspath $(BIN)):$(PATH)
+# MathJax 3, served by the site itself so that math renders offline; book.py copies it into the site.
+MATHJAX := .cache/mathjax/node_modules/mathjax/es5/tex-svg.js
 
-.PHONY: install book test clean
+.PHONY: install mathjax book check-site test clean
 
 install: $(VENV)/.installed
 
@@ -20,8 +22,17 @@ $(VENV)/.installed: requirements.txt requirements-weights.txt pyproject.toml
 	$(BIN)/pip install --quiet --no-deps --no-build-isolation -e .
 	touch $@
 
-book: install
+mathjax: $(MATHJAX)
+
+$(MATHJAX):
+	npm install --prefix .cache/mathjax --no-save --no-audit --no-fund --loglevel=error mathjax@3.2.2
+
+book: install mathjax
 	$(BIN)/python -m dpo_toxicity.book --profile $(PROFILE) --model $(MODEL)
+
+# Every page of the built site in headless Chromium: screenshots in _build/screenshots, exit 1 on a problem.
+check-site: install
+	$(BIN)/python scripts/check_site.py
 
 test: install
 	$(BIN)/python -m pytest

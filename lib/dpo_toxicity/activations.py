@@ -25,7 +25,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from .architectures import architecture_of, decoder_layers, output_projection, submodule
+from .architectures import architecture_of, decoder_layers, hidden_output, output_projection, residual_site
 from .models import LoadedModel
 
 _TRACED: dict[int, nnsight.TransformersModel] = {}
@@ -85,26 +85,28 @@ def neuron_activations(lm: LoadedModel, texts: list[str], max_tokens: int = 128)
     return read_layers(lm, texts, max_tokens).neurons
 
 
-def _final_states(lm: LoadedModel, encoding) -> torch.Tensor:
-    """Output of the final norm, ``[batch, seq, d_model]``; the forward stops before the unembedding."""
+def _residual_states(lm: LoadedModel, encoding, layer: int | None) -> torch.Tensor:
+    """Residual stream at ``layer`` (see :func:`residual_site`), ``[batch, seq, d_model]``; the forward
+    stops there, before the unembedding."""
     arch = architecture_of(lm.model)
     model = traced(lm)
     with torch.inference_mode():
         with model.trace(encoding) as tracer:
-            states = submodule(model, arch.final_norm).output.save()
+            states = residual_site(model, arch, layer).output.save()
             tracer.stop()
-    return states
+    return hidden_output(states)
 
 
-def pooled_final_states(
-    lm: LoadedModel, texts: list[str], max_tokens: int = 64, batch_size: int = 16, progress: str | None = None
+def pooled_states(
+    lm: LoadedModel, texts: list[str], max_tokens: int = 64, batch_size: int = 16, progress: str | None = None,
+    layer: int | None = None,
 ) -> np.ndarray:
-    """Mean over real (non-padding) positions of the final-norm output: ``[len(texts), d_model]`` float32.
+    """Mean over real (non-padding) positions of the residual stream at ``layer``: ``[len(texts), d_model]``.
 
-    This is the probe's input, Lee et al.'s "last-layer residual stream averaged over all timesteps".
-    Unlike the authors' code, padding positions are masked out of the mean, so a text's features do not
-    depend on what it was batched with. Texts are processed in order of token length to waste little
-    compute on padding; rows come back in the input order.
+    With ``layer=None`` this is the final-norm output, the probe's input: Lee et al.'s "last-layer residual
+    stream averaged over all timesteps". Unlike the authors' code, padding positions are masked out of the
+    mean, so a text's features do not depend on what it was batched with. Texts are processed in order of
+    token length to waste little compute on padding; rows come back in the input order.
     """
     lengths = [len(ids) for ids in lm.tokenizer(list(texts), truncation=True, max_length=max_tokens).input_ids]
     order = np.argsort(lengths, kind="stable")
@@ -112,7 +114,21 @@ def pooled_final_states(
     batches = [order[start : start + batch_size] for start in range(0, len(order), batch_size)]
     for batch in tqdm(batches, desc=progress or "pooled states", disable=progress is None):
         encoding = encode(lm, [texts[i] for i in batch], max_tokens)
-        states = _final_states(lm, encoding).float()
+        states = _residual_states(lm, encoding, layer).float()
         mask = encoding["attention_mask"].unsqueeze(-1).float()
         pooled[batch] = ((states * mask).sum(1) / mask.sum(1)).cpu().numpy()
     return pooled
+
+
+def pooled_final_states(
+    lm: LoadedModel, texts: list[str], max_tokens: int = 64, batch_size: int = 16, progress: str | None = None
+) -> np.ndarray:
+    """:func:`pooled_states` of the final-norm output: the probe's features."""
+    return pooled_states(lm, texts, max_tokens, batch_size, progress, layer=None)
+
+
+def typical_token_norm(lm: LoadedModel, texts: list[str], layer: int | None = None, max_tokens: int = 32) -> float:
+    """Median norm of the residual stream at ``layer`` over the real tokens of ``texts`` (a steering unit)."""
+    encoding = encode(lm, texts, max_tokens)
+    states = _residual_states(lm, encoding, layer).float()
+    return float(states[encoding["attention_mask"].bool()].norm(dim=-1).median())

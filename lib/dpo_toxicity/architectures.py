@@ -137,6 +137,20 @@ def output_projection(root, arch: Architecture, layer: int):
     return submodule(decoder_layers(root, arch)[layer], arch.output_projection)
 
 
+def residual_site(model, arch, layer: int | None):
+    """The envoy whose output is the residual stream read or steered at ``layer``.
+
+    ``None`` is the final norm's output (what the probe reads); an integer is the output of that decoder
+    block (the residual stream after it).
+    """
+    return submodule(model, arch.final_norm) if layer is None else decoder_layers(model, arch)[layer]
+
+
+def hidden_output(output) -> torch.Tensor:
+    """The hidden-state tensor of a module output (decoder blocks of some families return a tuple)."""
+    return output[0] if isinstance(output, tuple) else output
+
+
 def value_vectors(model: torch.nn.Module, layer: int) -> torch.Tensor:
     """The value vectors of one layer as a ``[d_mlp, d_model]`` tensor (row ``i`` is ``v_i``), a view."""
     arch = architecture_of(model)

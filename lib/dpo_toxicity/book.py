@@ -25,30 +25,18 @@ import time
 from pathlib import Path
 
 import jupytext
+import nbformat
 import papermill
-import yaml
 
 from .models import model_spec
 from .paths import project_root
 from .profiles import profile as run_profile
+from .toc import toc_documents
 
 BOOK_FILES = ("_config.yml", "_toc.yml", "references.bib")
-
-
-def toc_documents(root: Path) -> list[str]:
-    """Every document named in ``_toc.yml`` (root first), as paths relative to ``root`` without suffix."""
-    toc = yaml.safe_load((root / "_toc.yml").read_text())
-    documents = [toc["root"]]
-
-    def walk(entries):
-        for entry in entries or []:
-            if "file" in entry:
-                documents.append(entry["file"])
-            walk(entry.get("sections"))
-
-    for part in toc.get("parts", [{"chapters": toc.get("chapters")}]):
-        walk(part.get("chapters"))
-    return documents
+MATHJAX = Path(".cache/mathjax/node_modules/mathjax/es5")  # `make mathjax` installs it with npm
+SITE_FILES = "_extra"  # staged files Sphinx copies as they are to the site root (html_extra_path)
+NOTEBOOKS = "notebooks"  # site folder of the executed chapters, which the Colab buttons open
 
 
 def source_of(root: Path, document: str) -> Path:
@@ -57,6 +45,17 @@ def source_of(root: Path, document: str) -> Path:
         if (root / f"{document}{suffix}").is_file():
             return root / f"{document}{suffix}"
     raise FileNotFoundError(f"_toc.yml names {document!r} but neither {document}.py nor {document}.md exists.")
+
+
+def hide_injected_parameters(path: Path) -> None:
+    """Tag papermill's injected parameters cell ``remove-cell``: the page shows the chapter's own
+    ``parameters`` cell, and the values a run used appear in its provenance table."""
+    notebook = nbformat.read(path, as_version=4)
+    for cell in notebook.cells:
+        tags = cell.metadata.setdefault("tags", [])
+        if "injected-parameters" in tags and "remove-cell" not in tags:
+            tags.append("remove-cell")
+    nbformat.write(notebook, path)
 
 
 def execute_chapter(source: Path, target: Path, parameters: dict) -> float:
@@ -72,10 +71,32 @@ def execute_chapter(source: Path, target: Path, parameters: dict) -> float:
             str(unexecuted), str(executing), parameters=parameters, kernel_name="python3",
             cwd=str(source.parent), progress_bar=False, log_output=True,
         )
+        hide_injected_parameters(executing)
         executing.replace(target)  # only a notebook that ran to the end is staged
     finally:
         unexecuted.unlink()
     return time.perf_counter() - started
+
+
+def installed_mathjax(root: Path) -> Path:
+    """The npm-installed MathJax 3 the site serves (math renders offline); checked before any chapter runs."""
+    folder = root / MATHJAX
+    if not (folder / "tex-svg.js").is_file():
+        raise SystemExit(f"MathJax is not installed at {folder}: run `make mathjax` (npm install mathjax@3).")
+    return folder
+
+
+def stage_site_files(staging: Path, mathjax: Path, documents: list[str]) -> None:
+    """Stage what the site serves as plain files: MathJax at ``mathjax/`` and each executed chapter at
+    ``notebooks/<document>.ipynb``, the path the Colab buttons open (CI pushes that folder to a branch)."""
+    extra = staging / SITE_FILES
+    shutil.rmtree(extra, ignore_errors=True)
+    shutil.copytree(mathjax, extra / "mathjax")
+    for document in documents:
+        notebook = staging / f"{document}.ipynb"
+        if notebook.is_file():
+            (extra / NOTEBOOKS / document).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(notebook, extra / NOTEBOOKS / f"{document}.ipynb")
 
 
 def build(profile: str, model: str, chapters: list[str] | None = None) -> Path:
@@ -83,6 +104,7 @@ def build(profile: str, model: str, chapters: list[str] | None = None) -> Path:
     run_profile(profile)  # fail on an unknown profile or model before any work
     model_spec(model)
     root = project_root()
+    mathjax = installed_mathjax(root)
     staging = root / "_build" / "staging"
     if chapters is None and staging.exists():
         shutil.rmtree(staging)  # a full build never mixes in notebooks from an earlier run
@@ -104,6 +126,7 @@ def build(profile: str, model: str, chapters: list[str] | None = None) -> Path:
             print(f"  {document}: {timings[document] / 60:.1f} min", flush=True)
         elif not (staging / f"{document}.ipynb").is_file():
             raise SystemExit(f"{document} has no executed notebook from an earlier run; include it in --chapters.")
+    stage_site_files(staging, mathjax, toc_documents(root))
     subprocess.run(
         [str(Path(sys.executable).parent / "jupyter-book"), "build", str(staging), "--path-output", str(root),
          "--warningiserror", "--nitpick", "--keep-going"],

@@ -40,3 +40,44 @@ def probe_score_histogram(probabilities: np.ndarray, labels: np.ndarray) -> plt.
     ax.legend()
     fig.tight_layout()
     return fig
+
+
+def paired_toxicity(chosen: np.ndarray, rejected: np.ndarray) -> plt.Figure:
+    """Histograms of the offline toxicity score of chosen and rejected continuations."""
+    fig, ax = plt.subplots(figsize=(6, 3.5))
+    bins = np.linspace(0, 1, 26)
+    ax.hist(chosen, bins=bins, alpha=0.6, label="chosen (greedy)")
+    ax.hist(rejected, bins=bins, alpha=0.6, label="rejected (generated toxic)")
+    ax.set_xlabel("offline toxicity score")
+    ax.set_ylabel("pairs")
+    ax.legend()
+    fig.tight_layout()
+    return fig
+
+
+def dpo_training(history: pd.DataFrame) -> plt.Figure:
+    """DPO loss, reward margin and reward accuracy per optimiser step (trl's log history)."""
+    fig, axes = plt.subplots(1, 3, figsize=(12, 3.2))
+    for ax, column, label in zip(axes, ["loss", "reward_margin", "reward_accuracy"],
+                                 ["DPO loss", "reward margin (chosen - rejected)", "reward accuracy"]):
+        ax.plot(history.index, history[column], marker=".")
+        ax.set_xlabel("optimiser step")
+        ax.set_ylabel(label)
+    fig.tight_layout()
+    return fig
+
+
+def metric_comparison(table: pd.DataFrame, reference: pd.DataFrame) -> plt.Figure:
+    """Ours vs the paper's values, per metric, for the rows of ``table`` (index = model) present in
+    ``reference``; each metric in its own panel because their scales differ."""
+    metrics = ["toxicity", "PPL", "F1"]
+    fig, axes = plt.subplots(1, 3, figsize=(11, 3.2))
+    positions = np.arange(len(table.index))
+    for ax, metric in zip(axes, metrics):
+        ax.bar(positions - 0.2, table[metric], width=0.4, label="ours")
+        ax.bar(positions + 0.2, reference[metric], width=0.4, label="paper (GPT-2-medium, reference)")
+        ax.set_xticks(positions, table.index)
+        ax.set_ylabel(metric)
+    axes[0].legend(fontsize=8)
+    fig.tight_layout()
+    return fig

@@ -21,7 +21,10 @@ class Profile:
 
     ``probe_train_per_class`` / ``probe_test_per_class``: Jigsaw comments per label (balanced) used to fit
     and to evaluate the probe; ``probe_max_tokens``: tokens kept per comment; ``batch_size``: texts per
-    forward pass.
+    forward pass. ``eval_prompts``: challenge prompts scored for toxicity (a seeded subset of the 1,199);
+    ``perplexity_windows``: 1,024-token WikiText-2 test windows; ``f1_paragraphs``: WikiText-2 validation
+    paragraphs for F1. ``pair_prompts``: DPO preference pairs generated; ``generator_trial_prompts``: prompts
+    on which the rejected-side generators are compared; ``pair_new_tokens``: continuation length of a pair.
     """
 
     name: str
@@ -29,14 +32,28 @@ class Profile:
     probe_test_per_class: int | None
     probe_max_tokens: int
     batch_size: int
+    eval_prompts: int | None
+    perplexity_windows: int | None
+    f1_paragraphs: int | None
+    pair_prompts: int
+    generator_trial_prompts: int
+    pair_new_tokens: int
 
     def sizes(self) -> dict:
         """The profile as a plain mapping, for provenance tables."""
         return asdict(self)
 
 
-CI = Profile(name="ci", probe_train_per_class=1000, probe_test_per_class=300, probe_max_tokens=64, batch_size=16)
-FULL = Profile(name="full", probe_train_per_class=2000, probe_test_per_class=600, probe_max_tokens=128, batch_size=32)
+CI = Profile(
+    name="ci", probe_train_per_class=1000, probe_test_per_class=300, probe_max_tokens=64, batch_size=16,
+    eval_prompts=200, perplexity_windows=8, f1_paragraphs=100,
+    pair_prompts=240, generator_trial_prompts=48, pair_new_tokens=24,
+)
+FULL = Profile(
+    name="full", probe_train_per_class=2000, probe_test_per_class=600, probe_max_tokens=128, batch_size=32,
+    eval_prompts=None, perplexity_windows=None, f1_paragraphs=None,
+    pair_prompts=2000, generator_trial_prompts=200, pair_new_tokens=32,
+)
 
 PROFILES: dict[str, Profile] = {profile.name: profile for profile in (CI, FULL)}
 

@@ -1,0 +1,274 @@
+"""Preference pairs for DPO: a non-toxic and a toxic continuation of the same WikiText-2 prompt.
+
+Lee et al. build 24,576 pairs from WikiText-2 sentences: *chosen* = GPT-2's greedy continuation, *rejected* =
+a toxic continuation from PPLM with the probe as attribute model. PPLM's per-token gradient steps are too slow
+on a CPU, so the book compares cheaper generators of the rejected side. A generator combines a **push** (none;
+the probe direction added to the final-norm output; or a *contrastive* direction, the difference of the mean
+residual streams of toxic and non-toxic Jigsaw comments at a middle layer, added there) with a **decoder**
+(greedy, or best-of-n: sample ``n`` continuations and keep the one the probe scores most toxic).
+
+Pushing the last layer along the probe acts only on the next-token logits (``W_U w``): on SmolLM2 the probe's
+logit lens is mostly punctuation, and that push yields runs of "!?" rather than toxic words. A push at a
+middle layer is processed by the rest of the network, like PPLM's perturbation of the past: the text becomes
+toxic and stays on topic; best-of-n then keeps the candidate the probe finds most toxic.
+
+:func:`compare_generators` measures, on the same prompts, what DPO data needs: the toxicity gap between
+rejected and chosen (scored by the independent offline scorer, not by the probe that guided the choice), the
+base model's perplexity of the rejected text given its prompt (fluency), and its bigram repetition rate.
+:func:`choose_generator` applies the stated criterion: the largest gap among fluent generators.
+
+Steering strengths are fractions of the typical per-token norm of the residual stream at the steered site,
+so that a setting transfers between models.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import asdict, dataclass
+
+import numpy as np
+import pandas as pd
+import torch
+from tqdm import tqdm
+
+from .activations import encode, pooled_final_states, pooled_states, traced, typical_token_norm
+from .architectures import architecture_of
+from .evaluation import decode_all, greedy_continuations
+from .interventions import SteerResidual
+from .models import LoadedModel
+from .probe import Probe
+
+PUSHES = ("none", "probe", "contrastive")
+
+
+@dataclass(frozen=True)
+class PreferencePair:
+    """One DPO example: a prompt, the preferred (non-toxic) and the dispreferred (toxic) continuation."""
+
+    prompt: str
+    chosen: str
+    rejected: str
+
+
+@dataclass(frozen=True)
+class GeneratorSettings:
+    """How rejected continuations are generated.
+
+    ``push``: ``"none"``, ``"probe"`` (final-norm output) or ``"contrastive"`` (output of block
+    ``steer_layer``); ``steer_strength``: the push's norm as a fraction of the typical residual norm there;
+    ``samples``: 1 for greedy decoding, ``n`` for probe-selected best-of-n sampling (temperature, top-k).
+    """
+
+    label: str
+    push: str = "none"
+    steer_strength: float = 0.0
+    steer_layer: int | None = None
+    samples: int = 1
+    new_tokens: int = 24
+    prompt_tokens: int = 32
+    temperature: float = 1.0
+    top_k: int = 50
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        if self.push not in PUSHES:
+            raise ValueError(f"Unknown push {self.push!r}; use one of {PUSHES}.")
+        if self.push == "contrastive" and self.steer_layer is None:
+            raise ValueError("A contrastive push needs steer_layer (the block whose output is pushed).")
+        if self.samples < 1:
+            raise ValueError("samples must be at least 1 (1 = greedy).")
+
+
+@dataclass(frozen=True)
+class SteeringDirections:
+    """Unit directions a push can use: the probe's (final norm) and contrastive ones per layer."""
+
+    probe: torch.Tensor
+    contrastive: dict
+
+
+def contrastive_direction(lm: LoadedModel, toxic: list[str], non_toxic: list[str], layer: int) -> torch.Tensor:
+    """Unit vector of mean(toxic) - mean(non-toxic) pooled residual streams after block ``layer``."""
+    difference = (pooled_states(lm, toxic, layer=layer).mean(0) - pooled_states(lm, non_toxic, layer=layer).mean(0))
+    vector = torch.as_tensor(difference, dtype=torch.float32)
+    return vector / vector.norm()
+
+
+def push_for(lm: LoadedModel, settings: GeneratorSettings, directions: SteeringDirections, prompts: list[str]):
+    """The :class:`SteerResidual` a generator setting asks for (``None`` without a push)."""
+    if settings.push == "none" or settings.steer_strength == 0:
+        return None
+    layer = None if settings.push == "probe" else settings.steer_layer
+    unit = directions.probe if settings.push == "probe" else directions.contrastive[layer]
+    scale = settings.steer_strength * typical_token_norm(lm, prompts, layer)
+    return SteerResidual(unit * scale, layer=layer, name=settings.label)
+
+
+def sampled_continuations(
+    lm: LoadedModel, prompts: list[str], settings: GeneratorSettings, intervention=None, batch_size: int = 16,
+    progress: str | None = None,
+) -> list[list[str]]:
+    """``settings.samples`` sampled continuations per prompt (seeded), with ``intervention`` at every step."""
+    model, arch = traced(lm), architecture_of(lm.model)
+    repeated = [prompt for prompt in prompts for _ in range(settings.samples)]
+    texts: list[str] = []
+    for start in tqdm(range(0, len(repeated), batch_size), desc=progress or "sample", disable=progress is None):
+        encoding = encode(lm, repeated[start : start + batch_size], settings.prompt_tokens)
+        torch.manual_seed(settings.seed + start)
+        with torch.inference_mode():
+            with model.generate(
+                encoding, max_new_tokens=settings.new_tokens, min_new_tokens=settings.new_tokens, do_sample=True,
+                temperature=settings.temperature, top_k=settings.top_k, pad_token_id=lm.tokenizer.pad_token_id,
+            ) as tracer:
+                if intervention is not None:
+                    for _ in tracer.iter[: settings.new_tokens]:
+                        intervention.apply(model, arch)
+                generated = tracer.result.save()
+        texts += decode_all(lm, generated[:, encoding["input_ids"].shape[1]:].cpu().tolist())
+    return [texts[i * settings.samples : (i + 1) * settings.samples] for i in range(len(prompts))]
+
+
+def rejected_continuations(
+    lm: LoadedModel, prompts: list[str], probe: Probe, settings: GeneratorSettings, directions: SteeringDirections,
+    batch_size: int = 16, progress: str | None = None,
+) -> list[str]:
+    """The rejected side for each prompt, generated as ``settings`` says."""
+    push = push_for(lm, settings, directions, prompts)
+    if settings.samples == 1:
+        ids = greedy_continuations(lm, prompts, push, settings.prompt_tokens, settings.new_tokens, batch_size, progress)
+        return decode_all(lm, ids)
+    candidates = sampled_continuations(lm, prompts, settings, push, batch_size, progress)
+    flat = [text for group in candidates for text in group]
+    features = pooled_final_states(lm, flat, max_tokens=settings.new_tokens + 8, batch_size=batch_size)
+    scores = probe.predict_proba(features).reshape(len(prompts), settings.samples)
+    return [group[int(best)] for group, best in zip(candidates, scores.argmax(axis=1))]
+
+
+def chosen_continuations(lm: LoadedModel, prompts: list[str], new_tokens: int, prompt_tokens: int = 32,
+                         batch_size: int = 16, progress: str | None = None) -> list[str]:
+    """The chosen side: the model's own greedy continuation (Lee et al.)."""
+    ids = greedy_continuations(lm, prompts, None, prompt_tokens, new_tokens, batch_size, progress)
+    return decode_all(lm, ids)
+
+
+def continuation_perplexity(lm: LoadedModel, prompts: list[str], continuations: list[str], batch_size: int = 16) -> np.ndarray:
+    """Per pair, the model's perplexity of the continuation given its prompt (continuation tokens only)."""
+    model = traced(lm)
+    values = np.empty(len(prompts))
+    for start in range(0, len(prompts), batch_size):
+        batch_prompts = prompts[start : start + batch_size]
+        batch_continuations = continuations[start : start + batch_size]
+        encoding = encode(lm, [p + c for p, c in zip(batch_prompts, batch_continuations)], max_tokens=256)
+        continuation_lengths = [max(1, len(lm.tokenizer(c, add_special_tokens=False).input_ids)) for c in batch_continuations]
+        with torch.inference_mode():
+            with model.trace(encoding):
+                logits = model.output.logits.save()
+        log_probs = torch.log_softmax(logits[:, :-1].float(), dim=-1)
+        token_log_probs = log_probs.gather(-1, encoding["input_ids"][:, 1:, None])[..., 0]
+        for row, length in enumerate(continuation_lengths):
+            values[start + row] = float(torch.exp(-token_log_probs[row, -length:].mean()))
+    return values
+
+
+def bigram_repetition(text: str) -> float:
+    """1 - distinct/total word bigrams of lower-cased ``\\w+`` words (0 = no repeated bigram)."""
+    words = re.findall(r"\w+", text.lower())
+    bigrams = list(zip(words, words[1:]))
+    return 0.0 if not bigrams else 1.0 - len(set(bigrams)) / len(bigrams)
+
+
+@dataclass(frozen=True)
+class GeneratorQuality:
+    """What a rejected-side generator achieves on a set of prompts (see module docstring)."""
+
+    settings: GeneratorSettings
+    toxicity_chosen: float
+    toxicity_rejected: float
+    rejected_more_toxic: float
+    perplexity_rejected: float
+    repetition_rejected: float
+
+    @property
+    def toxicity_gap(self) -> float:
+        return self.toxicity_rejected - self.toxicity_chosen
+
+
+def measure_generator(lm, prompts, chosen, rejected, settings, scorer) -> GeneratorQuality:
+    """Score one generator's rejected side against the chosen side on the same prompts."""
+    chosen_scores, rejected_scores = scorer.score(chosen), scorer.score(rejected)
+    return GeneratorQuality(
+        settings=settings,
+        toxicity_chosen=float(chosen_scores.mean()),
+        toxicity_rejected=float(rejected_scores.mean()),
+        rejected_more_toxic=float((rejected_scores > chosen_scores).mean()),
+        perplexity_rejected=float(np.median(continuation_perplexity(lm, prompts, rejected))),
+        repetition_rejected=float(np.mean([bigram_repetition(text) for text in rejected])),
+    )
+
+
+def quality_table(qualities: list[GeneratorQuality], chosen_perplexity: float) -> pd.DataFrame:
+    """The comparison as a table, one row per generator setting."""
+    rows = []
+    for quality in qualities:
+        rows.append({
+            "generator": quality.settings.label,
+            "push": quality.settings.push,
+            "steer layer": quality.settings.steer_layer,
+            "steer strength": quality.settings.steer_strength,
+            "samples": quality.settings.samples,
+            "toxicity chosen": quality.toxicity_chosen,
+            "toxicity rejected": quality.toxicity_rejected,
+            "gap": quality.toxicity_gap,
+            "rejected > chosen": quality.rejected_more_toxic,
+            "median PPL rejected": quality.perplexity_rejected,
+            "median PPL chosen": chosen_perplexity,
+            "bigram repetition": quality.repetition_rejected,
+        })
+    return pd.DataFrame(rows)
+
+
+def choose_generator(qualities: list[GeneratorQuality], max_perplexity: float, max_repetition: float) -> GeneratorQuality:
+    """The largest toxicity gap among generators whose rejected text stays fluent.
+
+    Fluent = median base-model perplexity at most ``max_perplexity`` and bigram repetition at most
+    ``max_repetition``. Raises ``ValueError`` when no generator qualifies (the chapter must then say so
+    rather than train on degenerate text).
+    """
+    fluent = [q for q in qualities if q.perplexity_rejected <= max_perplexity and q.repetition_rejected <= max_repetition]
+    if not fluent:
+        raise ValueError(
+            f"No generator kept perplexity <= {max_perplexity} and repetition <= {max_repetition}; "
+            "loosen the bounds or add a generator."
+        )
+    return max(fluent, key=lambda q: q.toxicity_gap)
+
+
+def save_pairs(pairs: list[PreferencePair], path) -> None:
+    """Write pairs as JSON lines (``prompt``, ``chosen``, ``rejected``)."""
+    with open(path, "w", encoding="utf-8") as handle:
+        for pair in pairs:
+            handle.write(json.dumps(asdict(pair)) + "\n")
+
+
+def load_pairs(path) -> list[PreferencePair]:
+    """Read pairs written by :func:`save_pairs`."""
+    with open(path, encoding="utf-8") as handle:
+        return [PreferencePair(**json.loads(line)) for line in handle if line.strip()]
+
+
+def candidate_generators(n_layers: int, new_tokens: int, samples: int = 4) -> list[GeneratorSettings]:
+    """The generators the pairs chapter compares: each push with greedy and with best-of-``samples`` decoding.
+
+    The contrastive push acts on the block a third of the way up (layer 10 of SmolLM2's 30): early enough for
+    the rest of the network to turn it into words, late enough for the toxic/non-toxic difference to be
+    semantic (a trial at two thirds of the depth produced token soup).
+    """
+    layer = n_layers // 3
+    return [
+        GeneratorSettings("probe push, greedy", "probe", 0.5, new_tokens=new_tokens),
+        GeneratorSettings(f"best of {samples}", samples=samples, new_tokens=new_tokens),
+        GeneratorSettings("contrastive push 0.3, greedy", "contrastive", 0.3, layer, new_tokens=new_tokens),
+        GeneratorSettings(f"contrastive push 0.2, best of {samples}", "contrastive", 0.2, layer, samples, new_tokens),
+        GeneratorSettings(f"contrastive push 0.3, best of {samples}", "contrastive", 0.3, layer, samples, new_tokens),
+    ]

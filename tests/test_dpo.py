@@ -1,0 +1,175 @@
+"""DPO on a tiny random model: the margin grows, the base model is untouched, the cache round-trips."""
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from dpo_toxicity.activations import neuron_activations
+from dpo_toxicity.dpo import (
+    PAPER_GPT2_SETTINGS, RECORD_FILE, DPOSettings, completion_log_probs, dpo_folder, dpo_model, preference_pairs,
+    train_dpo,
+)
+from dpo_toxicity.models import load_model
+from dpo_toxicity.pairs import PreferencePair
+
+PROMPTS = [
+    "The quick brown fox", "Thank you, friend,", "Homarus gammarus is", "Please be polite",
+    "What is wrong with", "The lazy dog", "I hate", "You are",
+]
+# A fixed toxic-ish rejected continuation and a fixed polite chosen one, so a few steps can separate them.
+PAIRS = [PreferencePair(prompt, " for the kind words.", " you stupid idiot, I hate you.") for prompt in PROMPTS]
+FAST = DPOSettings(learning_rate=1e-3, batch_size=4, epochs=3, seed=0)  # 6 steps
+
+
+@pytest.fixture(scope="module", autouse=True)
+def one_thread():
+    """Tiny matrix products run about 80 times slower on 2 contended OpenMP threads than on one."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture(scope="module")
+def lm():
+    return load_model("tiny-llama", device="cpu")
+
+
+@pytest.fixture(scope="module")
+def trained(lm):
+    return train_dpo(lm, PAIRS, FAST)
+
+
+def test_training_lowers_the_loss_and_widens_the_reward_margin(trained):
+    history = trained.history
+    assert list(history.index) == list(range(1, 7))
+    assert history.loss.iloc[0] == pytest.approx(np.log(2), abs=1e-5)  # step 1 sees the reference itself
+    assert history.reward_margin.iloc[0] == pytest.approx(0.0, abs=1e-5)
+    assert history.loss.iloc[-1] < history.loss.iloc[0] - 0.1
+    assert history.reward_margin.iloc[-1] > 0.2
+    assert history.reward_accuracy.iloc[-1] == 1.0
+    assert (history.reward_chosen.iloc[-1] > 0) and (history.reward_rejected.iloc[-1] < 0)
+
+
+def test_dpo_model_prefers_chosen_over_rejected_more_than_the_base(lm, trained):
+    base = completion_log_probs(lm, PAIRS, FAST)
+    tuned = completion_log_probs(trained.model, PAIRS, FAST)
+    gain = (tuned.chosen - tuned.rejected) - (base.chosen - base.rejected)
+    assert (gain > 0).all()
+    assert (tuned.chosen > base.chosen).all() and (tuned.rejected < base.rejected).all()
+
+
+@pytest.mark.parametrize("name", ["tiny-gpt2", "tiny-llama", "tiny-gemma2", "tiny-gemma3"])
+def test_log_probs_match_what_trl_computes(name):
+    # With one batch holding every pair, trl's first logged log-probs are the reference's means over all pairs.
+    lm = load_model(name, device="cpu")
+    settings = DPOSettings(batch_size=len(PAIRS))
+    varied = [PreferencePair(p.prompt, f" {p.prompt.lower()} again.", p.rejected) for p in PAIRS]
+    first = train_dpo(lm, varied, settings).history.iloc[0]
+    ours = completion_log_probs(lm, varied, settings)
+    assert ours.chosen.mean() == pytest.approx(first.log_prob_chosen, abs=1e-4)
+    assert ours.rejected.mean() == pytest.approx(first.log_prob_rejected, abs=1e-4)
+
+
+def test_base_model_is_unchanged_and_the_dpo_model_is_frozen(lm):
+    neuron_activations(lm, ["Thank you."], max_tokens=8)  # nnsight now wraps the base model's modules
+    before = {name: tensor.clone() for name, tensor in lm.model.state_dict().items()}
+    forward_before = lm.model.__dict__.get("forward")
+    result = train_dpo(lm, PAIRS[:4], DPOSettings(learning_rate=1e-3, batch_size=4))
+    after = lm.model.state_dict()
+    assert all(torch.equal(before[name], after[name]) for name in before)
+    assert lm.model.__dict__.get("forward") is forward_before
+    assert not lm.model.training and not any(p.requires_grad for p in lm.model.parameters())
+    dpo = result.model
+    assert dpo.model is not lm.model and dpo.tokenizer is lm.tokenizer
+    assert dpo.name == "tiny-llama-dpo" and dpo.weights_hash.startswith("dpo-")
+    assert not dpo.model.training and not any(p.requires_grad for p in dpo.model.parameters())
+    assert "forward" not in dpo.model.__dict__  # neither trl's fused head nor nnsight's wrapper is left on it
+    assert lm.tokenizer.padding_side == "left"
+    changed = [name for name in before if not torch.equal(before[name], dpo.model.state_dict()[name])]
+    assert changed
+
+
+def test_cache_round_trips_without_retraining(lm, tmp_path, monkeypatch):
+    monkeypatch.setenv("DPO_TOX_CACHE", str(tmp_path))
+    first = dpo_model(lm, PAIRS, FAST)
+    assert not first.from_cache and first.folder == dpo_folder(lm, PAIRS, FAST)
+    second = dpo_model(lm, PAIRS, FAST)
+    assert second.from_cache and second.folder == first.folder
+    first_weights, second_weights = first.model.model.state_dict(), second.model.model.state_dict()
+    assert all(torch.equal(first_weights[name], second_weights[name]) for name in first_weights)
+    assert second.history.equals(first.history)
+    assert (second.training_seconds, second.settings, second.n_pairs) == (first.training_seconds, FAST, len(PAIRS))
+    assert second.model.weights_hash == first.model.weights_hash
+    assert not second.model.model.training and second.model.tokenizer is lm.tokenizer
+    assert [path.name for path in (tmp_path / "dpo").iterdir()] == [first.folder.name]  # no staging folder left
+    record = json.loads((first.folder / RECORD_FILE).read_text())
+    assert record["base_weights_hash"] == lm.weights_hash
+
+
+def test_cache_key_follows_pairs_and_settings(lm, tmp_path, monkeypatch):
+    monkeypatch.setenv("DPO_TOX_CACHE", str(tmp_path))
+    folder = dpo_folder(lm, PAIRS, FAST)
+    assert dpo_folder(lm, [dict(prompt=p.prompt, chosen=p.chosen, rejected=p.rejected) for p in PAIRS], FAST) == folder
+    assert dpo_folder(lm, PAIRS[:-1], FAST) != folder
+    assert dpo_folder(lm, PAIRS, DPOSettings(learning_rate=1e-3, batch_size=4, epochs=3, seed=1)) != folder
+    assert dpo_folder(load_model("tiny-llama", device="cpu", seed=1), PAIRS, FAST) != folder
+
+
+def test_an_unfinished_cache_folder_is_retrained(lm, tmp_path, monkeypatch):
+    monkeypatch.setenv("DPO_TOX_CACHE", str(tmp_path))
+    settings = DPOSettings(learning_rate=1e-3, batch_size=4)
+    folder = dpo_folder(lm, PAIRS[:4], settings)
+    folder.mkdir(parents=True)
+    (folder / "config.json").write_text("{}")  # what an interrupted writer could have left
+    result = dpo_model(lm, PAIRS[:4], settings)
+    assert not result.from_cache and (folder / RECORD_FILE).is_file()
+    assert dpo_model(lm, PAIRS[:4], settings).from_cache
+
+
+def test_settings_are_hashable_and_serialisable():
+    assert hash(DPOSettings()) == hash(DPOSettings()) and DPOSettings() != PAPER_GPT2_SETTINGS
+    values = json.loads(json.dumps(PAPER_GPT2_SETTINGS.as_dict()))
+    assert DPOSettings.from_dict(values) == PAPER_GPT2_SETTINGS
+    with pytest.raises(ValueError, match="Unknown DPOSettings fields"):
+        DPOSettings.from_dict({"beta": 0.1, "lr": 1e-5})
+    with pytest.raises(ValueError, match="batch_size"):
+        DPOSettings(batch_size=0)
+
+
+def test_pairs_accept_objects_and_mappings():
+    class Row:
+        prompt, chosen, rejected = "A", " b", " c"
+
+    assert preference_pairs([Row(), {"prompt": "A", "chosen": " b", "rejected": " c"}]) == [
+        PreferencePair("A", " b", " c")
+    ] * 2
+
+
+@pytest.mark.parametrize(
+    "pairs, message",
+    [
+        ([], "non-empty"),
+        ([{"prompt": "A", "chosen": " b"}], "pair 0 has no string field 'rejected'"),
+        ([PreferencePair("A", " b", " c"), object()], "pair 1 has no string field 'prompt'"),
+        ([{"prompt": "A", "chosen": " b", "rejected": 3}], "'rejected'"),
+        ([PreferencePair("A", "", " c")], "empty continuation"),
+    ],
+)
+def test_bad_pairs_raise_a_clear_error(lm, pairs, message):
+    with pytest.raises(ValueError, match=message):
+        train_dpo(lm, pairs, FAST)
+
+
+def test_long_texts_are_truncated_to_the_token_budgets(lm):
+    settings = DPOSettings(max_prompt_tokens=4, max_completion_tokens=3)
+    long = PreferencePair("The quick brown fox jumps over the lazy dog.", " Thank you, friend, for the kind words.",
+                          " You are a stupid idiot and I hate you.")
+    short = PreferencePair(
+        lm.tokenizer.decode(lm.tokenizer(long.prompt)["input_ids"][-4:]),
+        lm.tokenizer.decode(lm.tokenizer(long.chosen)["input_ids"][:3]),
+        lm.tokenizer.decode(lm.tokenizer(long.rejected)["input_ids"][:3]),
+    )
+    np.testing.assert_allclose(completion_log_probs(lm, [long], settings), completion_log_probs(lm, [short], settings))

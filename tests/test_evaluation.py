@@ -1,0 +1,68 @@
+"""The evaluation harness: batched generation equals single runs, perplexity equals Hugging Face's loss, F1."""
+
+import math
+
+import numpy as np
+import pandas as pd
+import torch
+
+from conftest import PROMPTS
+from dpo_toxicity.evaluation import (
+    bag_of_tokens_f1, bootstrap_interval, greedy_continuations, paired_difference, perplexity,
+)
+from dpo_toxicity.interventions import SetNeurons
+
+TEXT = " ".join(PROMPTS * 6)
+
+
+def test_batched_greedy_generation_equals_one_prompt_at_a_time(tiny):
+    batched = greedy_continuations(tiny, PROMPTS, new_tokens=5, batch_size=3)
+    single = [greedy_continuations(tiny, [prompt], new_tokens=5, batch_size=1)[0] for prompt in PROMPTS]
+    assert batched == single
+    assert all(len(ids) == 5 for ids in batched)
+
+
+def test_prompts_are_cut_to_their_first_tokens(tiny):
+    long_prompt = PROMPTS[0] * 3
+    cut = tiny.tokenizer.decode(tiny.tokenizer(long_prompt).input_ids[:8])
+    assert greedy_continuations(tiny, [long_prompt], prompt_tokens=8, new_tokens=4) == \
+        greedy_continuations(tiny, [cut], prompt_tokens=8, new_tokens=4)
+
+
+def test_perplexity_equals_huggingface_loss_on_one_window(tiny):
+    ids = torch.tensor(tiny.tokenizer(TEXT, add_special_tokens=False).input_ids)[None, :100]
+    text = tiny.tokenizer.decode(ids[0])
+    ours = perplexity(tiny, text, window=1024)
+    with torch.no_grad():
+        loss = tiny.model(ids, labels=ids).loss
+    assert ours.tokens == ids.shape[1] - 1
+    assert math.isclose(ours.value, math.exp(loss.item()), rel_tol=1e-4)
+
+
+def test_perplexity_pools_windows_by_token_count(tiny):
+    whole = perplexity(tiny, TEXT, window=40)
+    nll = whole.window_nll
+    assert len(nll) > 2 and whole.low <= whole.value <= whole.high
+    assert math.isclose(perplexity(tiny, TEXT, window=40, max_windows=1).value, math.exp(nll[0]), rel_tol=1e-6)
+
+
+def test_perplexity_sees_the_intervention(tiny):
+    ablate = SetNeurons.ablate(pd.DataFrame({"layer": [0, 1] * 32, "neuron": list(range(64))}))
+    assert perplexity(tiny, TEXT, ablate, window=64).value != perplexity(tiny, TEXT, window=64).value
+
+
+def test_bag_of_tokens_f1_counts_multisets():
+    assert bag_of_tokens_f1([1, 2, 2, 3], [2, 2, 4, 5], ignore=set()) == 0.5
+    assert bag_of_tokens_f1([1, 1, 0], [1, 0], ignore={0}) == 2 * (0.5 * 1.0) / 1.5
+    assert bag_of_tokens_f1([7], [8], ignore=set()) == 0.0
+
+
+def test_bootstrap_intervals_cover_the_mean_and_shrink_with_data():
+    rng = np.random.default_rng(0)
+    small, large = rng.normal(size=50), rng.normal(size=5000)
+    low, high = bootstrap_interval(small)
+    assert low < small.mean() < high
+    large_low, large_high = bootstrap_interval(large)
+    assert large_high - large_low < (high - low) / 5
+    mean, low, high = paired_difference(large + 1.0, large)
+    assert math.isclose(mean, 1.0) and low <= 1.0 <= high

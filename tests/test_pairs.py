@@ -1,0 +1,85 @@
+"""Preference-pair generators: settings checks, the best-of-n selection, fluency measures and the criterion."""
+
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from conftest import PROMPTS
+from dpo_toxicity.activations import encode, pooled_final_states
+from dpo_toxicity.pairs import (
+    GeneratorQuality, GeneratorSettings, PreferencePair, SteeringDirections, bigram_repetition, choose_generator,
+    contrastive_direction, continuation_perplexity, load_pairs, rejected_continuations, sampled_continuations,
+    save_pairs,
+)
+from dpo_toxicity.probe import Probe
+
+
+def random_probe(lm, seed=0):
+    direction = np.random.default_rng(seed).normal(size=lm.shape[2]).astype(np.float32)
+    return Probe(direction, 0.0, lm.name, lm.weights_hash)
+
+
+def test_generator_settings_reject_nonsense():
+    with pytest.raises(ValueError, match="push"):
+        GeneratorSettings("x", push="pplm")
+    with pytest.raises(ValueError, match="steer_layer"):
+        GeneratorSettings("x", push="contrastive", steer_strength=0.3)
+    with pytest.raises(ValueError, match="samples"):
+        GeneratorSettings("x", samples=0)
+
+
+def test_best_of_n_keeps_the_sample_the_probe_scores_most_toxic(tiny):
+    probe = random_probe(tiny)
+    settings = GeneratorSettings("best of 3", samples=3, new_tokens=6, seed=4)
+    directions = SteeringDirections(probe.unit_direction(), {})
+    chosen = rejected_continuations(tiny, PROMPTS[:2], probe, settings, directions, batch_size=4)
+    candidates = sampled_continuations(tiny, PROMPTS[:2], settings, batch_size=4)
+    for pick, group in zip(chosen, candidates):
+        scores = probe.predict_proba(pooled_final_states(tiny, group, max_tokens=14))
+        assert pick == group[int(np.argmax(scores))]
+
+
+def test_sampling_is_seeded(tiny):
+    settings = GeneratorSettings("s", samples=2, new_tokens=5, seed=7)
+    assert sampled_continuations(tiny, PROMPTS, settings) == sampled_continuations(tiny, PROMPTS, settings)
+
+
+def test_contrastive_direction_points_from_non_toxic_to_toxic(tiny):
+    toxic, calm = [PROMPTS[0]] * 2, [PROMPTS[1], PROMPTS[2]]
+    direction = contrastive_direction(tiny, toxic, calm, layer=0)
+    assert math.isclose(float(direction.norm()), 1.0, rel_tol=1e-5)
+
+
+def test_continuation_perplexity_scores_only_the_continuation(tiny):
+    prompt, continuation = "Thank you, friend.", " The quick brown fox."
+    ours = continuation_perplexity(tiny, [prompt], [continuation])[0]
+    ids = encode(tiny, [prompt + continuation], 64)["input_ids"]
+    n = len(tiny.tokenizer(continuation, add_special_tokens=False).input_ids)
+    with torch.no_grad():
+        log_probs = torch.log_softmax(tiny.model(ids).logits[0, :-1], -1).gather(-1, ids[0, 1:, None])[:, 0]
+    assert math.isclose(ours, math.exp(-log_probs[-n:].mean().item()), rel_tol=1e-4)
+
+
+def test_bigram_repetition():
+    assert bigram_repetition("a b c d") == 0.0
+    assert bigram_repetition("fuck you fuck you fuck you") == pytest.approx(1 - 2 / 5)
+    assert bigram_repetition("!!!") == 0.0
+
+
+def quality(label, gap, perplexity, repetition):
+    return GeneratorQuality(GeneratorSettings(label), 0.1, 0.1 + gap, 0.5, perplexity, repetition)
+
+
+def test_choose_generator_takes_the_largest_gap_among_fluent_generators():
+    qualities = [quality("degenerate", 0.6, 80.0, 0.4), quality("fluent", 0.2, 20.0, 0.02), quality("mild", 0.1, 10.0, 0.0)]
+    assert choose_generator(qualities, max_perplexity=30, max_repetition=0.1).settings.label == "fluent"
+    with pytest.raises(ValueError, match="No generator"):
+        choose_generator(qualities, max_perplexity=5, max_repetition=0.1)
+
+
+def test_pairs_round_trip(tmp_path):
+    pairs = [PreferencePair("p", " c", " r"), PreferencePair("q\n", " ü", ' "x"')]
+    save_pairs(pairs, tmp_path / "pairs.jsonl")
+    assert load_pairs(tmp_path / "pairs.jsonl") == pairs
