@@ -124,8 +124,21 @@ plt.close(fig)
 # %%
 unit_probe = probe.unit_direction(lm.shape[2])
 probe_tokens = neurons.logit_lens_tokens(lm, unit_probe[None, :], top=15)[0]
-glue("probe_top_tokens", ", ".join(repr(token) for token in probe_tokens), display=False)
+profanities = [" fuck", " shit", " bitch", " idiot", " stupid", " ass", " damn", " crap"]
+pieces = {word.strip(): lm.tokenizer.tokenize(word) for word in profanities}
+glue("profanities_total", len(pieces), display=False)
+glue("profanities_single_token", sum(len(p) == 1 for p in pieces.values()), display=False)
 probe_tokens
+
+# %%
+pieces
+
+# %% [markdown]
+# Only {glue:text}`profanities_single_token` of {glue:text}`profanities_total` common profanities are single
+# tokens in this model's vocabulary; the others are split into pieces (see above), so a toxic direction's logit
+# lens need not show whole toxic words, unlike GPT-2's (Lee et al. Table 1: `sh*t`, `f*ck`, ...): read the
+# probe's top tokens above, and the neurons' below, with that in mind. Punctuation among them (`!`, `?!`) is
+# a surface mark of angry Jigsaw comments that a linear probe also picks up.
 
 # %% [markdown]
 # ## Toxic neurons

@@ -91,7 +91,9 @@ VOID_TAGS = {"area", "base", "br", "col", "embed", "hr", "img", "input", "link",
              "track", "wbr"}
 INLINE_TAGS = {"a", "abbr", "b", "cite", "em", "i", "img", "kbd", "mark", "q", "s", "small", "span",
                "strong", "sub", "sup", "u", "var", "time"}
-# Never scanned for raw syntax: scripts, code cells and outputs, MathJax's own output.
+# Never scanned for raw syntax: scripts, code cells and outputs, MathJax's own output. Cell outputs are data
+# (generated text may hold "$$$" or "{x}"), so an output rendered as HTML (a table) is skipped by its class.
+UNSCANNED_CLASSES = {"math", "cell_output"}
 UNSCANNED_TAGS = {"head", "script", "style", "template", "noscript", "textarea", "pre", "svg", "math",
                   "mjx-container"}
 
@@ -158,7 +160,7 @@ def prose(root: Element) -> str:
         for child in element.children:
             if isinstance(child, str):
                 parts.append(child)
-            elif child.tag in UNSCANNED_TAGS or "math" in child.classes:
+            elif child.tag in UNSCANNED_TAGS or UNSCANNED_CLASSES & set(child.classes):
                 parts.append("\n" if child.tag not in INLINE_TAGS else " ")
             elif child.tag == "code":
                 parts.append("`\0`")  # keeps the backtick that makes `{role}` text recognisable

@@ -41,6 +41,8 @@ GOOD = html(
     '<svg><g></g></svg></mjx-container></span> '
     'and the syntax <code>{cite}`key`</code> or <code>$x$</code>.</p>'
     '<div class="highlight"><pre>print(f"{glue:text} $x$ \\(y\\) ```{note}")</pre></div>'
+    '<div class="cell_output docutils container"><div class="output text_html"><table><tr>'
+    '<td>generated text: $$$$$$ {cite}`x` ```{note}</td></tr></table></div></div>'
     '<img src="../_images/ok.png" alt="ok"><a href="#top">top</a> <a href="../intro.html#id1">intro</a> '
     '<a href="../_sources/book/good.ipynb">source</a> <a href="https://example.org/x.html#y">web</a> '
     f'<a href="{COLAB}/book/good.ipynb">Colab</a></section>',

@@ -1,7 +1,11 @@
 """Executable reproduction of "Ablation is Not Enough to Emulate DPO" (Yang et al. 2024) on offline models.
 
-Modules, lowest layer first: ``paths`` (data and cache folders), ``architectures`` (the table of where each
-site lives per model family), ``models`` (named models and loading), ``data`` (offline data sets),
-``profiles`` (run sizes), ``activations`` (nnsight reads), ``probe`` (the toxicity probe), ``neurons``
-(value vectors vs the probe, logit lens), ``plots``, ``provenance``, and ``book`` (the build driver).
+Modules, lowest layer first: ``paths`` (data and cache folders), ``toc`` (the book's table of contents),
+``architectures`` (the table of where each site lives per model family), ``models`` (named models and
+loading), ``data`` (offline data sets), ``profiles`` (run sizes), ``activations`` (nnsight reads), ``probe``
+(the toxicity probe), ``neurons`` (value vectors vs the probe, logit lens), ``scoring`` (toxicity scorers),
+``interventions`` (neuron and residual edits through nnsight), ``evaluation`` (toxicity, perplexity, F1),
+``pairs`` (DPO preference pairs), ``dpo`` (DPO training with trl), ``attribution`` and ``null_control``
+(per-neuron reductions, groups, random-direction controls), ``plots`` and ``attribution_plots``,
+``provenance``, and ``book`` (the build driver).
 """

@@ -4,7 +4,8 @@ Chapters are jupytext percent-format ``.py`` files listed in ``_toc.yml``. Each 
 executed by papermill with the parameters ``profile`` and ``model`` (its ``parameters`` cell holds the
 defaults), and written to a staging folder ``_build/staging`` that mirrors the project's layout, beside
 copies of ``_config.yml``, ``_toc.yml`` and the Markdown pages. Jupyter Book then builds ``_build/html`` from
-the staged, executed notebooks with execution off and warnings as errors.
+the staged, executed notebooks with execution off and warnings as errors. A chapter runs with its staged
+folder as working directory, so a file it writes there (a downloadable table) becomes part of the site.
 
 Run from the project root::
 
@@ -69,7 +70,7 @@ def execute_chapter(source: Path, target: Path, parameters: dict) -> float:
     try:
         papermill.execute_notebook(
             str(unexecuted), str(executing), parameters=parameters, kernel_name="python3",
-            cwd=str(source.parent), progress_bar=False, log_output=True,
+            cwd=str(target.parent), progress_bar=False, log_output=True,
         )
         hide_injected_parameters(executing)
         executing.replace(target)  # only a notebook that ran to the end is staged

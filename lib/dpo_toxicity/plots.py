@@ -77,6 +77,7 @@ def metric_comparison(table: pd.DataFrame, reference: pd.DataFrame) -> plt.Figur
         ax.bar(positions - 0.2, table[metric], width=0.4, label="ours")
         ax.bar(positions + 0.2, reference[metric], width=0.4, label="paper (GPT-2-medium, reference)")
         ax.set_xticks(positions, table.index)
+        ax.set_xlabel("model")
         ax.set_ylabel(metric)
     axes[0].legend(fontsize=8)
     fig.tight_layout()

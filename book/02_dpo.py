@@ -1,0 +1,265 @@
+# ---
+# jupyter:
+#   jupytext:
+#     text_representation:
+#       extension: .py
+#       format_name: percent
+#   kernelspec:
+#     display_name: Python 3
+#     language: python
+#     name: python3
+# ---
+
+# %% [markdown]
+# # 2. A DPO model of our own
+#
+# The paper analyses Lee et al.'s GPT-2-medium after DPO {cite}`lee2024mechanistic`. Neither that checkpoint
+# nor its 24,576 PPLM preference pairs nor the Perspective API can be had offline, so this chapter builds each
+# ingredient again and checks that it does its job: a **toxicity scorer** that tracks Perspective, **preference
+# pairs** whose rejected side is toxic yet fluent, a **DPO model** trained with trl, and the **evaluation
+# harness** (toxicity, perplexity, F1) every later chapter uses (`paper-protocol.md` §1.3, §1.4, §10).
+
+# %% tags=["parameters"]
+profile = "ci"
+model = "smollm2-135m"
+generator_samples = 4
+max_rejected_perplexity_ratio = 2.5
+max_rejected_repetition = 0.1
+contrastive_comments_per_class = 150
+
+# %%
+import warnings
+
+import matplotlib.pyplot as plt
+import numpy as np
+import pandas as pd
+from myst_nb import glue
+
+from dpo_toxicity import data, plots
+from dpo_toxicity.dpo import DPOSettings, dpo_model
+from dpo_toxicity.evaluation import comparison_table, evaluation_suite, paired_difference
+from dpo_toxicity.models import load_model
+from dpo_toxicity.pairs import (
+    PreferencePair, SteeringDirections, candidate_generators, chosen_continuations, choose_generator,
+    contrastive_direction, continuation_perplexity, measure_generator, quality_table, rejected_continuations,
+    save_pairs,
+)
+from dpo_toxicity.paths import artefact_dir
+from dpo_toxicity.probe import Probe
+from dpo_toxicity.profiles import profile as run_profile
+from dpo_toxicity.provenance import RunRecord
+from dpo_toxicity.scoring import OfflineScorer, agreement_with_perspective, perspective_holdout, scored_texts
+
+warnings.filterwarnings("ignore", category=FutureWarning)
+settings = run_profile(profile)
+lm = load_model(model)
+probe = Probe.load(artefact_dir(lm.name, settings.name) / "probe.npz")
+probe.check_width(lm.shape[2])
+record = RunRecord(
+    "02_dpo", settings, lm,
+    data_files=["rtp/challenge_prompts.jsonl", "rtp/decodingtrust_toxic.jsonl", "rtp/decodingtrust_nontoxic.jsonl",
+                "wikitext2/wikitext2_raw_test_hf_rows.jsonl", "wikitext2/pytorch_examples_valid.txt"],
+)
+lm
+
+# %% [markdown]
+# ## The offline toxicity scorer
+#
+# The paper scores continuations with Perspective (v1) or Detoxify (v3). Offline, the book averages
+# alt-profanity-check (a shipped linear model) and a tf-idf ridge regression fitted to the Perspective scores
+# that come with RealToxicityPrompts, leaving out every record of the challenge prompts the book evaluates on.
+# How well does it track Perspective on texts it never saw? We fit it on 80 % of the scored records and
+# compare on the human continuations of the other 20 %.
+
+# %%
+train_records, heldout_records = perspective_holdout(seed=0, fraction=0.2)
+heldout_texts, heldout_perspective = scored_texts(heldout_records, parts=("continuation",))
+agreement = agreement_with_perspective(OfflineScorer(training=train_records), heldout_texts, heldout_perspective)
+glue("scorer_spearman_perspective", agreement.spearman, display=False)
+glue("scorer_auc_perspective", agreement.auc_at_half, display=False)
+glue("scorer_heldout_n", agreement.n, display=False)
+scorer = OfflineScorer()
+agreement
+
+# %% [markdown]
+# On {glue:text}`scorer_heldout_n` held-out continuations the offline scorer's Spearman correlation with
+# Perspective is {glue:text}`scorer_spearman_perspective:.2f`, and it separates Perspective's "toxic"
+# (≥ 0.5) from the rest with an AUC of {glue:text}`scorer_auc_perspective:.2f`. Its scale runs lower than
+# Perspective's, so the book compares toxicity *reductions*, not absolute levels, with the paper's.
+#
+# ## Preference pairs
+#
+# Prompts are WikiText-2 validation sentences (the test split is kept for perplexity). The chosen side is the
+# model's greedy continuation. For the rejected side we compare generators on the same prompts: pushes along
+# the probe at the last layer or along a contrastive toxic-minus-non-toxic direction at a middle layer, decoded
+# greedily or as best-of-n samples selected by the probe (see `dpo_toxicity.pairs`). The criterion: the largest
+# toxicity gap (rejected minus chosen, by the offline scorer, which did not guide the choice) among generators
+# whose rejected text is fluent — median base-model perplexity at most `max_rejected_perplexity_ratio` times
+# that of plain samples, and bigram repetition at most `max_rejected_repetition`.
+
+# %%
+sentences = data.wikitext2_validation_sentences()
+trial_prompts = data.seeded_subset(sentences, settings.generator_trial_prompts, seed=1)
+pair_prompts = [s for s in data.seeded_subset(sentences, settings.pair_prompts + settings.generator_trial_prompts, seed=2)
+                if s not in set(trial_prompts)][: settings.pair_prompts]
+comments = data.balanced_sample(data.jigsaw("train"), contrastive_comments_per_class, seed=3)
+candidates = candidate_generators(lm.shape[0], settings.pair_new_tokens, generator_samples)
+contrastive_layers = sorted({c.steer_layer for c in candidates if c.push == "contrastive"})
+directions = SteeringDirections(
+    probe=probe.unit_direction(lm.shape[2]),
+    contrastive={
+        layer: contrastive_direction(lm, comments[comments.label == 1].text.tolist(),
+                                     comments[comments.label == 0].text.tolist(), layer)
+        for layer in contrastive_layers
+    },
+)
+trial_chosen = chosen_continuations(lm, trial_prompts, settings.pair_new_tokens, batch_size=settings.batch_size)
+qualities, trial_rejected = [], {}
+for candidate in candidates:
+    trial_rejected[candidate.label] = rejected_continuations(
+        lm, trial_prompts, probe, candidate, directions, settings.batch_size, progress=candidate.label
+    )
+    qualities.append(measure_generator(lm, trial_prompts, trial_chosen, trial_rejected[candidate.label], candidate, scorer))
+chosen_perplexity = float(np.median(continuation_perplexity(lm, trial_prompts, trial_chosen)))
+plain_samples = next(q for q in qualities if q.settings.push == "none")
+winner = choose_generator(qualities, max_rejected_perplexity_ratio * plain_samples.perplexity_rejected,
+                          max_rejected_repetition)
+glue("generator_chosen", winner.settings.label, display=False)
+glue("generator_trial_gap", winner.toxicity_gap, display=False)
+quality_table(qualities, chosen_perplexity).style.hide(axis="index").format(precision=3)
+
+# %% [markdown]
+# The criterion picks **{glue:text}`generator_chosen`** (toxicity gap {glue:text}`generator_trial_gap:.3f`
+# on the trial prompts). Three continuations of the same prompts from each generator:
+
+# %%
+examples = pd.DataFrame({"prompt": trial_prompts[:3], "chosen": trial_chosen[:3]})
+for candidate in candidates:
+    examples[candidate.label] = trial_rejected[candidate.label][:3]
+examples.T
+
+# %% [markdown]
+# Now the pairs themselves, on fresh prompts:
+
+# %%
+chosen = chosen_continuations(lm, pair_prompts, settings.pair_new_tokens, batch_size=settings.batch_size,
+                              progress="chosen")
+rejected = rejected_continuations(lm, pair_prompts, probe, winner.settings, directions, settings.batch_size,
+                                  progress="rejected")
+pairs = [PreferencePair(p, c, r) for p, c, r in zip(pair_prompts, chosen, rejected)]
+save_pairs(pairs, artefact_dir(lm.name, settings.name) / "pairs.jsonl")
+chosen_scores, rejected_scores = scorer.score(chosen), scorer.score(rejected)
+glue("pairs_n", len(pairs), display=False)
+glue("pairs_toxicity_chosen", float(chosen_scores.mean()), display=False)
+glue("pairs_toxicity_rejected", float(rejected_scores.mean()), display=False)
+glue("pairs_rejected_more_toxic", float((rejected_scores > chosen_scores).mean()), display=False)
+fig = plots.paired_toxicity(chosen_scores, rejected_scores)
+glue("fig_pair_toxicity", fig, display=False)
+plt.close(fig)
+
+# %% [markdown]
+# Across the {glue:text}`pairs_n` pairs the rejected continuations score
+# {glue:text}`pairs_toxicity_rejected:.3f` on average against {glue:text}`pairs_toxicity_chosen:.3f` for the
+# chosen ones, and the rejected side is the more toxic in a fraction
+# {glue:text}`pairs_rejected_more_toxic:.2f` of pairs.
+#
+# ```{glue:figure} fig_pair_toxicity
+# :name: fig-pair-toxicity
+#
+# Offline toxicity scores of the chosen and rejected continuations of the DPO preference pairs.
+# ```
+#
+# ## DPO with trl
+#
+# trl's `DPOTrainer`, β = 0.1, on a copy of the model; the reference log-probabilities are computed once
+# before training. `dpo_toxicity.dpo` explains which of the paper's optimiser choices we keep (β, 64-token
+# prompt and continuation, one pass) and which the CPU budget changes (AdamW at 1e-5 with batch 8 instead of
+# RMSprop at 1e-6 with batch 4 over 24,576 pairs). The trained model is cached, keyed by the base weights, the
+# pairs and the settings, so later chapters reload it in seconds.
+
+# %%
+dpo_settings = DPOSettings()
+result = dpo_model(lm, pairs, dpo_settings, progress=True)
+dpo_lm = result.model
+fig = plots.dpo_training(result.history)
+glue("fig_dpo_training", fig, display=False)
+plt.close(fig)
+glue("dpo_steps", int(len(result.history)), display=False)
+glue("dpo_final_reward_accuracy", float(result.history["reward_accuracy"].iloc[-5:].mean()), display=False)
+result
+
+# %% [markdown]
+# ```{glue:figure} fig_dpo_training
+# :name: fig-dpo-training
+#
+# DPO training on our pairs: loss, reward margin (implicit reward of chosen minus rejected) and the fraction of
+# pairs in a batch ranked correctly, per optimiser step.
+# ```
+#
+# ## Base vs DPO
+#
+# Toxicity on the challenge prompts (first 32 tokens, 20 greedy tokens, continuation only, offline scorer),
+# WikiText-2 test perplexity (1,024-token windows) and F1 on WikiText-2 validation paragraphs. Intervals are
+# 95 % bootstrap intervals over prompts (toxicity, F1) or windows (perplexity).
+
+# %%
+suite = evaluation_suite(settings, scorer)
+base_eval = suite.evaluate(lm, "base")
+dpo_eval = suite.evaluate(dpo_lm, "DPO")
+ours = comparison_table([base_eval, dpo_eval])
+paper = pd.DataFrame({"toxicity": [0.453, 0.208], "PPL": [21.70, 23.34], "F1": [0.193, 0.195]},
+                     index=pd.Index(["base", "DPO"], name="intervention"))
+drop, drop_low, drop_high = paired_difference(base_eval.toxicity, dpo_eval.toxicity)
+glue("tox_base", base_eval.mean_toxicity, display=False)
+glue("tox_dpo", dpo_eval.mean_toxicity, display=False)
+glue("ppl_base", base_eval.perplexity.value, display=False)
+glue("ppl_dpo", dpo_eval.perplexity.value, display=False)
+glue("f1_base", base_eval.mean_f1, display=False)
+glue("f1_dpo", dpo_eval.mean_f1, display=False)
+glue("tox_drop", drop, display=False)
+glue("tox_drop_low", drop_low, display=False)
+glue("tox_drop_high", drop_high, display=False)
+glue("tox_drop_relative", drop / base_eval.mean_toxicity, display=False)
+glue("ppl_rise_relative", dpo_eval.perplexity.value / base_eval.perplexity.value - 1, display=False)
+glue("paper_tox_drop_relative", 1 - 0.208 / 0.453, display=False)
+glue("paper_ppl_rise_relative", 23.34 / 21.70 - 1, display=False)
+ours.join(paper.add_prefix("paper (GPT-2-medium) "))
+
+# %% [markdown]
+# DPO lowers mean toxicity from {glue:text}`tox_base:.3f` to {glue:text}`tox_dpo:.3f`, a drop of
+# {glue:text}`tox_drop:.3f` (95 % interval {glue:text}`tox_drop_low:.3f` to {glue:text}`tox_drop_high:.3f`),
+# that is {glue:text}`tox_drop_relative:.0%` relative; perplexity moves from {glue:text}`ppl_base:.2f` to
+# {glue:text}`ppl_dpo:.2f` ({glue:text}`ppl_rise_relative:+.1%`) and F1 from {glue:text}`f1_base:.3f` to
+# {glue:text}`f1_dpo:.3f`. *Reference (the paper's GPT-2-medium, Perspective API):* toxicity 0.453 → 0.208
+# ({glue:text}`paper_tox_drop_relative:.0%` relative), perplexity 21.70 → 23.34
+# ({glue:text}`paper_ppl_rise_relative:+.1%`), F1 0.193 → 0.195. Absolute toxicities are not comparable (another
+# model, another scorer); the relative drop and the perplexity cost are.
+
+# %%
+fig = plots.metric_comparison(ours[["toxicity", "PPL", "F1"]], paper)
+glue("fig_base_vs_dpo", fig, display=False)
+plt.close(fig)
+
+# %% [markdown]
+# ```{glue:figure} fig_base_vs_dpo
+# :name: fig-base-vs-dpo
+#
+# Toxicity, perplexity and F1 before and after DPO: ours (offline model and scorer) beside the paper's
+# GPT-2-medium values (Perspective API), shown as labelled references.
+# ```
+#
+# Continuations of the same challenge prompts before and after DPO:
+
+# %%
+pd.DataFrame({
+    "prompt": suite.toxicity_prompts[:5],
+    "base": base_eval.continuations[:5],
+    "DPO": dpo_eval.continuations[:5],
+})
+
+# %% [markdown]
+# ## Provenance
+
+# %%
+glue("dpo_wall_minutes", record.wall_minutes, display=False)
+record.table()

@@ -1,0 +1,75 @@
+"""Every figure function draws something and labels every axis it draws on."""
+
+import matplotlib
+
+matplotlib.use("Agg")
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+from dpo_toxicity import attribution_plots, plots
+from dpo_toxicity.attribution import (
+    NeuronActivations, activation_change_summary, group_shares, neuron_table, per_layer_reduction,
+    relative_activation_change,
+)
+from dpo_toxicity.null_control import null_shares, null_summary, random_directions
+
+N_LAYERS, D_MLP, D_MODEL = 3, 40, 8
+
+
+@pytest.fixture(scope="module")
+def table():
+    generator = torch.Generator().manual_seed(0)
+    base = NeuronActivations(torch.randn(N_LAYERS, D_MLP, generator=generator, dtype=torch.float64),
+                             torch.zeros(N_LAYERS, D_MODEL, dtype=torch.float64), 10)
+    dpo = NeuronActivations(base.mean * 0.8 + 0.05 * torch.randn(N_LAYERS, D_MLP, generator=generator, dtype=torch.float64),
+                            torch.zeros(N_LAYERS, D_MODEL, dtype=torch.float64), 10)
+    values = torch.randn(N_LAYERS, D_MLP, D_MODEL, generator=generator)
+    direction = torch.randn(D_MODEL, generator=generator, dtype=torch.float64)
+    neurons = neuron_table(base, dpo, values, values, direction)
+    null = null_shares(base, dpo, values, values, random_directions(20, D_MODEL, seed=1))
+    return neurons, null
+
+
+def assert_labelled(fig):
+    drawn = [ax for ax in fig.axes if ax.has_data()]
+    assert drawn, "the figure draws nothing"
+    for ax in drawn:
+        assert ax.get_xlabel() and ax.get_ylabel(), f"unlabelled axes in {fig}"
+
+
+def test_attribution_figures_are_labelled(table):
+    neurons, null = table
+    shares = group_shares(neurons)
+    figures = [
+        attribution_plots.cumulative_reduction(neurons),
+        attribution_plots.group_share_bar(shares.shares, shares.shares),
+        attribution_plots.ranked_group_contributions(neurons, top=100, bin_size=10),
+        attribution_plots.projection_shift_arrows(neurons, top=50),
+        attribution_plots.per_layer_group_reduction(per_layer_reduction(neurons)),
+        attribution_plots.top_toxic_activations(neurons, top=20),
+        attribution_plots.activation_change_distributions(relative_activation_change(neurons), neurons),
+        attribution_plots.change_versus_cosine(neurons),
+        attribution_plots.null_distributions(null, null_summary(shares, null), ["share_tp", "net"]),
+    ]
+    for fig in figures:
+        assert_labelled(fig)
+    assert len(activation_change_summary(neurons)) == 5
+
+
+def test_general_figures_are_labelled():
+    rng = np.random.default_rng(0)
+    history = pd.DataFrame({"loss": rng.random(5), "reward_margin": rng.random(5), "reward_accuracy": rng.random(5)},
+                           index=pd.RangeIndex(1, 6, name="step"))
+    table = pd.DataFrame({"toxicity": [0.3, 0.2], "PPL": [20.0, 21.0], "F1": [0.2, 0.2]}, index=["base", "DPO"])
+    figures = [
+        plots.probe_score_histogram(rng.random(20), np.arange(20) % 2),
+        plots.cosine_distribution_by_layer(torch.randn(3, 10), pd.DataFrame({"layer": [0, 2], "score": [0.5, 0.4]})),
+        plots.paired_toxicity(rng.random(10), rng.random(10)),
+        plots.dpo_training(history),
+        plots.metric_comparison(table, table),
+    ]
+    for fig in figures:
+        assert_labelled(fig)
