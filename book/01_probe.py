@@ -19,7 +19,7 @@
 # {cite}`yang2024ablation`. This chapter trains that probe, checks how well it separates toxic from
 # non-toxic comments it has not seen, and looks at the neurons whose value vectors align with it.
 #
-# **Protocol** (`paper-protocol.md` §1.2, §10). Features: the final-norm output of the model (Hugging Face's
+# **Protocol.** Features: the final-norm output of the model (Hugging Face's
 # `hidden_states[-1]`), averaged over the real tokens of each Jigsaw comment (padding masked out, unlike the
 # authors' code). Classifier: L2 logistic regression (scikit-learn) on the raw features, so that its weight
 # vector lives in the residual-stream basis; `probe_regularisation` is its `C`. Strong regularisation

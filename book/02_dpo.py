@@ -17,7 +17,7 @@
 # nor its 24,576 PPLM preference pairs nor the Perspective API can be had offline, so this chapter builds each
 # ingredient again and checks that it does its job: a **toxicity scorer** that tracks Perspective, **preference
 # pairs** whose rejected side is toxic yet fluent, a **DPO model** trained with trl, and the **evaluation
-# harness** (toxicity, perplexity, F1) every later chapter uses (`paper-protocol.md` §1.3, §1.4, §10).
+# harness** (toxicity, perplexity, F1) every later chapter uses.
 
 # %% tags=["parameters"]
 profile = "ci"

@@ -213,6 +213,7 @@ glue("late_layer_share", float(per_layer.loc[last_third, list(delta_grouping.sha
 # %%
 top_toxic = table.nlargest(100, "cosine")
 glue("top100_negative_share", float((top_toxic["activation_base"] < 0).mean()), display=False)
+glue("positive_activation_share", float((table["activation_base"] >= 0).mean()), display=False)
 fig = attribution_plots.top_toxic_activations(table)
 glue("fig_top_toxic", fig, display=False)
 plt.close(fig)
@@ -223,8 +224,8 @@ toxic_share
 # %% [markdown]
 # Of the 100 neurons most aligned with the probe, a fraction {glue:text}`top100_negative_share:.2f` is
 # negatively activated on average before DPO. *Reference: "most neurons have negative activations" on GPT-2,
-# whose GELU neurons are negative 87 % of the time; SmolLM2's gated neurons are as often positive as
-# negative.* The 128 most toxic neurons that are dampened (TP−) account for
+# where 87 % of all mean activations are negative (GELU).* On our model a fraction
+# {glue:text}`positive_activation_share:.2f` of all mean activations is positive. The 128 most toxic neurons that are dampened (TP−) account for
 # {glue:text}`toxic_share_projection:.1%` of the reduction. *Reference: 4.9 % on GPT-2 (OpenReview version);
 # "2.5 % to 24 %" across models (v3).*
 #

@@ -74,13 +74,11 @@ def test_scale_keys_equals_scaling_the_key_weights(tiny):
     arch = architecture_of(tiny.model)
     edited = copy.deepcopy(tiny.model)
     for layer, neuron in NEURONS[["layer", "neuron"]].values:
-        block = decoder_layers(edited, arch)[int(layer)]
-        for path in arch.input_projections:
-            weight = submodule(block, path).weight
-            if arch.value_vectors_are_rows:  # GPT-2 Conv1D: keys are columns
-                weight.data[:, int(neuron)] *= 5.0
-            else:
-                weight.data[int(neuron)] *= 5.0
+        weight = submodule(decoder_layers(edited, arch)[int(layer)], arch.key_projection).weight
+        if arch.value_vectors_are_rows:  # GPT-2 Conv1D: keys are columns
+            weight.data[:, int(neuron)] *= 5.0
+        else:
+            weight.data[int(neuron)] *= 5.0
     torch.testing.assert_close(nnsight_logits(tiny, ScaleKeys(NEURONS, 5.0)), plain_logits(edited, tiny),
                                rtol=1e-4, atol=1e-4)
 

@@ -70,6 +70,7 @@ def test_general_figures_are_labelled():
         plots.paired_toxicity(rng.random(10), rng.random(10)),
         plots.dpo_training(history),
         plots.metric_comparison(table, table),
+        plots.layer_projections(pd.DataFrame({"before": rng.random(4), "after": rng.random(4)})),
     ]
     for fig in figures:
         assert_labelled(fig)

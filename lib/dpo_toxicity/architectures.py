@@ -34,13 +34,15 @@ class Architecture:
     """Module paths (relative to the Hugging Face ``*ForCausalLM``) of the sites one family exposes.
 
     ``layers`` is the ``ModuleList`` of decoder blocks; the other MLP paths are relative to one block.
-    ``input_projections`` are the modules whose weight rows (or Conv1D columns) are the neurons' key vectors.
+    ``key_projection`` is the module whose weight rows (or Conv1D columns) are the neurons' key vectors: the
+    input of the nonlinearity (GPT-2's ``c_fc``; the *gate* of a gated MLP, whose activation ``act(gate . x)``
+    plays the role of GPT-2's ``GELU(k . x)``; the linear ``up`` factor is left alone).
     """
 
     family: str
     layers: str
     output_projection: str
-    input_projections: tuple[str, ...]
+    key_projection: str
     final_norm: str
     unembedding: str
     value_vectors_are_rows: bool
@@ -51,7 +53,7 @@ GPT2 = Architecture(
     family="gpt2",
     layers="transformer.h",
     output_projection="mlp.c_proj",
-    input_projections=("mlp.c_fc",),
+    key_projection="mlp.c_fc",
     final_norm="transformer.ln_f",
     unembedding="lm_head",
     value_vectors_are_rows=True,
@@ -60,7 +62,7 @@ LLAMA = Architecture(
     family="llama",
     layers="model.layers",
     output_projection="mlp.down_proj",
-    input_projections=("mlp.gate_proj", "mlp.up_proj"),
+    key_projection="mlp.gate_proj",
     final_norm="model.norm",
     unembedding="lm_head",
     value_vectors_are_rows=False,
@@ -69,7 +71,7 @@ MISTRAL = Architecture(
     family="mistral",
     layers="model.layers",
     output_projection="mlp.down_proj",
-    input_projections=("mlp.gate_proj", "mlp.up_proj"),
+    key_projection="mlp.gate_proj",
     final_norm="model.norm",
     unembedding="lm_head",
     value_vectors_are_rows=False,
@@ -78,7 +80,7 @@ GEMMA2 = Architecture(
     family="gemma2",
     layers="model.layers",
     output_projection="mlp.down_proj",
-    input_projections=("mlp.gate_proj", "mlp.up_proj"),
+    key_projection="mlp.gate_proj",
     final_norm="model.norm",
     unembedding="lm_head",
     value_vectors_are_rows=False,
@@ -88,7 +90,7 @@ GEMMA3 = Architecture(
     family="gemma3",
     layers="model.layers",
     output_projection="mlp.down_proj",
-    input_projections=("mlp.gate_proj", "mlp.up_proj"),
+    key_projection="mlp.gate_proj",
     final_norm="model.norm",
     unembedding="lm_head",
     value_vectors_are_rows=False,

@@ -239,13 +239,19 @@ def comparison_table(evaluations: list[Evaluation]) -> pd.DataFrame:
     return pd.DataFrame([evaluation.row() for evaluation in evaluations]).set_index("intervention")
 
 
-def evaluation_suite(settings, scorer) -> EvaluationSuite:
-    """The evaluation inputs a profile names: seeded subsets of the challenge prompts and F1 paragraphs."""
+def evaluation_suite(settings, scorer, many_rows: bool = False) -> EvaluationSuite:
+    """The evaluation inputs a profile names: seeded subsets of the challenge prompts and F1 paragraphs.
+
+    ``many_rows`` takes the profile's smaller ``table_*`` sizes, for tables with one evaluation per row.
+    """
+    prompts = settings.table_eval_prompts if many_rows else settings.eval_prompts
+    windows = settings.table_perplexity_windows if many_rows else settings.perplexity_windows
+    paragraphs = settings.table_f1_paragraphs if many_rows else settings.f1_paragraphs
     return EvaluationSuite(
-        toxicity_prompts=data.seeded_subset(data.challenge_prompts(), settings.eval_prompts, seed=0),
+        toxicity_prompts=data.seeded_subset(data.challenge_prompts(), prompts, seed=0),
         perplexity_text=data.wikitext2_test_text(),
-        perplexity_windows=settings.perplexity_windows,
-        f1_paragraphs=data.seeded_subset(data.wikitext2_validation_paragraphs(), settings.f1_paragraphs, seed=0),
+        perplexity_windows=windows,
+        f1_paragraphs=data.seeded_subset(data.wikitext2_validation_paragraphs(), paragraphs, seed=0),
         scorer=scorer,
         batch_size=settings.batch_size,
     )

@@ -94,8 +94,8 @@ class ScaleKeys:
     """Scale the key vectors of the listed neurons (``layer``, ``neuron``) by ``factor``; biases untouched.
 
     For GPT-2 the key is a column of ``c_fc`` (which has a bias: ``k.x + b`` becomes ``s k.x + b``); for gated
-    MLPs both the gate and the up projection rows of the neuron are scaled, as scaling "the input-side weights
-    of the neuron" means for a GLU.
+    MLPs it is the neuron's row of the gate projection, the input of the nonlinearity (see
+    :attr:`~dpo_toxicity.architectures.Architecture.key_projection`).
     """
 
     neurons: pd.DataFrame
@@ -109,17 +109,15 @@ class ScaleKeys:
     def apply(self, model, arch: Architecture) -> None:
         _check_layers(self._grouped, model, arch)
         for layer, (indices, _) in sorted(self._grouped.items()):
-            block = decoder_layers(model, arch)[layer]
-            for path in arch.input_projections:
-                projection = submodule(block, path)
-                output = projection.output
-                index = indices.to(output.device)
-                bias = projection.bias
-                if bias is None:
-                    output[..., index] = output[..., index] * self.factor
-                else:
-                    offset = bias[index].to(output.dtype)
-                    output[..., index] = (output[..., index] - offset) * self.factor + offset
+            projection = submodule(decoder_layers(model, arch)[layer], arch.key_projection)
+            output = projection.output
+            index = indices.to(output.device)
+            bias = projection.bias
+            if bias is None:
+                output[..., index] = output[..., index] * self.factor
+            else:
+                offset = bias[index].to(output.dtype)
+                output[..., index] = (output[..., index] - offset) * self.factor + offset
 
 
 @dataclass

@@ -82,3 +82,16 @@ def metric_comparison(table: pd.DataFrame, reference: pd.DataFrame) -> plt.Figur
     axes[0].legend(fontsize=8)
     fig.tight_layout()
     return fig
+
+
+def layer_projections(projections: pd.DataFrame) -> plt.Figure:
+    """Figure 1a: one dashed line per condition (columns) of the per-layer MLP-output projection (index)."""
+    fig, ax = plt.subplots(figsize=(9, 3.8))
+    for column in projections.columns:
+        ax.plot(projections.index, projections[column], ls="--", marker=".", label=column)
+    ax.axhline(0, color="grey", lw=0.6)
+    ax.set_xlabel("MLP layer")
+    ax.set_ylabel("MLP output projection onto the probe")
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    return fig

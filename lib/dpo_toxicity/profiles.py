@@ -25,6 +25,8 @@ class Profile:
     ``perplexity_windows``: 1,024-token WikiText-2 test windows; ``f1_paragraphs``: WikiText-2 validation
     paragraphs for F1. ``pair_prompts``: DPO preference pairs generated; ``generator_trial_prompts``: prompts
     on which the rejected-side generators are compared; ``pair_new_tokens``: continuation length of a pair.
+    ``table_eval_prompts``, ``table_perplexity_windows``, ``table_f1_paragraphs``: the smaller evaluation of
+    chapters whose tables have many rows (one evaluation per intervention).
     """
 
     name: str
@@ -38,6 +40,9 @@ class Profile:
     pair_prompts: int
     generator_trial_prompts: int
     pair_new_tokens: int
+    table_eval_prompts: int | None
+    table_perplexity_windows: int | None
+    table_f1_paragraphs: int | None
 
     def sizes(self) -> dict:
         """The profile as a plain mapping, for provenance tables."""
@@ -47,12 +52,14 @@ class Profile:
 CI = Profile(
     name="ci", probe_train_per_class=1000, probe_test_per_class=300, probe_max_tokens=64, batch_size=16,
     eval_prompts=200, perplexity_windows=8, f1_paragraphs=100,
-    pair_prompts=240, generator_trial_prompts=48, pair_new_tokens=24,
+    pair_prompts=240, generator_trial_prompts=32, pair_new_tokens=24,
+    table_eval_prompts=64, table_perplexity_windows=2, table_f1_paragraphs=32,
 )
 FULL = Profile(
     name="full", probe_train_per_class=2000, probe_test_per_class=600, probe_max_tokens=128, batch_size=32,
     eval_prompts=None, perplexity_windows=None, f1_paragraphs=None,
     pair_prompts=2000, generator_trial_prompts=200, pair_new_tokens=32,
+    table_eval_prompts=None, table_perplexity_windows=None, table_f1_paragraphs=None,
 )
 
 PROFILES: dict[str, Profile] = {profile.name: profile for profile in (CI, FULL)}
