@@ -33,8 +33,8 @@ recipe is :data:`PAPER_GPT2_SETTINGS`):
   run has a few hundred pairs, so a few dozen steps: it would end inside Lee's warm-up, before the learning
   rate reached its value. On the book's own 240 CI pairs, v3's 1e-5 moved SmolLM2-135M little (toxicity
   -10 %, perplexity +0.1 % on 200 challenge prompts), 3e-5 over two passes a lot (-40 %, +19 %); 3e-5 over one
-  pass sits between them and keeps the CI run short (the paper's GPT-2: -54 % at +8 %). Batch 8 halves the
-  number of optimiser steps at a similar cost per pair.
+  pass, the default, gave -28 % at +7 % and keeps the CI run short (the paper's GPT-2: -54 % at +8 %). Batch 8
+  halves the number of optimiser steps at a similar cost per pair.
 * changed, the reference: Lee kept an fp16 copy of the reference; trl precomputes the reference log-probs of
   every pair in one pass before training, in float32. On SmolLM2 this gave the same losses as a frozen
   reference copy, took about 7 % less time per step and keeps no second model in memory.
