@@ -36,7 +36,7 @@ import pandas as pd
 from myst_nb import glue
 
 from dpo_toxicity import data, plots
-from dpo_toxicity.dpo import DPOSettings, dpo_model
+from dpo_toxicity.dpo import PAIRS_FILE, DPOSettings, dpo_model
 from dpo_toxicity.evaluation import comparison_table, evaluation_suite, paired_difference
 from dpo_toxicity.models import load_model
 from dpo_toxicity.pairs import (
@@ -147,7 +147,7 @@ chosen = chosen_continuations(lm, pair_prompts, settings.pair_new_tokens, batch_
 rejected = rejected_continuations(lm, pair_prompts, probe, winner.settings, directions, settings.batch_size,
                                   progress="rejected")
 pairs = [PreferencePair(p, c, r) for p, c, r in zip(pair_prompts, chosen, rejected)]
-save_pairs(pairs, artefact_dir(lm.name, settings.name) / "pairs.jsonl")
+save_pairs(pairs, artefact_dir(lm.name, settings.name) / PAIRS_FILE)
 chosen_scores, rejected_scores = scorer.score(chosen), scorer.score(rejected)
 glue("pairs_n", len(pairs), display=False)
 glue("pairs_toxicity_chosen", float(chosen_scores.mean()), display=False)

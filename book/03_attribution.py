@@ -47,12 +47,11 @@ from dpo_toxicity.attribution import (
     activation_change_correlations, activation_change_summary, group_shares, mean_neuron_activations,
     neuron_table, per_layer_reduction, relative_activation_change, save_neuron_table, toxic_neuron_share,
 )
-from dpo_toxicity.dpo import DPOSettings, dpo_model
+from dpo_toxicity.dpo import run_dpo_model
 from dpo_toxicity.models import load_model
 from dpo_toxicity.null_control import (
     null_shares, null_summary, orthogonal_direction, random_directions, specificity,
 )
-from dpo_toxicity.pairs import load_pairs
 from dpo_toxicity.paths import artefact_dir
 from dpo_toxicity.probe import Probe
 from dpo_toxicity.profiles import profile as run_profile
@@ -63,7 +62,7 @@ settings = run_profile(profile)
 lm = load_model(model)
 artefacts = artefact_dir(lm.name, settings.name)
 probe = Probe.load(artefacts / "probe.npz")
-dpo_lm = dpo_model(lm, load_pairs(artefacts / "pairs.jsonl"), DPOSettings()).model
+dpo_lm = run_dpo_model(lm, settings.name).model
 record = RunRecord("03_attribution", settings, lm, data_files=["rtp/challenge_prompts.jsonl"])
 direction = probe.unit_direction(lm.shape[2]).double()
 prompts = data.seeded_subset(data.challenge_prompts(), settings.eval_prompts, seed=0)

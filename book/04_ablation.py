@@ -47,11 +47,10 @@ from tqdm import tqdm
 
 from dpo_toxicity import data, plots
 from dpo_toxicity.attribution import NeuronActivations, layer_projection, load_neuron_table, mean_neuron_activations
-from dpo_toxicity.dpo import DPOSettings, dpo_model
+from dpo_toxicity.dpo import run_dpo_model
 from dpo_toxicity.evaluation import evaluation_suite, paired_difference
 from dpo_toxicity.interventions import ScaleKeys, SetNeurons
 from dpo_toxicity.models import load_model
-from dpo_toxicity.pairs import load_pairs
 from dpo_toxicity.paths import artefact_dir
 from dpo_toxicity.probe import Probe
 from dpo_toxicity.profiles import profile as run_profile
@@ -63,7 +62,7 @@ settings = run_profile(profile)
 lm = load_model(model)
 artefacts = artefact_dir(lm.name, settings.name)
 probe = Probe.load(artefacts / "probe.npz")
-dpo_lm = dpo_model(lm, load_pairs(artefacts / "pairs.jsonl"), DPOSettings()).model
+dpo_lm = run_dpo_model(lm, settings.name).model
 table = load_neuron_table(artefacts / "neuron_table.csv.gz")
 record = RunRecord("04_ablation", settings, lm,
                    data_files=["rtp/challenge_prompts.jsonl", "wikitext2/wikitext2_raw_test_hf_rows.jsonl"])

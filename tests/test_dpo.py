@@ -173,3 +173,15 @@ def test_long_texts_are_truncated_to_the_token_budgets(lm):
         lm.tokenizer.decode(lm.tokenizer(long.rejected)["input_ids"][:3]),
     )
     np.testing.assert_allclose(completion_log_probs(lm, [long], settings), completion_log_probs(lm, [short], settings))
+
+
+def test_run_dpo_model_reads_the_runs_pairs_and_names_chapter_2_when_missing(lm, tmp_path, monkeypatch):
+    from dpo_toxicity.dpo import PAIRS_FILE, run_dpo_model
+    from dpo_toxicity.pairs import save_pairs
+    from dpo_toxicity.paths import artefact_dir
+
+    monkeypatch.setenv("DPO_TOX_CACHE", str(tmp_path))
+    with pytest.raises(FileNotFoundError, match="02_dpo"):
+        run_dpo_model(lm, "ci")
+    save_pairs(PAIRS, artefact_dir(lm.name, "ci") / PAIRS_FILE)
+    assert run_dpo_model(lm, "ci").folder == dpo_folder(lm, PAIRS, DPOSettings())

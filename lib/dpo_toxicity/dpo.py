@@ -84,8 +84,8 @@ import trl
 from transformers import AutoModelForCausalLM
 
 from .models import LoadedModel
-from .pairs import PreferencePair
-from .paths import cache_dir
+from .pairs import PreferencePair, load_pairs
+from .paths import artefact_dir, cache_dir
 
 RECORD_FILE = "dpo.json"  # written last: a cache folder without it is not a finished DPO model
 
@@ -490,6 +490,24 @@ def dpo_model(
     result.folder = folder
     return result
 
+
+
+PAIRS_FILE = "pairs.jsonl"  # written by chapter 2 into the run's artefact folder
+
+
+def run_dpo_model(lm: LoadedModel, profile_name: str) -> DPOResult:
+    """The DPO model chapter 2 trained for ``lm`` under profile ``profile_name``: its pairs, read from the run's
+    artefact folder, with the default :class:`DPOSettings` (reloaded from the cache, or trained again).
+
+    Raises ``FileNotFoundError`` naming chapter 2 when that run has written no pairs.
+    """
+    path = artefact_dir(lm.name, profile_name) / PAIRS_FILE
+    if not path.is_file():
+        raise FileNotFoundError(
+            f"No preference pairs at {path}. Run chapter 2 (book/02_dpo.py) with model {lm.name!r} and profile "
+            f"{profile_name!r} first."
+        )
+    return dpo_model(lm, load_pairs(path), DPOSettings())
 
 def _save(result: DPOResult, folder: Path) -> None:
     record = {
