@@ -62,6 +62,7 @@ from .activations import encode, traced
 from .architectures import architecture_of, output_projection
 from .evaluation import NEW_TOKENS, PROMPT_TOKENS
 from .models import LoadedModel
+from .paths import written_atomically
 
 GROUPS = ("TP", "TN", "AP", "AN")
 REDUCING = ("TP-", "TN+", "AP+", "AN-")  # aligned with GROUPS
@@ -85,11 +86,11 @@ class NeuronActivations:
     count: int
 
     def save(self, path: Path) -> Path:
-        """Write the three fields with ``torch.save`` (tensors and an int only: loads with ``weights_only``)."""
-        path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        torch.save({"mean": self.mean, "mean_mlp_output": self.mean_mlp_output, "count": self.count}, path)
-        return path
+        """Write the three fields with ``torch.save`` (tensors and an int only: loads with ``weights_only``),
+        atomically."""
+        with written_atomically(path) as partial:
+            torch.save({"mean": self.mean, "mean_mlp_output": self.mean_mlp_output, "count": self.count}, partial)
+        return Path(path)
 
     @classmethod
     def load(cls, path: Path) -> "NeuronActivations":
@@ -251,13 +252,11 @@ def _categorical(table: pd.DataFrame) -> pd.DataFrame:
 def save_neuron_table(table: pd.DataFrame, path: Path) -> Path:
     """Write a neuron table as ``.parquet`` or ``.csv.gz`` (chosen by the suffix), atomically."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    partial = path.with_name(path.name + ".partial")
-    if path.suffix == ".parquet":
-        table.to_parquet(partial, index=False)
-    else:
-        table.to_csv(partial, index=False, compression="gzip" if path.suffix == ".gz" else None)
-    partial.replace(path)
+    with written_atomically(path) as partial:
+        if path.suffix == ".parquet":
+            table.to_parquet(partial, index=False)
+        else:
+            table.to_csv(partial, index=False, compression="gzip" if path.suffix == ".gz" else None)
     return path
 
 

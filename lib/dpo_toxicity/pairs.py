@@ -37,6 +37,7 @@ from .architectures import architecture_of
 from .evaluation import decode_all, greedy_continuations
 from .interventions import SteerResidual
 from .models import LoadedModel
+from .paths import written_atomically
 from .probe import Probe
 
 PUSHES = ("none", "probe", "contrastive")
@@ -245,8 +246,8 @@ def choose_generator(qualities: list[GeneratorQuality], max_perplexity: float, m
 
 
 def save_pairs(pairs: list[PreferencePair], path) -> None:
-    """Write pairs as JSON lines (``prompt``, ``chosen``, ``rejected``)."""
-    with open(path, "w", encoding="utf-8") as handle:
+    """Write pairs as JSON lines (``prompt``, ``chosen``, ``rejected``), atomically."""
+    with written_atomically(path) as partial, open(partial, "w", encoding="utf-8") as handle:
         for pair in pairs:
             handle.write(json.dumps(asdict(pair)) + "\n")
 

@@ -16,6 +16,7 @@ with one message that names the file and the variable that relocates it.
 from __future__ import annotations
 
 import os
+from contextlib import contextmanager
 from pathlib import Path
 
 DATA_ENV = "DPO_TOX_DATA"
@@ -68,3 +69,20 @@ def cache_dir(*parts: str) -> Path:
 def artefact_dir(model_name: str, profile_name: str) -> Path:
     """Where one (model, profile) run keeps the artefacts that later chapters reload (probe, DPO model, ...)."""
     return cache_dir("artefacts", model_name.replace("/", "--"), profile_name)
+
+
+@contextmanager
+def written_atomically(path: Path):
+    """Yield a temporary path beside ``path`` to write to; it becomes ``path`` only if the block completes.
+
+    An interrupted or failed write leaves neither a half-written ``path`` nor the temporary file. The
+    temporary name keeps the suffix (``probe.partial.npz``), for writers that choose the format by it.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    partial = path.with_name(f"{path.stem}.partial{path.suffix}")
+    try:
+        yield partial
+        partial.replace(path)
+    finally:
+        partial.unlink(missing_ok=True)

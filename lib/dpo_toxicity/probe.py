@@ -12,8 +12,6 @@ held-out metrics, is saved atomically, and refuses to be used with a model of an
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -21,6 +19,8 @@ import numpy as np
 import torch
 from sklearn.linear_model import LogisticRegression
 from sklearn.metrics import accuracy_score, roc_auc_score
+
+from .paths import written_atomically
 
 
 class ProbeWidthError(ValueError):
@@ -85,17 +85,13 @@ class Probe:
         )
 
     def save(self, path: Path) -> Path:
-        """Write the probe as ``.npz`` (vector + JSON metadata), atomically (temp file, then rename)."""
-        path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
+        """Write the probe as ``.npz`` (vector + JSON metadata), atomically."""
         metadata = json.dumps(
             {"bias": self.bias, "model_name": self.model_name, "weights_hash": self.weights_hash, "info": self.info}
         )
-        handle, temporary = tempfile.mkstemp(suffix=".npz", dir=path.parent)
-        os.close(handle)
-        np.savez(temporary, direction=self.direction, metadata=np.array(metadata))
-        os.replace(temporary, path)
-        return path
+        with written_atomically(path) as partial:
+            np.savez(partial, direction=self.direction, metadata=np.array(metadata))
+        return Path(path)
 
     @classmethod
     def load(cls, path: Path) -> "Probe":
