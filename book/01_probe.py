@@ -39,16 +39,13 @@ top_neurons_shown = 20
 import warnings
 
 import matplotlib.pyplot as plt
-import numpy as np
 from myst_nb import glue
 
 from dpo_toxicity import data, neurons, plots
-from dpo_toxicity.activations import pooled_final_states
 from dpo_toxicity.models import load_model
-from dpo_toxicity.paths import artefact_dir
-from dpo_toxicity.probe import metrics_dict, train_probe
 from dpo_toxicity.profiles import profile as run_profile
 from dpo_toxicity.provenance import RunRecord
+from dpo_toxicity.run_artefacts import fit_probe
 
 warnings.filterwarnings("ignore", category=FutureWarning)
 settings = run_profile(profile)
@@ -60,36 +57,18 @@ record = RunRecord(
 lm
 
 # %% [markdown]
-# ## Features
+# ## Features, training and held-out evaluation
 #
-# The profile fixes how many comments of each class train and test the probe and how many tokens of each
-# comment are read.
+# `fit_probe` (in `dpo_toxicity.run_artefacts`) mean-pools the final-norm states over each comment's first
+# tokens, fits the logistic regression on balanced Jigsaw train comments and scores it on held-out test
+# comments; the profile fixes how many comments of each class and how many tokens of each comment are read.
+# The probe is saved as this run's artefact for the later chapters.
 
 # %%
-train = data.balanced_sample(data.jigsaw("train"), settings.probe_train_per_class, seed=0)
-test = data.balanced_sample(data.jigsaw("test"), settings.probe_test_per_class, seed=0)
-train_features = pooled_final_states(
-    lm, train.text.tolist(), settings.probe_max_tokens, settings.batch_size, progress="train features"
-)
-test_features = pooled_final_states(
-    lm, test.text.tolist(), settings.probe_max_tokens, settings.batch_size, progress="test features"
-)
-glue("probe_n_train", len(train), display=False)
-glue("probe_n_test", len(test), display=False)
-print(f"train {train_features.shape}, test {test_features.shape}")
-
-# %% [markdown]
-# ## Training and held-out evaluation
-
-# %%
-probe = train_probe(
-    train_features, train.label.to_numpy(), lm.name, lm.weights_hash, regularisation=probe_regularisation
-)
-train_metrics = probe.evaluate(train_features, train.label.to_numpy())
-test_metrics = probe.evaluate(test_features, test.label.to_numpy())
-probe.info.update(profile=settings.name, test=metrics_dict(test_metrics), train=metrics_dict(train_metrics))
-probe_path = probe.save(artefact_dir(lm.name, settings.name) / "probe.npz")
-
+fit = fit_probe(lm, settings, regularisation=probe_regularisation)
+probe, train_metrics, test_metrics = fit.probe, fit.train_metrics, fit.test_metrics
+glue("probe_n_train", probe.info["n_train"], display=False)
+glue("probe_n_test", len(fit.test_labels), display=False)
 glue("probe_test_accuracy", test_metrics.accuracy, display=False)
 glue("probe_test_auc", test_metrics.auc, display=False)
 glue("probe_train_accuracy", train_metrics.accuracy, display=False)
@@ -105,7 +84,7 @@ test_metrics
 # and the score distributions below show that it is.
 
 # %%
-fig = plots.probe_score_histogram(probe.predict_proba(test_features), test.label.to_numpy())
+fig = plots.probe_score_histogram(probe.predict_proba(fit.test_features), fit.test_labels)
 glue("fig_probe_scores", fig, display=False)
 plt.close(fig)
 

@@ -38,14 +38,13 @@ import warnings
 
 import matplotlib.pyplot as plt
 import pandas as pd
-import torch
 from myst_nb import glue
 
-from dpo_toxicity import attribution_plots, data
+from dpo_toxicity import attribution_plots
 from dpo_toxicity.architectures import all_value_vectors
 from dpo_toxicity.attribution import (
-    activation_change_correlations, activation_change_summary, group_shares, mean_neuron_activations,
-    neuron_table, per_layer_reduction, relative_activation_change, save_neuron_table, toxic_neuron_share,
+    activation_change_correlations, activation_change_summary, group_shares, per_layer_reduction,
+    relative_activation_change, save_neuron_table, toxic_neuron_share,
 )
 from dpo_toxicity.dpo import run_dpo_model
 from dpo_toxicity.models import load_model
@@ -56,17 +55,17 @@ from dpo_toxicity.paths import artefact_dir
 from dpo_toxicity.probe import Probe
 from dpo_toxicity.profiles import profile as run_profile
 from dpo_toxicity.provenance import RunRecord
+from dpo_toxicity.run_artefacts import PROBE_FILE, attribution_prompts, neuron_statistics
 
 warnings.filterwarnings("ignore", category=FutureWarning)
 settings = run_profile(profile)
 lm = load_model(model)
 artefacts = artefact_dir(lm.name, settings.name)
-probe = Probe.load(artefacts / "probe.npz")
+probe = Probe.load(artefacts / PROBE_FILE)
 dpo_lm = run_dpo_model(lm, settings.name).model
 record = RunRecord("03_attribution", settings, lm, data_files=["rtp/challenge_prompts.jsonl"])
 direction = probe.unit_direction(lm.shape[2]).double()
-prompts = data.seeded_subset(data.challenge_prompts(), settings.eval_prompts, seed=0)
-glue("attribution_prompts", len(prompts), display=False)
+glue("attribution_prompts", len(attribution_prompts(settings)), display=False)
 lm, dpo_lm
 
 # %% [markdown]
@@ -76,13 +75,9 @@ lm, dpo_lm
 # last prompt token, then generated tokens 1 to 19, as in the paper's v1 code) and sums them in float64.
 
 # %%
-base_activations = mean_neuron_activations(lm, prompts, batch_size=settings.batch_size, progress="base")
-dpo_activations = mean_neuron_activations(dpo_lm, prompts, batch_size=settings.batch_size, progress="DPO")
-base_activations.save(artefacts / "activations_base.pt")
-dpo_activations.save(artefacts / "activations_dpo.pt")
+statistics = neuron_statistics(lm, dpo_lm, probe, settings)
+base_activations, dpo_activations, table = statistics.base, statistics.dpo, statistics.table
 values_base, values_dpo = all_value_vectors(lm.model), all_value_vectors(dpo_lm.model)
-table = neuron_table(base_activations, dpo_activations, values_base, values_dpo, direction)
-save_neuron_table(table, artefacts / "neuron_table.csv.gz")
 save_neuron_table(table, "neuron_table.csv.gz")  # beside the page, for the download link below
 glue("n_neurons_total", len(table), display=False)
 table.sort_values("delta", ascending=False).head(10)

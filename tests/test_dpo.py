@@ -185,3 +185,16 @@ def test_run_dpo_model_reads_the_runs_pairs_and_names_chapter_2_when_missing(lm,
         run_dpo_model(lm, "ci")
     save_pairs(PAIRS, artefact_dir(lm.name, "ci") / PAIRS_FILE)
     assert run_dpo_model(lm, "ci").folder == dpo_folder(lm, PAIRS, DPOSettings())
+
+
+def test_run_dpo_model_can_train_on_another_runs_pairs(lm, tmp_path, monkeypatch):
+    from dpo_toxicity.dpo import PAIRS_FILE, run_dpo_model
+    from dpo_toxicity.pairs import save_pairs
+    from dpo_toxicity.paths import artefact_dir
+
+    monkeypatch.setenv("DPO_TOX_CACHE", str(tmp_path))
+    save_pairs(PAIRS, artefact_dir(lm.name, "ci") / PAIRS_FILE)
+    with pytest.raises(FileNotFoundError, match="'default-model'"):
+        run_dpo_model(lm, "ci", pairs_model="default-model")
+    save_pairs(PAIRS[:2], artefact_dir("default-model", "ci") / PAIRS_FILE)
+    assert run_dpo_model(lm, "ci", pairs_model="default-model").folder == dpo_folder(lm, PAIRS[:2], DPOSettings())

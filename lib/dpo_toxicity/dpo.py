@@ -495,19 +495,23 @@ def dpo_model(
 PAIRS_FILE = "pairs.jsonl"  # written by chapter 2 into the run's artefact folder
 
 
-def run_dpo_model(lm: LoadedModel, profile_name: str) -> DPOResult:
-    """The DPO model chapter 2 trained for ``lm`` under profile ``profile_name``: its pairs, read from the run's
-    artefact folder, with the default :class:`DPOSettings` (reloaded from the cache, or trained again).
+def run_dpo_model(lm: LoadedModel, profile_name: str, pairs_model: str | None = None,
+                  progress: bool = False) -> DPOResult:
+    """The DPO model of ``lm`` under profile ``profile_name``, trained with the default :class:`DPOSettings` on
+    the preference pairs chapter 2 wrote for ``pairs_model`` (default: ``lm`` itself), reloaded from the cache
+    or trained again.
 
     Raises ``FileNotFoundError`` naming chapter 2 when that run has written no pairs.
     """
-    path = artefact_dir(lm.name, profile_name) / PAIRS_FILE
+    pairs_model = pairs_model or lm.name
+    path = artefact_dir(pairs_model, profile_name) / PAIRS_FILE
     if not path.is_file():
         raise FileNotFoundError(
-            f"No preference pairs at {path}. Run chapter 2 (book/02_dpo.py) with model {lm.name!r} and profile "
+            f"No preference pairs at {path}. Run chapter 2 (book/02_dpo.py) with model {pairs_model!r} and profile "
             f"{profile_name!r} first."
         )
-    return dpo_model(lm, load_pairs(path), DPOSettings())
+    return dpo_model(lm, load_pairs(path), DPOSettings(), progress=progress)
+
 
 def _save(result: DPOResult, folder: Path) -> None:
     record = {

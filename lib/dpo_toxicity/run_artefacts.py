@@ -1,0 +1,150 @@
+"""One run's artefacts, each computed once and cached: probe → DPO model → neuron statistics.
+
+A *run* is one model under one profile; its artefacts live in ``artefact_dir(model, profile)``. Chapters 1 to
+3 compute them step by step, with their figures, through :func:`fit_probe` and :func:`neuron_statistics`
+(chapter 2 writes the preference pairs and trains the DPO model). A chapter that needs the artefacts of a
+model the earlier chapters did not run, such as chapter 5's second model, calls :func:`model_run`: it loads
+what exists and computes what is missing with the same functions, so an interrupted run resumes from its last
+finished artefact.
+
+The second model is trained on the default model's preference pairs (``pairs_model``), as the EMNLP version
+trained Llama, Gemma and Mistral on the GPT-2 pairs instead of generating pairs per model.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+
+from . import data
+from .activations import pooled_final_states
+from .architectures import all_value_vectors
+from .attribution import NeuronActivations, load_neuron_table, mean_neuron_activations, neuron_table, save_neuron_table
+from .dpo import DPOResult, run_dpo_model
+from .models import LoadedModel, load_model
+from .paths import artefact_dir
+from .probe import Probe, ProbeMetrics, metrics_dict, train_probe
+from .profiles import Profile
+from .profiles import profile as run_profile
+
+PROBE_FILE = "probe.npz"
+BASE_ACTIVATIONS_FILE = "activations_base.pt"
+DPO_ACTIVATIONS_FILE = "activations_dpo.pt"
+NEURON_TABLE_FILE = "neuron_table.csv.gz"
+PROBE_REGULARISATION = 0.01  # chapter 1 explains the choice; its parameter cell starts from this value
+
+
+@dataclass
+class ProbeFit:
+    """A probe fitted on balanced Jigsaw train comments and scored on held-out test comments."""
+
+    probe: Probe
+    train_metrics: ProbeMetrics
+    test_metrics: ProbeMetrics
+    test_features: np.ndarray
+    test_labels: np.ndarray
+
+
+def fit_probe(lm: LoadedModel, settings: Profile, regularisation: float = PROBE_REGULARISATION,
+              progress: bool = True) -> ProbeFit:
+    """Fit the toxicity probe on the profile's Jigsaw sample, evaluate it, and save it as the run's probe.
+
+    Features are the final-norm states mean-pooled over each comment's first ``probe_max_tokens`` tokens.
+    """
+    train = data.balanced_sample(data.jigsaw("train"), settings.probe_train_per_class, seed=0)
+    test = data.balanced_sample(data.jigsaw("test"), settings.probe_test_per_class, seed=0)
+    train_features = pooled_final_states(lm, train.text.tolist(), settings.probe_max_tokens, settings.batch_size,
+                                         progress="train features" if progress else None)
+    test_features = pooled_final_states(lm, test.text.tolist(), settings.probe_max_tokens, settings.batch_size,
+                                        progress="test features" if progress else None)
+    train_labels, test_labels = train.label.to_numpy(), test.label.to_numpy()
+    probe = train_probe(train_features, train_labels, lm.name, lm.weights_hash, regularisation=regularisation)
+    train_metrics = probe.evaluate(train_features, train_labels)
+    test_metrics = probe.evaluate(test_features, test_labels)
+    probe.info.update(profile=settings.name, test=metrics_dict(test_metrics), train=metrics_dict(train_metrics))
+    probe.save(artefact_dir(lm.name, settings.name) / PROBE_FILE)
+    return ProbeFit(probe, train_metrics, test_metrics, test_features, test_labels)
+
+
+@dataclass
+class NeuronStatistics:
+    """Mean neuron activations of the base and DPO models and the per-neuron table built from them."""
+
+    base: NeuronActivations
+    dpo: NeuronActivations
+    table: pd.DataFrame
+
+    def __repr__(self) -> str:
+        return f"NeuronStatistics({len(self.table)} neurons; base {self.base}; DPO {self.dpo})"
+
+
+def attribution_prompts(settings: Profile) -> list[str]:
+    """The challenge prompts whose continuations the neuron statistics average over (the evaluation subset)."""
+    return data.seeded_subset(data.challenge_prompts(), settings.eval_prompts, seed=0)
+
+
+def neuron_statistics(lm: LoadedModel, dpo_lm: LoadedModel, probe: Probe, settings: Profile,
+                      progress: bool = True) -> NeuronStatistics:
+    """Mean activations of both models on the profile's challenge prompts and the neuron table along the probe;
+    all three are saved in the run's artefact folder."""
+    prompts = attribution_prompts(settings)
+    base = mean_neuron_activations(lm, prompts, batch_size=settings.batch_size, progress="base" if progress else None)
+    dpo = mean_neuron_activations(dpo_lm, prompts, batch_size=settings.batch_size,
+                                  progress="DPO" if progress else None)
+    folder = artefact_dir(lm.name, settings.name)
+    base.save(folder / BASE_ACTIVATIONS_FILE)
+    dpo.save(folder / DPO_ACTIVATIONS_FILE)
+    table = neuron_table(base, dpo, all_value_vectors(lm.model), all_value_vectors(dpo_lm.model),
+                         probe.unit_direction(lm.shape[2]).double())
+    save_neuron_table(table, folder / NEURON_TABLE_FILE)
+    return NeuronStatistics(base, dpo, table)
+
+
+@dataclass
+class ModelRun:
+    """Everything the later chapters need about one model: the model, its probe, its DPO model and statistics."""
+
+    lm: LoadedModel
+    settings: Profile
+    probe: Probe
+    dpo: DPOResult
+    statistics: NeuronStatistics
+    pairs_model: str
+
+    @property
+    def dpo_lm(self) -> LoadedModel:
+        return self.dpo.model
+
+    @property
+    def table(self) -> pd.DataFrame:
+        return self.statistics.table
+
+    def __repr__(self) -> str:
+        return (f"ModelRun({self.lm.name}, profile {self.settings.name}: {self.probe}; DPO on {self.pairs_model}'s "
+                f"pairs; {len(self.table)} neurons)")
+
+
+def model_run(model: str, profile: str, pairs_model: str | None = None, progress: bool = True) -> ModelRun:
+    """Load, or compute and cache, every artefact of ``model`` under ``profile``.
+
+    ``pairs_model`` names the run whose preference pairs train the DPO model (default: ``model`` itself, whose
+    pairs chapter 2 generates); those pairs must exist. A missing probe is fitted with
+    :data:`PROBE_REGULARISATION`, a missing neuron table is computed; both are saved for the next call.
+    """
+    settings = run_profile(profile)
+    lm = load_model(model)
+    folder = artefact_dir(lm.name, settings.name)
+    probe = (Probe.load(folder / PROBE_FILE) if (folder / PROBE_FILE).is_file()
+             else fit_probe(lm, settings, progress=progress).probe)
+    probe.check_width(lm.shape[2])
+    pairs_model = pairs_model or lm.name
+    dpo = run_dpo_model(lm, settings.name, pairs_model=pairs_model, progress=progress)
+    saved = [folder / name for name in (BASE_ACTIVATIONS_FILE, DPO_ACTIVATIONS_FILE, NEURON_TABLE_FILE)]
+    if all(path.is_file() for path in saved):
+        statistics = NeuronStatistics(NeuronActivations.load(saved[0]), NeuronActivations.load(saved[1]),
+                                      load_neuron_table(saved[2]))
+    else:
+        statistics = neuron_statistics(lm, dpo.model, probe, settings, progress=progress)
+    return ModelRun(lm, settings, probe, dpo, statistics, pairs_model)
