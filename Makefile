@@ -11,7 +11,7 @@ export PATH := $(abspath $(BIN)):$(PATH)
 # MathJax 3, served by the site itself so that math renders offline; book.py copies it into the site.
 MATHJAX := .cache/mathjax/node_modules/mathjax/es5/tex-svg.js
 
-.PHONY: install mathjax book check-site test clean
+.PHONY: install mathjax book check-site test bench clean
 
 install: $(VENV)/.installed
 
@@ -36,6 +36,11 @@ check-site: install
 
 test: install
 	$(BIN)/python -m pytest
+
+# Wall time and peak memory of each stage on MODEL, and the two design comparisons (not a test; about 5 min on
+# 2 cores): writes _build/bench/benchmark.json and prints a summary.
+bench: install
+	$(BIN)/python bench/benchmark.py --model $(MODEL)
 
 clean:
 	rm -rf _build
