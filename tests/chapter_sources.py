@@ -1,0 +1,34 @@
+"""Which glue keys a chapter's source records, read from its text (the chapter need not have run).
+
+Chapters glue literal names (``glue("late_layer_share", ...)``), f-strings with a literal part
+(``glue(f"{key}_by_change", ...)``), a variable over a list of quoted names (``glue(key, ...)``) and, in
+chapter 5, ``glue(f"{key}{suffix}", ...)`` over the quoted names of a table, once per model (the second
+model's with ``_second``).
+"""
+
+import re
+
+from dpo_toxicity.paths import project_root
+
+GLUE_NAME = re.compile(r"""glue\(\s*(f?)(["'])(.*?)\2""")
+GLUE_VARIABLE = re.compile(r"glue\(\s*[A-Za-z_]\w*\s*,")
+SECOND = "_second"
+
+
+def glued_in_source(key: str, document: str) -> bool:
+    """Whether ``book/<document>.py`` glues ``key``, as far as its text shows."""
+    source = (project_root() / f"{document}.py").read_text(encoding="utf-8")
+    if GLUE_VARIABLE.search(source) and re.search(rf"""["']{re.escape(key)}["']""", source):
+        return True
+    for f_string, _, name in GLUE_NAME.findall(source):
+        if not f_string and name == key:
+            return True
+        if f_string:
+            parts = re.split(r"\{[^}]*\}", name)
+            if any(parts):  # a literal part: the placeholders stand for names
+                if re.fullmatch(r"\w*".join(map(re.escape, parts)), key):
+                    return True
+            elif len(parts) > 2:  # f"{key}{suffix}": a quoted name of the source, plain or with the suffix
+                if re.search(rf"""["']{re.escape(key.removesuffix(SECOND))}["']""", source):
+                    return True
+    return False
