@@ -1,6 +1,12 @@
 """The book's structure: profiles, chapters' parameters cells, and the build driver's input checks."""
 
+import importlib.metadata
+import importlib.util
+import os
+import subprocess
+
 import jupytext
+import nbformat
 import pytest
 
 from dpo_toxicity import book
@@ -46,3 +52,40 @@ def test_toc_lists_existing_sources():
     assert documents[0] == "intro"
     for document in documents:
         assert book.source_of(root, document).is_file()
+
+
+@pytest.mark.parametrize("chapter", chapters(), ids=lambda p: p.stem)
+def test_a_converted_chapter_starts_with_the_hidden_colab_setup_cell(chapter):
+    repository = book.repository_url(project_root())
+    notebook = book.converted_chapter(chapter, repository)
+    first = notebook.cells[0]
+    assert first.cell_type == "code" and first.metadata["tags"] == ["remove-cell"]
+    assert first.source == book.colab_setup_cell(repository).source and f"git+{repository}" in first.source
+    assert [cell.source for cell in notebook.cells[1:]] == [cell.source for cell in jupytext.read(chapter).cells]
+    nbformat.validate(notebook)
+
+
+def test_the_colab_setup_cell_does_nothing_where_the_package_is_importable(monkeypatch):
+    monkeypatch.setattr(subprocess, "run", lambda *args, **kwargs: pytest.fail(f"ran {args}"))
+    environment = dict(os.environ)
+    namespace = {}
+    exec(book.colab_setup_cell("https://example.org/book").source, namespace)
+    assert set(namespace) == {"__builtins__", "importlib"} and dict(os.environ) == environment
+
+
+def test_the_colab_setup_cell_installs_without_upgrading_torch_and_points_at_the_fetched_data(monkeypatch):
+    commands = []
+
+    def fake_run(command, **kwargs):
+        commands.append(command)
+        return subprocess.CompletedProcess(command, 0, stdout="fetching\n/content/.cache/data\n")
+
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name: None)  # a fresh Colab runtime
+    monkeypatch.setattr(subprocess, "run", fake_run)
+    monkeypatch.setenv("DPO_TOX_DATA", "")  # recorded, so the value the cell sets is undone after the test
+    exec(book.colab_setup_cell("https://example.org/book").source, {})
+    install, fetch = commands
+    assert install[1:4] == ["-m", "pip", "install"] and "dpo-toxicity @ git+https://example.org/book" in install
+    assert f"torch=={importlib.metadata.version('torch')}" in install
+    assert not {"-U", "--upgrade", "--force-reinstall"} & set(install)
+    assert fetch[1:] == ["-m", "dpo_toxicity.data_sources"] and os.environ["DPO_TOX_DATA"] == "/content/.cache/data"

@@ -1,8 +1,8 @@
 """Build the book: execute every chapter with papermill, then build the static site with Jupyter Book.
 
 Chapters are jupytext percent-format ``.py`` files listed in ``_toc.yml``. Each is converted to a notebook,
-executed by papermill with the parameters ``profile`` and ``model`` (its ``parameters`` cell holds the
-defaults), and written to a staging folder ``_build/staging`` that mirrors the project's layout, beside
+given a hidden first cell that sets up Colab (:func:`colab_setup_cell`; a no-op here), executed by papermill
+with the parameters ``profile`` and ``model`` (its ``parameters`` cell holds the defaults), and written to a staging folder ``_build/staging`` that mirrors the project's layout, beside
 copies of ``_config.yml``, ``_toc.yml`` and the Markdown pages. Jupyter Book then builds ``_build/html`` from
 the staged, executed notebooks with execution off and warnings as errors. A chapter runs with its staged
 folder as working directory, so a file it writes there (a downloadable table) becomes part of the site.
@@ -28,9 +28,11 @@ from pathlib import Path
 import jupytext
 import nbformat
 import papermill
+import yaml
 
 from .models import model_spec
 from .paths import project_root
+from .profiles import PROFILES
 from .profiles import profile as run_profile
 from .toc import toc_documents
 
@@ -48,6 +50,54 @@ def source_of(root: Path, document: str) -> Path:
     raise FileNotFoundError(f"_toc.yml names {document!r} but neither {document}.py nor {document}.md exists.")
 
 
+def repository_url(root: Path) -> str:
+    """The book's repository, ``repository.url`` in ``_config.yml`` (the one place it is named)."""
+    config = yaml.safe_load((root / "_config.yml").read_text(encoding="utf-8"))
+    return config["repository"]["url"]
+
+
+def colab_setup_cell(repository: str) -> nbformat.NotebookNode:
+    """The hidden first cell of every executed chapter, which makes its published notebook run in Colab.
+
+    A Colab button opens the executed notebook (``notebooks/<document>.ipynb``) in a runtime that has neither
+    this package nor the data folder. Where ``dpo_toxicity`` cannot be imported, the cell pip-installs it from
+    ``repository`` (keeping the runtime's torch), fetches the data with ``python -m dpo_toxicity.data_sources``
+    and points ``DPO_TOX_DATA`` at it. Where the package is importable (the book build, a local clone), it
+    does nothing. Tagged ``remove-cell``: absent from the site's pages, present in the ``.ipynb``.
+    """
+    source = f"""\
+# Colab set-up. Where the book's package is not installed (a fresh Colab runtime), install it from the book's
+# repository and fetch the data it reads (about 10 MB); where it is installed (the book build), do nothing.
+# Colab's torch is a CUDA build matched to its GPU. The package's dependencies have loose bounds (torch>=2.4)
+# and pip keeps whatever already satisfies them: no --upgrade, and the installed torch version is named as a
+# requirement, so pip stops with an error rather than replace that torch with another multi-gigabyte wheel.
+import importlib.util
+
+if importlib.util.find_spec("dpo_toxicity") is None:
+    import os, subprocess, sys
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        keep_torch = [f"torch=={{version('torch')}}"]
+    except PackageNotFoundError:  # not Colab: no torch yet, so pip installs one
+        keep_torch = []
+    package = "dpo-toxicity @ git+{repository}"
+    subprocess.run([sys.executable, "-m", "pip", "install", "--quiet", package, *keep_torch], check=True)
+    importlib.invalidate_caches()  # this kernel can now import what pip installed
+    fetched = subprocess.run([sys.executable, "-m", "dpo_toxicity.data_sources"],
+                             check=True, stdout=subprocess.PIPE, text=True)
+    os.environ["DPO_TOX_DATA"] = fetched.stdout.splitlines()[-1]  # the folder it printed last
+"""
+    return nbformat.v4.new_code_cell(source, metadata={"tags": ["remove-cell"]})
+
+
+def converted_chapter(source: Path, repository: str) -> nbformat.NotebookNode:
+    """A percent-format chapter as a notebook, with :func:`colab_setup_cell` in front of its own cells."""
+    notebook = jupytext.read(source, fmt="py:percent")
+    notebook.cells.insert(0, colab_setup_cell(repository))
+    return notebook
+
+
 def hide_injected_parameters(path: Path) -> None:
     """Tag papermill's injected parameters cell ``remove-cell``: the page shows the chapter's own
     ``parameters`` cell, and the values a run used appear in its provenance table."""
@@ -59,9 +109,10 @@ def hide_injected_parameters(path: Path) -> None:
     nbformat.write(notebook, path)
 
 
-def execute_chapter(source: Path, target: Path, parameters: dict) -> float:
-    """Convert a percent-format chapter to a notebook and execute it with papermill; returns seconds."""
-    notebook = jupytext.read(source, fmt="py:percent")
+def execute_chapter(source: Path, target: Path, parameters: dict, repository: str) -> float:
+    """Convert a percent-format chapter to a notebook (:func:`converted_chapter`) and execute it with
+    papermill, which injects ``parameters`` after the chapter's ``parameters`` cell; returns seconds."""
+    notebook = converted_chapter(source, repository)
     target.parent.mkdir(parents=True, exist_ok=True)
     unexecuted = target.with_suffix(".source.ipynb")
     executing = target.with_suffix(".running.ipynb")
@@ -106,6 +157,7 @@ def build(profile: str, model: str, chapters: list[str] | None = None) -> Path:
     model_spec(model)
     root = project_root()
     mathjax = installed_mathjax(root)
+    repository = repository_url(root)
     staging = root / "_build" / "staging"
     if chapters is None and staging.exists():
         shutil.rmtree(staging)  # a full build never mixes in notebooks from an earlier run
@@ -123,7 +175,8 @@ def build(profile: str, model: str, chapters: list[str] | None = None) -> Path:
             shutil.copy2(source, staging / f"{document}.md")
         elif wanted is None or document in wanted:
             print(f"executing {document} (profile {profile}, model {model})", flush=True)
-            timings[document] = execute_chapter(source, staging / f"{document}.ipynb", {"profile": profile, "model": model})
+            timings[document] = execute_chapter(source, staging / f"{document}.ipynb",
+                                                {"profile": profile, "model": model}, repository)
             print(f"  {document}: {timings[document] / 60:.1f} min", flush=True)
         elif not (staging / f"{document}.ipynb").is_file():
             raise SystemExit(f"{document} has no executed notebook from an earlier run; include it in --chapters.")
@@ -140,7 +193,7 @@ def build(profile: str, model: str, chapters: list[str] | None = None) -> Path:
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--profile", default="ci", help="run profile (ci or full)")
+    parser.add_argument("--profile", default="ci", help=f"run profile ({', '.join(PROFILES)})")
     parser.add_argument("--model", default="smollm2-135m", help="model name (see dpo_toxicity.models.MODELS)")
     parser.add_argument(
         "--chapters", nargs="*",

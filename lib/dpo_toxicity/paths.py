@@ -2,9 +2,10 @@
 
 Two folders matter:
 
-* the **data folder**, read-only: the offline copies of the paper's data sets. By default it is
-  ``../shared/data`` relative to the project root (the folder holding ``pyproject.toml``);
-  the environment variable ``DPO_TOX_DATA`` overrides it.
+* the **data folder**, read-only: the offline copies of the paper's data sets. It is, in this order,
+  ``$DPO_TOX_DATA``; ``../shared/data`` relative to the project root (the folder holding ``pyproject.toml``)
+  when it exists; the copy ``python -m dpo_toxicity.data_sources`` fetches into the cache (``data/``) when
+  that exists (Colab, a fresh clone).
 * the **cache folder**, writable: converted model weights, the trained probe, DPO checkpoints and every
   other artefact a later chapter reloads. By default ``.cache/`` under the project root; ``DPO_TOX_CACHE``
   overrides it (CI lays the data out read-only, so nothing is ever written next to the data).
@@ -21,6 +22,7 @@ from pathlib import Path
 
 DATA_ENV = "DPO_TOX_DATA"
 CACHE_ENV = "DPO_TOX_CACHE"
+FETCHED_DATA = "data"  # the cache folder that dpo_toxicity.data_sources fetches the data into
 
 
 class MissingDataError(FileNotFoundError):
@@ -36,10 +38,21 @@ def project_root() -> Path:
     return Path.cwd()
 
 
+def _cache_base() -> Path:
+    """The cache folder, not created: ``$DPO_TOX_CACHE`` or ``<project root>/.cache``."""
+    override = os.environ.get(CACHE_ENV)
+    return Path(override) if override else project_root() / ".cache"
+
+
 def data_root() -> Path:
-    """The offline data folder: ``$DPO_TOX_DATA`` or ``<project root>/../shared/data``."""
+    """The offline data folder: ``$DPO_TOX_DATA``; else ``<project root>/../shared/data`` if it exists; else
+    the fetched copy ``<cache>/data`` if it exists; else ``<project root>/../shared/data`` (for the error)."""
     override = os.environ.get(DATA_ENV)
-    return Path(override) if override else project_root().parent / "shared" / "data"
+    if override:
+        return Path(override)
+    shared = project_root().parent / "shared" / "data"
+    fetched = _cache_base() / FETCHED_DATA
+    return fetched if not shared.is_dir() and fetched.is_dir() else shared
 
 
 def data_file(relative: str) -> Path:
@@ -51,17 +64,16 @@ def data_file(relative: str) -> Path:
     if not path.is_file():
         raise MissingDataError(
             f"Data file {relative!r} not found at {path}. The book reads its offline data from "
-            f"'../shared/data' beside the project (see its README); set {DATA_ENV}=/path/to/data "
-            "to use another copy."
+            f"'../shared/data' beside the project (see its README), else from the copy that "
+            "`python -m dpo_toxicity.data_sources` downloads into the cache: run that to fetch it, or set "
+            f"{DATA_ENV}=/path/to/data to use another copy."
         )
     return path
 
 
 def cache_dir(*parts: str) -> Path:
     """A writable cache folder (created on demand): ``$DPO_TOX_CACHE`` or ``<project root>/.cache``."""
-    override = os.environ.get(CACHE_ENV)
-    base = Path(override) if override else project_root() / ".cache"
-    folder = base.joinpath(*parts)
+    folder = _cache_base().joinpath(*parts)
     folder.mkdir(parents=True, exist_ok=True)
     return folder
 

@@ -1,0 +1,51 @@
+"""Run profiles: the Colab profile's sizes fit the data, and the batch size scales with the device."""
+
+import pytest
+import torch
+
+from dpo_toxicity import data
+from dpo_toxicity.profiles import MAX_GPU_BATCH, PROFILES, profile
+
+GIB = 2**30
+
+
+def fake_free_memory(monkeypatch, free_bytes):
+    monkeypatch.setattr(torch.cuda, "mem_get_info", lambda device=None: (free_bytes, 16 * GIB))
+
+
+def test_colab_profile_sits_between_ci_and_full():
+    ci, colab, full = PROFILES["ci"], profile("colab"), PROFILES["full"]
+    assert colab.eval_prompts is None and colab.probe_train_per_class == 2000
+    assert ci.pair_prompts < colab.pair_prompts < full.pair_prompts
+    assert ci.table_eval_prompts < colab.table_eval_prompts <= 1199
+
+
+def test_colab_probe_sizes_fit_the_jigsaw_pools():
+    settings = profile("colab")
+    assert len(data.balanced_sample(data.jigsaw("train"), settings.probe_train_per_class)) == 4000
+    assert len(data.balanced_sample(data.jigsaw("test"), settings.probe_test_per_class)) == 1160
+
+
+@pytest.mark.parametrize("name", sorted(PROFILES))
+def test_off_cuda_the_batch_size_is_the_profiles(name, monkeypatch):
+    monkeypatch.setattr(torch.cuda, "mem_get_info", lambda device=None: pytest.fail("queried GPU memory on a CPU"))
+    settings = profile(name)
+    assert settings.batch_size_for(torch.device("cpu"), 1024) == settings.batch_size
+    assert settings.batch_size_for("cpu", 4096) == settings.batch_size
+
+
+@pytest.mark.parametrize(
+    "free_gib, width, expected",
+    [
+        (4, 1024, 32),  # the reference: the profile's batch
+        (8, 1024, 64),  # twice the memory, twice the batch
+        (13, 1024, 64),  # a T4 with GPT-2-medium loaded: rounded down to a power of two
+        (13, 4096, 16),  # four times the width, a quarter of the batch
+        (1, 4096, 2),
+        (0.01, 4096, 1),  # never below one
+        (80, 1024, MAX_GPU_BATCH),  # capped
+    ],
+)
+def test_on_cuda_the_batch_size_scales_with_free_memory_and_width(free_gib, width, expected, monkeypatch):
+    fake_free_memory(monkeypatch, int(free_gib * GIB))
+    assert profile("colab").batch_size_for(torch.device("cuda"), width) == expected
