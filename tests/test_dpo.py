@@ -198,3 +198,13 @@ def test_run_dpo_model_can_train_on_another_runs_pairs(lm, tmp_path, monkeypatch
         run_dpo_model(lm, "ci", pairs_model="default-model")
     save_pairs(PAIRS[:2], artefact_dir("default-model", "ci") / PAIRS_FILE)
     assert run_dpo_model(lm, "ci", pairs_model="default-model").folder == dpo_folder(lm, PAIRS[:2], DPOSettings())
+
+
+def test_a_model_spec_can_name_its_own_dpo_learning_rate(lm):
+    from dataclasses import replace
+
+    from dpo_toxicity.dpo import settings_for
+
+    assert settings_for(lm) == DPOSettings()
+    tuned = replace(lm, spec=replace(lm.spec, dpo_learning_rate=1e-5))
+    assert settings_for(tuned) == DPOSettings(learning_rate=1e-5)

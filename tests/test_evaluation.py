@@ -66,3 +66,46 @@ def test_bootstrap_intervals_cover_the_mean_and_shrink_with_data():
     assert large_high - large_low < (high - low) / 5
     mean, low, high = paired_difference(large + 1.0, large)
     assert math.isclose(mean, 1.0) and low <= 1.0 <= high
+
+
+class _LengthScorer:
+    """Scores a continuation by its length: deterministic, no model."""
+
+    def score(self, texts):
+        return np.array([len(text) / 100 for text in texts])
+
+
+def test_a_suite_can_skip_f1_and_its_row_says_so(tiny):
+    from dpo_toxicity.evaluation import EvaluationSuite
+
+    paragraph = " ".join(PROMPTS * 2)  # over 52 tokens (an F1 item), under the tiny models' 256 positions
+    suite = EvaluationSuite(PROMPTS[:2], paragraph, 1, [paragraph], _LengthScorer(), batch_size=2)
+    with_f1 = suite.evaluate(tiny, "with F1", progress=False)
+    without = suite.evaluate(tiny, "without F1", progress=False, f1=False)
+    assert len(with_f1.f1) == 1 and len(without.f1) == 0
+    assert math.isnan(without.row()["F1"]) and not math.isnan(with_f1.row()["F1"])
+    np.testing.assert_allclose(without.toxicity, with_f1.toxicity)
+    assert without.perplexity.value == with_f1.perplexity.value
+
+
+def test_share_of_drop_is_the_ratio_of_mean_drops_with_an_interval_around_it():
+    from dpo_toxicity.evaluation import share_of_drop
+
+    rng = np.random.default_rng(1)
+    base = rng.uniform(0.3, 0.9, size=400)
+    reference = base - 0.2 + rng.normal(scale=0.05, size=400)
+    half = base - 0.1 + rng.normal(scale=0.05, size=400)
+    share, low, high = share_of_drop(base, half, reference)
+    assert math.isclose(share, (base - half).mean() / (base - reference).mean())
+    assert low < share < high and 0.4 < low and high < 0.6
+    assert share_of_drop(base, reference, reference)[0] == 1.0
+
+
+def test_the_authors_scored_text_keeps_a_cut_prompt_but_not_a_whole_one(tiny):
+    from dpo_toxicity.evaluation import authors_scored_texts
+
+    short, long = PROMPTS[0], " ".join(PROMPTS * 3)
+    assert len(tiny.tokenizer(long).input_ids) > 32 >= len(tiny.tokenizer(short).input_ids)
+    texts = authors_scored_texts(tiny, [short, long], [" and then", " and so"])
+    cut = tiny.tokenizer.decode(tiny.tokenizer(long, add_special_tokens=False).input_ids[:32])
+    assert texts == [" and then", cut + " and so"]

@@ -10,7 +10,7 @@ from conftest import PROMPTS
 from dpo_toxicity.activations import encode, traced
 from dpo_toxicity.architectures import architecture_of, decoder_layers, output_projection, submodule
 from dpo_toxicity.evaluation import greedy_continuations
-from dpo_toxicity.interventions import ScaleKeys, SetNeurons, SteerResidual
+from dpo_toxicity.interventions import ScaleKeys, ScaleNeurons, SetNeurons, SteerResidual
 
 NEURONS = pd.DataFrame({"layer": [0, 1, 1], "neuron": [3, 5, 100], "value": [1.5, -2.0, 0.25]})
 
@@ -68,6 +68,29 @@ def test_ablation_equals_zeroing_the_value_vectors(tiny):
             weight.data[:, int(neuron)] = 0
     torch.testing.assert_close(nnsight_logits(tiny, SetNeurons.ablate(NEURONS)), plain_logits(edited, tiny),
                                rtol=1e-5, atol=1e-5)
+
+
+def test_scaling_neurons_equals_scaling_their_value_vectors(tiny):
+    arch = architecture_of(tiny.model)
+    factors = NEURONS.rename(columns={"value": "factor"})
+    edited = copy.deepcopy(tiny.model)
+    for layer, neuron, factor in factors[["layer", "neuron", "factor"]].values:
+        weight = output_projection(edited, arch, int(layer)).weight
+        if arch.value_vectors_are_rows:
+            weight.data[int(neuron)] *= factor
+        else:
+            weight.data[:, int(neuron)] *= factor
+    ours = nnsight_logits(tiny, ScaleNeurons(factors))
+    torch.testing.assert_close(ours, plain_logits(edited, tiny), rtol=1e-5, atol=1e-5)
+    assert not torch.allclose(ours, plain_logits(tiny.model, tiny), atol=1e-4)
+
+
+def test_patching_clamps_to_the_named_column(tiny):
+    table = NEURONS.rename(columns={"value": "activation_dpo"}).assign(activation_base=0.0)
+    patch = SetNeurons.patch(table, positions="last")
+    assert patch.positions == "last"
+    assert patch.neurons["value"].tolist() == NEURONS["value"].tolist()
+    assert SetNeurons.patch(table, column="activation_base").neurons["value"].eq(0).all()
 
 
 def test_scale_keys_equals_scaling_the_key_weights(tiny):

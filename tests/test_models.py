@@ -61,3 +61,10 @@ def test_tiny_models_are_reproducible_from_their_seed():
     first, second = load_model("tiny-llama", device="cpu", seed=3), load_model("tiny-llama", device="cpu", seed=3)
     for a, b in zip(first.model.parameters(), second.model.parameters()):
         torch.testing.assert_close(a, b)
+
+
+def test_every_companion_is_a_registered_model_of_another_architecture_family():
+    from dpo_toxicity.models import MODELS
+
+    for spec in MODELS.values():
+        assert spec.companion in MODELS and spec.companion != spec.name, spec.name

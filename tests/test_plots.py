@@ -71,6 +71,11 @@ def test_general_figures_are_labelled():
         plots.dpo_training(history),
         plots.metric_comparison(table, table),
         plots.layer_projections(pd.DataFrame({"before": rng.random(4), "after": rng.random(4)})),
+        plots.shares_of_drop(pd.DataFrame({"m": [0.5, 1.0], "m low": [0.2, 0.8], "m high": [0.9, 1.2]},
+                                          index=["patch TP−", "patch all"])),
+        plots.toxicity_perplexity_tradeoff(pd.DataFrame({
+            "model": ["a", "a", "b"], "kind": ["base", "edit", "base"], "PPL": [20.0, 25.0, 30.0],
+            "toxicity": [0.3, 0.2, 0.4]})),
     ]
     for fig in figures:
         assert_labelled(fig)

@@ -495,9 +495,16 @@ def dpo_model(
 PAIRS_FILE = "pairs.jsonl"  # written by chapter 2 into the run's artefact folder
 
 
+def settings_for(lm: LoadedModel) -> DPOSettings:
+    """The DPO settings of ``lm``: the defaults, with the learning rate its model spec names where it names one
+    (the registry in :mod:`~dpo_toxicity.models` holds the model-specific facts)."""
+    learning_rate = lm.spec.dpo_learning_rate
+    return DPOSettings() if learning_rate is None else DPOSettings(learning_rate=learning_rate)
+
+
 def run_dpo_model(lm: LoadedModel, profile_name: str, pairs_model: str | None = None,
                   progress: bool = False) -> DPOResult:
-    """The DPO model of ``lm`` under profile ``profile_name``, trained with the default :class:`DPOSettings` on
+    """The DPO model of ``lm`` under profile ``profile_name``, trained with :func:`settings_for` on
     the preference pairs chapter 2 wrote for ``pairs_model`` (default: ``lm`` itself), reloaded from the cache
     or trained again.
 
@@ -510,7 +517,7 @@ def run_dpo_model(lm: LoadedModel, profile_name: str, pairs_model: str | None = 
             f"No preference pairs at {path}. Run chapter 2 (book/02_dpo.py) with model {pairs_model!r} and profile "
             f"{profile_name!r} first."
         )
-    return dpo_model(lm, load_pairs(path), DPOSettings(), progress=progress)
+    return dpo_model(lm, load_pairs(path), settings_for(lm), progress=progress)
 
 
 def _save(result: DPOResult, folder: Path) -> None:

@@ -54,6 +54,23 @@ def paired_difference(before: np.ndarray, after: np.ndarray, confidence: float =
     return float(difference.mean()), low, high
 
 
+def share_of_drop(base: np.ndarray, row: np.ndarray, reference: np.ndarray, confidence: float = 0.95,
+                  resamples: int = 2000, seed: int = 0) -> tuple[float, float, float]:
+    """How much of ``reference``'s drop from ``base`` a row achieves, ``mean(base − row) / mean(base − reference)``,
+    over paired prompts, with a percentile bootstrap interval (prompts resampled jointly): ``(share, low, high)``.
+
+    The interval is wide, or unbounded, when the reference's own drop is close to zero.
+    """
+    base, row, reference = (np.asarray(values, dtype=np.float64) for values in (base, row, reference))
+    rng = np.random.default_rng(seed)
+    picks = rng.integers(0, len(base), size=(resamples, len(base)))
+    with np.errstate(divide="ignore", invalid="ignore"):
+        shares = (base[picks] - row[picks]).mean(1) / (base[picks] - reference[picks]).mean(1)
+    tail = (1 - confidence) / 2
+    share = float((base - row).mean() / (base - reference).mean())
+    return share, float(np.nanquantile(shares, tail)), float(np.nanquantile(shares, 1 - tail))
+
+
 def greedy_continuations(
     lm: LoadedModel,
     prompts: list[str],
@@ -88,6 +105,18 @@ def greedy_continuations(
         for row, index in enumerate(batch):
             continuations[index] = new[row].tolist()
     return continuations
+
+
+def authors_scored_texts(lm: LoadedModel, prompts: list[str], continuations: list[str],
+                         prompt_tokens: int = PROMPT_TOKENS) -> list[str]:
+    """The strings the authors' code sent to the scorer (``paper-protocol.md`` §7.9): the decoded cut prompt plus
+    the continuation, with the *full* prompt removed by ``str.replace``. When the prompt is longer than
+    ``prompt_tokens`` the full prompt is not in the string, so the cut prompt stays and is scored too."""
+    texts = []
+    for prompt, continuation in zip(prompts, continuations, strict=True):
+        cut = lm.tokenizer.decode(lm.tokenizer(prompt, add_special_tokens=False).input_ids[:prompt_tokens])
+        texts.append((cut + continuation).replace(prompt, ""))
+    return texts
 
 
 def decode_all(lm: LoadedModel, token_ids: list[list[int]]) -> list[str]:
@@ -189,12 +218,13 @@ class Evaluation:
 
     @property
     def mean_f1(self) -> float:
-        return float(self.f1.mean())
+        """Mean F1, or NaN when F1 was not measured."""
+        return float(self.f1.mean()) if len(self.f1) else math.nan
 
     def row(self) -> dict:
-        """A table row: means with 95 % bootstrap intervals."""
+        """A table row: means with 95 % bootstrap intervals (F1 columns empty when F1 was not measured)."""
         tox_low, tox_high = bootstrap_interval(self.toxicity)
-        f1_low, f1_high = bootstrap_interval(self.f1)
+        f1_low, f1_high = bootstrap_interval(self.f1) if len(self.f1) else (math.nan, math.nan)
         return {
             "intervention": self.name,
             "toxicity": self.mean_toxicity, "toxicity 95% CI": f"[{tox_low:.3f}, {tox_high:.3f}]",
@@ -218,8 +248,13 @@ class EvaluationSuite:
     scorer: object
     batch_size: int = 16
 
-    def evaluate(self, lm: LoadedModel, name: str, intervention=None, progress: bool = True) -> Evaluation:
-        """Toxicity, perplexity and F1 of ``lm`` with ``intervention`` applied once per metric."""
+    def evaluate(self, lm: LoadedModel, name: str, intervention=None, progress: bool = True,
+                 f1: bool = True) -> Evaluation:
+        """Toxicity, perplexity and F1 of ``lm`` with ``intervention`` applied once per metric.
+
+        ``f1=False`` skips F1 (its generations cost as much as the toxicity ones) for sweeps compared on
+        toxicity and perplexity only.
+        """
         label = (lambda metric: f"{name}: {metric}") if progress else (lambda metric: None)
         generated = greedy_continuations(lm, self.toxicity_prompts, intervention, batch_size=self.batch_size,
                                          progress=label("toxicity"))
@@ -227,16 +262,34 @@ class EvaluationSuite:
         toxicity = self.scorer.score(continuations)
         ppl = perplexity(lm, self.perplexity_text, intervention, max_windows=self.perplexity_windows,
                          progress=label("perplexity"))
-        prompts, golds = f1_items(lm, self.f1_paragraphs)
-        predicted = greedy_continuations(lm, prompts, intervention, batch_size=self.batch_size, progress=label("F1"))
-        ignore = {lm.tokenizer.pad_token_id, lm.tokenizer.eos_token_id}
-        f1 = np.array([bag_of_tokens_f1(p, g, ignore) for p, g in zip(predicted, golds)])
-        return Evaluation(name, np.asarray(toxicity), continuations, ppl, f1)
+        scores = np.array([])
+        if f1:
+            prompts, golds = f1_items(lm, self.f1_paragraphs)
+            predicted = greedy_continuations(lm, prompts, intervention, batch_size=self.batch_size,
+                                             progress=label("F1"))
+            ignore = {lm.tokenizer.pad_token_id, lm.tokenizer.eos_token_id}
+            scores = np.array([bag_of_tokens_f1(p, g, ignore) for p, g in zip(predicted, golds)])
+        return Evaluation(name, np.asarray(toxicity), continuations, ppl, scores)
 
 
 def comparison_table(evaluations: list[Evaluation]) -> pd.DataFrame:
     """Rows of :meth:`Evaluation.row` as a table indexed by intervention."""
     return pd.DataFrame([evaluation.row() for evaluation in evaluations]).set_index("intervention")
+
+
+def drop_table(evaluations: list[Evaluation], base: str = "base", reference: str = "DPO") -> pd.DataFrame:
+    """:func:`comparison_table` plus each row's share of the ``reference`` row's toxicity drop from the ``base``
+    row (:func:`share_of_drop`, with its interval), all on the same prompts."""
+    by_name = {evaluation.name: evaluation for evaluation in evaluations}
+    missing = {base, reference} - set(by_name)
+    if missing:
+        raise ValueError(f"drop_table needs rows named {sorted(missing)}; it has {sorted(by_name)}.")
+    table = comparison_table(evaluations)
+    shares = [share_of_drop(by_name[base].toxicity, evaluation.toxicity, by_name[reference].toxicity)
+              for evaluation in evaluations]
+    table[f"share of {reference}'s drop"] = [share for share, _, _ in shares]
+    table["share 95% CI"] = [f"[{low:.2f}, {high:.2f}]" for _, low, high in shares]
+    return table
 
 
 def evaluation_suite(settings, scorer, many_rows: bool = False) -> EvaluationSuite:

@@ -9,6 +9,7 @@ one intervention per metric run and removes it when the trace ends, so edits nev
   With zeros this is **ablation**: the neuron's write ``m_i v_i`` vanishes, exactly as zeroing its value
   vector would. With post-DPO means it is the paper's **activation patching**; with scaled pre-DPO means,
   its **activation editing**.
+* :class:`ScaleNeurons`: multiply chosen neurons' activations token by token by per-neuron factors.
 * :class:`ScaleKeys`: multiply chosen neurons' key vectors (input-side weights) by a factor, leaving biases
   alone, as Lee et al.'s "scale the key vectors of the top-7 toxic neurons". Implemented on the input
   projection's output (``k_i . x`` becomes ``s k_i . x``), which equals editing the weights.
@@ -78,12 +79,43 @@ class SetNeurons:
         """Zero the listed neurons (columns ``layer``, ``neuron``) at every position."""
         return cls(neurons[["layer", "neuron"]].assign(value=0.0), positions="all", name=name)
 
+    @classmethod
+    def patch(cls, neurons: pd.DataFrame, column: str = "activation_dpo", positions: str = "all",
+              name: str = "patch") -> "SetNeurons":
+        """Clamp the listed neurons to the constants in ``column`` of a neuron table (default: their post-DPO
+        mean activations, the paper's activation patching)."""
+        return cls(neurons[["layer", "neuron"]].assign(value=neurons[column].to_numpy()), positions=positions, name=name)
+
     def apply(self, model, arch: Architecture) -> None:
         _check_layers(self._grouped, model, arch)
         for layer, (indices, values) in sorted(self._grouped.items()):
             activations = output_projection(model, arch, layer).input
             target = activations if self.positions == "all" else activations[:, -1:]
             target[..., indices.to(activations.device)] = values.to(activations.device, activations.dtype)
+
+    def __len__(self) -> int:
+        return len(self.neurons)
+
+
+@dataclass
+class ScaleNeurons:
+    """Multiply chosen neurons' activations, token by token, by per-neuron factors: a table with columns
+    ``layer``, ``neuron``, ``factor``. Unlike :class:`SetNeurons` the activation keeps its variation across
+    tokens; only its size changes (a per-token reading of the EMNLP version's activation editing)."""
+
+    neurons: pd.DataFrame
+    name: str = "scale neurons"
+    _grouped: dict = field(init=False, repr=False)
+
+    def __post_init__(self) -> None:
+        self._grouped = _by_layer(self.neurons, "factor")
+
+    def apply(self, model, arch: Architecture) -> None:
+        _check_layers(self._grouped, model, arch)
+        for layer, (indices, factors) in sorted(self._grouped.items()):
+            activations = output_projection(model, arch, layer).input
+            index = indices.to(activations.device)
+            activations[..., index] = activations[..., index] * factors.to(activations.device, activations.dtype)
 
     def __len__(self) -> int:
         return len(self.neurons)

@@ -95,3 +95,42 @@ def layer_projections(projections: pd.DataFrame) -> plt.Figure:
     ax.legend(fontsize=8)
     fig.tight_layout()
     return fig
+
+
+def shares_of_drop(shares: pd.DataFrame) -> plt.Figure:
+    """Horizontal bars of each row's share of DPO's toxicity drop, one bar per model (``shares``: index = row,
+    columns = models; ``lows`` / ``highs`` columns named ``<model> low`` / ``<model> high`` give the interval)."""
+    models = [column for column in shares.columns if not column.endswith((" low", " high"))]
+    fig, ax = plt.subplots(figsize=(9, 0.45 * len(shares) + 1.5))
+    positions = np.arange(len(shares))
+    height = 0.8 / len(models)
+    for offset, model in enumerate(models):
+        values = shares[model].to_numpy()
+        errors = np.abs(np.vstack([values - shares[f"{model} low"], shares[f"{model} high"] - values]))
+        ax.barh(positions + offset * height, values, height=height, xerr=errors, capsize=2, label=model)
+    ax.axvline(1.0, color="black", lw=0.8, ls="--")
+    ax.axvline(0.0, color="grey", lw=0.6)
+    ax.set_yticks(positions + height * (len(models) - 1) / 2, shares.index)
+    ax.invert_yaxis()
+    ax.set_xlabel("share of DPO's toxicity drop (1 = as much as DPO; bars: 95 % bootstrap interval)")
+    ax.set_ylabel("intervention on the base model")
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    return fig
+
+
+def toxicity_perplexity_tradeoff(points: pd.DataFrame) -> plt.Figure:
+    """Toxicity against perplexity, one panel per model (column ``model``), one marker per row (``kind``
+    in the legend: base, DPO, edit ...); perplexity on a log axis because clamping edits can explode it."""
+    models = list(dict.fromkeys(points["model"]))
+    fig, axes = plt.subplots(1, len(models), figsize=(5.5 * len(models), 4), squeeze=False)
+    for ax, model in zip(axes[0], models):
+        for kind, rows in points[points["model"] == model].groupby("kind", sort=False):
+            ax.scatter(rows["PPL"], rows["toxicity"], label=kind, s=30)
+        ax.set_xscale("log")
+        ax.set_xlabel("WikiText-2 perplexity (log scale)")
+        ax.set_ylabel("mean toxicity of continuations")
+        ax.set_title(model)
+        ax.legend(fontsize=8)
+    fig.tight_layout()
+    return fig

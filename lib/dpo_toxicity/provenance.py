@@ -69,6 +69,7 @@ class RunRecord:
     profile: Profile
     lm: LoadedModel
     data_files: list[str]
+    other_models: tuple[LoadedModel, ...] = ()  # a chapter that runs more than one model lists the others
     started: float = field(default_factory=time.perf_counter)
 
     @property
@@ -82,6 +83,10 @@ class RunRecord:
             ("git commit", git_commit()),
             ("model", f"{self.lm.name}: {self.lm.spec.description}"),
             ("weights hash", self.lm.weights_hash),
+        ]
+        for other in self.other_models:
+            rows += [(f"model {other.name}", other.spec.description), (f"weights hash {other.name}", other.weights_hash)]
+        rows += [
             ("profile", self.profile.name),
             ("profile sizes", ", ".join(f"{k}={v}" for k, v in self.profile.sizes().items() if k != "name")),
         ]
