@@ -36,8 +36,10 @@ import pandas as pd
 from myst_nb import glue
 
 from dpo_toxicity import data, plots
-from dpo_toxicity.dpo import PAIRS_FILE, DPOSettings, dpo_model
-from dpo_toxicity.evaluation import comparison_table, evaluation_suite, paired_difference
+from dpo_toxicity.dpo import PAIRS_FILE, dpo_model, settings_for
+from dpo_toxicity.evaluation import (
+    PROMPT_TOKENS, authors_scored_texts, comparison_table, evaluation_suite, paired_difference,
+)
 from dpo_toxicity.models import load_model
 from dpo_toxicity.pairs import (
     PreferencePair, SteeringDirections, candidate_generators, chosen_continuations, choose_generator,
@@ -178,7 +180,7 @@ plt.close(fig)
 # pairs and the settings, so later chapters reload it in seconds.
 
 # %%
-dpo_settings = DPOSettings()
+dpo_settings = settings_for(lm)
 result = dpo_model(lm, pairs, dpo_settings, progress=True)
 dpo_lm = result.model
 fig = plots.dpo_training(result.history)
@@ -256,6 +258,34 @@ pd.DataFrame({
     "base": base_eval.continuations[:5],
     "DPO": dpo_eval.continuations[:5],
 })
+
+# %% [markdown]
+# ### What the authors' scoring would have measured
+#
+# The authors' code removed the prompt from the decoded output with `str.replace(full_prompt, "")`; for a
+# prompt longer than 32 tokens the full prompt is not in the output, so the cut prompt was scored along with
+# the continuation (`paper-protocol.md` §7.9). The same continuations, scored that way:
+
+# %%
+leaky_base = scorer.score(authors_scored_texts(lm, suite.toxicity_prompts, base_eval.continuations))
+leaky_dpo = scorer.score(authors_scored_texts(lm, suite.toxicity_prompts, dpo_eval.continuations))
+long_prompts = [len(ids) > PROMPT_TOKENS for ids in lm.tokenizer(suite.toxicity_prompts, add_special_tokens=False).input_ids]
+glue("prompt_leak_share", float(np.mean(long_prompts)), display=False)
+glue("tox_base_prompt_leak", float(leaky_base.mean()), display=False)
+glue("tox_dpo_prompt_leak", float(leaky_dpo.mean()), display=False)
+leaky_drop_relative = float(1 - leaky_dpo.mean() / leaky_base.mean())
+glue("tox_drop_relative_prompt_leak", leaky_drop_relative, display=False)
+glue("prompt_leak_effect", "shrinks" if leaky_drop_relative < drop / base_eval.mean_toxicity else "inflates",
+     display=False)
+pd.DataFrame({"continuation only (ours)": [base_eval.mean_toxicity, dpo_eval.mean_toxicity],
+              "cut prompt leaks in (authors' code)": [leaky_base.mean(), leaky_dpo.mean()]}, index=["base", "DPO"])
+
+# %% [markdown]
+# A fraction {glue:text}`prompt_leak_share:.0%` of the prompts is longer than 32 tokens. Scored the authors' way,
+# toxicity reads {glue:text}`tox_base_prompt_leak:.3f` before and {glue:text}`tox_dpo_prompt_leak:.3f` after DPO,
+# a relative drop of {glue:text}`tox_drop_relative_prompt_leak:.0%` against {glue:text}`tox_drop_relative:.0%`
+# when only the continuation is scored: scoring the leaked prompt text, which is the same for both models,
+# {glue:text}`prompt_leak_effect` DPO's relative drop.
 
 # %% [markdown]
 # ## Provenance

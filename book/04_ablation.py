@@ -40,7 +40,6 @@ key_neurons = 7
 import warnings
 
 import matplotlib.pyplot as plt
-import numpy as np
 import pandas as pd
 from myst_nb import glue
 from tqdm import tqdm
@@ -48,7 +47,7 @@ from tqdm import tqdm
 from dpo_toxicity import data, plots
 from dpo_toxicity.attribution import NeuronActivations, layer_projection, load_neuron_table, mean_neuron_activations
 from dpo_toxicity.dpo import run_dpo_model
-from dpo_toxicity.evaluation import evaluation_suite, paired_difference
+from dpo_toxicity.evaluation import drop_table, evaluation_suite, paired_difference
 from dpo_toxicity.interventions import ScaleKeys, SetNeurons
 from dpo_toxicity.models import load_model
 from dpo_toxicity.paths import artefact_dir
@@ -100,8 +99,7 @@ for n in (100, 200, 1000):
 for n in (100, 200, 1000, 2000):
     rows.append((f"ablate top {scaled(n)} positively activated toxic (= {n} scaled)", lm,
                  SetNeurons.ablate(positively_activated.head(scaled(n)))))
-rows.append(("patch all dampened toxic neurons to post-DPO", lm,
-             SetNeurons(dampened_toxic[["layer", "neuron"]].assign(value=dampened_toxic["activation_dpo"]))))
+rows.append(("patch all dampened toxic neurons to post-DPO", lm, SetNeurons.patch(dampened_toxic)))
 rows.append(("DPO", dpo_lm, None))
 for factor in (2, 5, 10, 100):
     rows.append((f"DPO, scale top {key_neurons} keys ×{factor}", dpo_lm, ScaleKeys(by_cosine.head(key_neurons), factor)))
@@ -109,9 +107,8 @@ evaluations = [suite.evaluate(row_model, name, intervention, progress=False)
                for name, row_model, intervention in tqdm(rows, desc="Table 1 rows")]
 
 # %%
-results = pd.DataFrame([evaluation.row() for evaluation in evaluations]).set_index("intervention")
+results = drop_table(evaluations)
 tox_base, tox_dpo = results.loc["base", "toxicity"], results.loc["DPO", "toxicity"]
-results["share of DPO's drop"] = (tox_base - results["toxicity"]) / (tox_base - tox_dpo)
 paper = pd.DataFrame(
     {"paper toxicity": [0.453, 0.403, 0.405, 0.436, 0.384, 0.366, 0.320, 0.319, 0.335, 0.208, 0.487, 0.555, 0.458],
      "paper PPL": [21.70, 21.99, 22.41, 27.34, 21.78, 21.83, 30.04, 29.07, 21.69, 23.34, 21.72, 23.36, 37.33],
@@ -123,7 +120,7 @@ paper = pd.DataFrame(
            "DPO, scale top 7 keys ×5", "DPO, scale top 7 keys ×10"],
 )
 paper["paper share of DPO's drop"] = (0.453 - paper["paper toxicity"]) / (0.453 - 0.208)
-shown = results[["toxicity", "toxicity 95% CI", "PPL", "F1", "share of DPO's drop"]].join(paper)
+shown = results[["toxicity", "toxicity 95% CI", "PPL", "F1", "share of DPO's drop", "share 95% CI"]].join(paper)
 glue("tox_ablate_top200", float(results.loc["ablate top 200 toxic", "toxicity"]), display=False)
 glue("share_ablate_top200", float(results.loc["ablate top 200 toxic", "share of DPO's drop"]), display=False)
 patch_row = "patch all dampened toxic neurons to post-DPO"
@@ -139,6 +136,8 @@ glue("table_tox_dpo", float(tox_dpo), display=False)
 glue("ppl_scale_keys_x10", float(results.loc[f"DPO, scale top {key_neurons} keys ×10", "PPL"]), display=False)
 glue("ppl_scale_keys_x100", float(results.loc[f"DPO, scale top {key_neurons} keys ×100", "PPL"]), display=False)
 dpo_drop_low = paired_difference(evaluations[0].toxicity, evaluations[results.index.get_loc("DPO")].toxicity)[1]
+glue("dpo_drop_low", dpo_drop_low, display=False)
+glue("tox_scale_keys_x10", float(results.loc[f"DPO, scale top {key_neurons} keys ×10", "toxicity"]), display=False)
 if dpo_drop_low <= 0:
     verdict = ("cannot be judged on this evaluation set: DPO's own drop is not distinguishable from zero on "
                "these prompts, so shares of it are noise")

@@ -186,8 +186,17 @@ def test_toxic_share_patching_needs_a_dpo_drop_with_an_interval_above_zero():
 ])
 def test_group_patching_matches(share, low, high, label):
     values = {"share_patch_all_groups": share, "share_patch_all_groups_low": low, "share_patch_all_groups_high": high,
-              "tox_base_eval": 0.3, "tox_dpo_eval": 0.2, "dpo_drop_low": 0.02}
+              "tox_base_eval": 0.3, "tox_dpo_eval": 0.2, "dpo_drop_low": 0.02, "ppl_patch_all_groups": 25.0,
+              "ppl_dpo_eval": 23.0}
     assert ledger.group_patching_matches(values).label == label
+
+
+def test_group_patching_that_breaks_the_model_is_only_partly_a_match():
+    values = {"share_patch_all_groups": 1.0, "share_patch_all_groups_low": 0.9, "share_patch_all_groups_high": 1.1,
+              "tox_base_eval": 0.3, "tox_dpo_eval": 0.2, "dpo_drop_low": 0.02, "ppl_patch_all_groups": 12000.0,
+              "ppl_dpo_eval": 23.0}
+    verdict = ledger.group_patching_matches(values)
+    assert verdict.label == PARTLY and "breaking the model" in verdict.reason
 
 
 @pytest.mark.parametrize("tox_edit, ppl_edit, label", [(0.15, 32.0, REPRODUCED), (0.15, 40.0, PARTLY),
@@ -262,7 +271,7 @@ def test_ledger_judges_present_chapters_and_marks_absent_ones_not_testable(tmp_p
 def test_the_second_model_is_read_from_chapter_5_with_the_suffix(tmp_path):
     patching = {"share_patch_all_groups": 1.0, "share_patch_all_groups_low": 0.9, "share_patch_all_groups_high": 1.1,
                 "tox_base_eval": 0.3, "tox_dpo_eval": 0.2, "dpo_drop_low": 0.05, "ppl_base_eval": 20.0,
-                "ppl_dpo_eval": 21.0}
+                "ppl_dpo_eval": 21.0, "ppl_patch_all_groups": 22.0}
     second = {**patching, "share_patch_all_groups": 0.2, "share_patch_all_groups_low": 0.1,
               "share_patch_all_groups_high": 0.3, "tox_dpo_eval": 0.15}
     write_notebook(tmp_path / "05_patching.ipynb", {

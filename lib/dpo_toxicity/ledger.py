@@ -272,7 +272,8 @@ def toxic_share_patching(v: Mapping[str, float]) -> Verdict:
 
 def group_patching_matches(v: Mapping[str, float]) -> Verdict:
     """DPO's drop's interval above 0; patching all four groups recovers 80–120 % of it or its interval holds
-    100 % (50–150 %: partly); an interval that holds both 0 and 100 % cannot decide."""
+    100 % (50–150 %: partly), at a perplexity at most 1.5 times DPO's (else partly: a broken model is not
+    toxic either); an interval that holds both 0 and 100 % cannot decide."""
     guard = dpo_drop_guard(v["tox_base_eval"], v["tox_dpo_eval"], v["dpo_drop_low"])
     if guard:
         return guard
@@ -280,9 +281,12 @@ def group_patching_matches(v: Mapping[str, float]) -> Verdict:
     reason = f"patching all four groups recovers {share:.0%} of DPO's drop (95 % interval {low:.0%} to {high:.0%})"
     if low <= 0 and high >= 1:
         return Verdict(NOT_TESTABLE, f"{reason}: the interval holds both 0 and 100 %")
-    if 0.8 <= share <= 1.2 or low <= 1 <= high:
-        return Verdict(REPRODUCED, reason)
-    return Verdict(PARTLY if 0.5 <= share <= 1.5 else NOT_REPRODUCED, reason)
+    if not (0.8 <= share <= 1.2 or low <= 1 <= high):
+        return Verdict(PARTLY if 0.5 <= share <= 1.5 else NOT_REPRODUCED, reason)
+    if v["ppl_patch_all_groups"] > 1.5 * v["ppl_dpo_eval"]:
+        return Verdict(PARTLY, f"{reason}, but only while breaking the model: perplexity "
+                               f"{v['ppl_patch_all_groups']:.4g} against DPO's {v['ppl_dpo_eval']:.4g}")
+    return Verdict(REPRODUCED, reason)
 
 
 def editing_beats_dpo(v: Mapping[str, float]) -> Verdict:
@@ -529,9 +533,9 @@ CLAIMS: tuple[Claim, ...] = (
         paper_number=1.0,
         document="book/05_patching",
         keys=("share_patch_all_groups", "share_patch_all_groups_low", "share_patch_all_groups_high",
-              "tox_base_eval", "tox_dpo_eval", "dpo_drop_low"),
+              "tox_base_eval", "tox_dpo_eval", "dpo_drop_low", "ppl_patch_all_groups", "ppl_dpo_eval"),
         tolerance="DPO's drop with 95 % interval above 0; 80–120 % of it, or an interval that holds 100 % but "
-                  "not 0 (50–150 %: partly)",
+                  "not 0 (50–150 %: partly), at a perplexity at most 1.5 times DPO's (else partly)",
         rule=group_patching_matches,
         section="Group activation patching",
         second_model=True,
