@@ -6,6 +6,8 @@ loading), ``data`` (offline data sets), ``profiles`` (run sizes), ``activations`
 (the toxicity probe), ``neurons`` (value vectors vs the probe, logit lens), ``scoring`` (toxicity scorers),
 ``interventions`` (neuron and residual edits through nnsight), ``evaluation`` (toxicity, perplexity, F1),
 ``pairs`` (DPO preference pairs), ``dpo`` (DPO training with trl), ``attribution`` and ``null_control``
-(per-neuron reductions, groups, random-direction controls), ``plots`` and ``attribution_plots``,
-``provenance``, and ``book`` (the build driver).
+(per-neuron reductions, groups, random-direction controls), ``run_artefacts`` (one model's probe, DPO model
+and neuron statistics, cached), ``patching`` (group activation patching), ``editing`` (activation editing),
+``plots`` and ``attribution_plots``, ``provenance``, ``ledger`` (the claims ledger), ``data_sources`` (where
+the offline data comes from, and fetching it) and ``book`` (the build driver).
 """

@@ -1,14 +1,30 @@
 """Run profiles: the sizes a chapter runs at, chosen by one name.
 
 ``ci`` fits the whole book into CI on 2 CPU cores (a fixed, seeded subset of every data set); ``full`` runs
-at the paper's sizes (or the largest the offline data allows), for long CPU runs or a user's GPU. Every
-chapter takes the profile's name as a papermill parameter and reads its sizes from here, so the sizes of a
-run are stated in one place and printed in each chapter's provenance.
+at the paper's sizes (or the largest the offline data allows), for long CPU runs or a user's GPU; ``colab``
+sits between them, sized for one Colab GPU (a T4, 16 GB) running ``gpt2-medium`` through the book in about an
+hour. Every chapter takes the profile's name as a papermill parameter and reads its sizes from here, so the
+sizes of a run are stated in one place and printed in each chapter's provenance.
+
+A profile's ``batch_size`` is the batch on the CPU. On a GPU, :meth:`Profile.batch_size_for` scales it to
+the free memory and the model's width; chapters call it once, right after loading the model, and pass the
+result wherever they would pass ``settings.batch_size``::
+
+    lm = load_model(model)
+    batch_size = settings.batch_size_for(lm.device, lm.shape[2])
 """
 
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
+
+import torch
+
+# On CUDA a profile's batch size is taken to fit in this much free memory for a model of this residual width
+# (GPT-2-medium's); the batch grows with free memory and shrinks with width, as activations and KV caches do.
+REFERENCE_FREE_BYTES = 4 * 2**30
+REFERENCE_WIDTH = 1024
+MAX_GPU_BATCH = 128
 
 
 class UnknownProfileError(ValueError):
@@ -48,21 +64,48 @@ class Profile:
         """The profile as a plain mapping, for provenance tables."""
         return asdict(self)
 
+    def batch_size_for(self, device: torch.device | str, width: int) -> int:
+        """Texts per forward pass on ``device`` for a model whose residual stream is ``width`` wide.
+
+        Off CUDA: the profile's ``batch_size``, so a CPU run is fixed by the profile alone. On CUDA:
+        ``batch_size`` times (free memory / :data:`REFERENCE_FREE_BYTES`) times (:data:`REFERENCE_WIDTH` /
+        ``width``), rounded down to a power of two, between 1 and :data:`MAX_GPU_BATCH`. Free memory is read
+        when this is called: call it after the model is loaded, so its weights are not counted as free.
+        Batching changes results only by padding round-off, except where texts are sampled (the random draws
+        follow the batch shape).
+        """
+        device = torch.device(device)
+        if device.type != "cuda":
+            return self.batch_size
+        free_bytes, _ = torch.cuda.mem_get_info(device)
+        scaled = int(self.batch_size * (free_bytes / REFERENCE_FREE_BYTES) * (REFERENCE_WIDTH / width))
+        batch = max(1, min(MAX_GPU_BATCH, scaled))
+        return 1 << (batch.bit_length() - 1)
+
 
 CI = Profile(
-    name="ci", probe_train_per_class=1000, probe_test_per_class=300, probe_max_tokens=64, batch_size=16,
+    name="ci", probe_train_per_class=1000, probe_test_per_class=300, probe_max_tokens=64, batch_size=32,
     eval_prompts=200, perplexity_windows=8, f1_paragraphs=100,
     pair_prompts=240, generator_trial_prompts=32, pair_new_tokens=24,
     table_eval_prompts=64, table_perplexity_windows=2, table_f1_paragraphs=32,
 )
 FULL = Profile(
-    name="full", probe_train_per_class=2000, probe_test_per_class=600, probe_max_tokens=128, batch_size=32,
+    name="full", probe_train_per_class=2000, probe_test_per_class=580, probe_max_tokens=128, batch_size=32,
     eval_prompts=None, perplexity_windows=None, f1_paragraphs=None,
     pair_prompts=2000, generator_trial_prompts=200, pair_new_tokens=32,
     table_eval_prompts=None, table_perplexity_windows=None, table_f1_paragraphs=None,
 )
 
-PROFILES: dict[str, Profile] = {profile.name: profile for profile in (CI, FULL)}
+# All 1,199 prompts for the main evaluations, a few hundred for each table row, 1,000 preference pairs;
+# 580 held-out comments per class (the test pools hold 584 labelled toxic).
+COLAB = Profile(
+    name="colab", probe_train_per_class=2000, probe_test_per_class=580, probe_max_tokens=128, batch_size=32,
+    eval_prompts=None, perplexity_windows=None, f1_paragraphs=None,
+    pair_prompts=1000, generator_trial_prompts=100, pair_new_tokens=32,
+    table_eval_prompts=300, table_perplexity_windows=32, table_f1_paragraphs=100,
+)
+
+PROFILES: dict[str, Profile] = {profile.name: profile for profile in (CI, FULL, COLAB)}
 
 
 def profile(name: str) -> Profile:
