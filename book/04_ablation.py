@@ -44,7 +44,7 @@ import pandas as pd
 from myst_nb import glue
 from tqdm import tqdm
 
-from dpo_toxicity import data, plots
+from dpo_toxicity import plots
 from dpo_toxicity.attribution import NeuronActivations, layer_projection, load_neuron_table, mean_neuron_activations
 from dpo_toxicity.dpo import run_dpo_model
 from dpo_toxicity.evaluation import drop_table, evaluation_suite, paired_difference
@@ -54,15 +54,18 @@ from dpo_toxicity.paths import artefact_dir
 from dpo_toxicity.probe import Probe
 from dpo_toxicity.profiles import profile as run_profile
 from dpo_toxicity.provenance import RunRecord
+from dpo_toxicity.run_artefacts import (
+    BASE_ACTIVATIONS_FILE, DPO_ACTIVATIONS_FILE, NEURON_TABLE_FILE, PROBE_FILE, attribution_prompts,
+)
 from dpo_toxicity.scoring import OfflineScorer
 
 warnings.filterwarnings("ignore", category=FutureWarning)
 settings = run_profile(profile)
 lm = load_model(model)
 artefacts = artefact_dir(lm.name, settings.name)
-probe = Probe.load(artefacts / "probe.npz")
+probe = Probe.load(artefacts / PROBE_FILE)
 dpo_lm = run_dpo_model(lm, settings.name).model
-table = load_neuron_table(artefacts / "neuron_table.csv.gz")
+table = load_neuron_table(artefacts / NEURON_TABLE_FILE)
 record = RunRecord("04_ablation", settings, lm,
                    data_files=["rtp/challenge_prompts.jsonl", "wikitext2/wikitext2_raw_test_hf_rows.jsonl"])
 suite = evaluation_suite(settings, OfflineScorer(), many_rows=True)
@@ -172,9 +175,9 @@ shown.style.format(precision=3, na_rep="")
 
 # %%
 direction = probe.unit_direction(lm.shape[2]).double()
-prompts = data.seeded_subset(data.challenge_prompts(), settings.eval_prompts, seed=0)
-base_activations = NeuronActivations.load(artefacts / "activations_base.pt")
-dpo_activations = NeuronActivations.load(artefacts / "activations_dpo.pt")
+prompts = attribution_prompts(settings)
+base_activations = NeuronActivations.load(artefacts / BASE_ACTIVATIONS_FILE)
+dpo_activations = NeuronActivations.load(artefacts / DPO_ACTIVATIONS_FILE)
 lines = {"before DPO": layer_projection(base_activations.mean_mlp_output, direction)}
 for n in (200, scaled(200)):
     ablated = mean_neuron_activations(lm, prompts, batch_size=settings.batch_size,

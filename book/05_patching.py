@@ -151,10 +151,11 @@ def patching_rows(run) -> list:
 
 patching = {}
 for name, run in runs.items():
+    rows = patching_rows(run)
     evaluations = [suite.evaluate(row_model, label or intervention.name, intervention, progress=False)
-                   for label, row_model, intervention in tqdm(patching_rows(run), desc=f"{name}: patching rows")]
+                   for label, row_model, intervention in tqdm(rows, desc=f"{name}: patching rows")]
     table = drop_table(evaluations)
-    table.insert(0, "neurons", [0, 0] + [len(intervention) for _, _, intervention in patching_rows(run)[2:]])
+    table.insert(0, "neurons", [0 if intervention is None else len(intervention) for _, _, intervention in rows])
     patching[name] = (table, evaluations)
 patching_table = pd.concat({name: table for name, (table, _) in patching.items()}, names=["model", "intervention"])
 patching_table.style.format(precision=3, na_rep="")
