@@ -85,8 +85,9 @@ ACTIVATIONS_FILE = "activations.pt"  # written by neuron_statistics, read by loo
 class Sizes:
     """The sizes of one benchmark run; :meth:`scaled` multiplies the item counts listed in ``SCALED``.
 
-    Small enough for the whole run to take about five minutes on 2 CPU cores: a batch or two (``batch_size``)
-    of prompts per generation stage, two optimiser steps of DPO, ``repeats`` timed runs of each comparison.
+    Small enough for the whole run to take about five minutes on 2 CPU cores: a batch or two (``batch_size``
+    for sampling, the profiles' larger ``greedy_batch_size`` for greedy generation) of prompts per generation
+    stage, two optimiser steps of DPO, ``repeats`` timed runs of each comparison.
     """
 
     probe_comments: int = 64
@@ -106,6 +107,7 @@ class Sizes:
     loop_neurons: int = 2000
     repeats: int = 3
     batch_size: int = 16
+    greedy_batch_size: int = 64
 
     SCALED: ClassVar[tuple[str, ...]] = (
         "probe_comments", "pair_prompts", "dpo_pairs", "eval_prompts", "perplexity_windows", "statistics_prompts",
@@ -216,7 +218,7 @@ def evaluation_generation(lm: LoadedModel, sizes: Sizes, workdir: Path) -> Measu
     """20 greedy tokens after each of a seeded subset of challenge prompts."""
     prompts = data.seeded_subset(data.challenge_prompts(), sizes.eval_prompts, seed=0)
     with Stopwatch() as watch:
-        greedy_continuations(lm, prompts, batch_size=sizes.batch_size, progress="generate")
+        greedy_continuations(lm, prompts, batch_size=sizes.greedy_batch_size, progress="generate")
     return Measured(watch.seconds, len(prompts), "prompts")
 
 
@@ -235,7 +237,7 @@ def neuron_statistics(lm: LoadedModel, sizes: Sizes, workdir: Path) -> Measured:
     """
     prompts = data.seeded_subset(data.challenge_prompts(), sizes.statistics_prompts, seed=0)
     with Stopwatch() as watch:
-        activations = mean_neuron_activations(lm, prompts, batch_size=sizes.batch_size, progress="activations")
+        activations = mean_neuron_activations(lm, prompts, batch_size=sizes.greedy_batch_size, progress="activations")
         values = all_value_vectors(lm.model)
         neuron_table(activations, activations, values, values, random_direction(lm))
     activations.save(workdir / ACTIVATIONS_FILE)
@@ -247,7 +249,7 @@ def patched_evaluation(lm: LoadedModel, sizes: Sizes, workdir: Path) -> Measured
     prompts = data.seeded_subset(data.challenge_prompts(), sizes.eval_prompts, seed=0)
     intervention = SetNeurons(patched_neurons(lm, sizes.patched_neurons))
     with Stopwatch() as watch:
-        greedy_continuations(lm, prompts, intervention, batch_size=sizes.batch_size, progress="patched generate")
+        greedy_continuations(lm, prompts, intervention, batch_size=sizes.greedy_batch_size, progress="patched generate")
     return Measured(watch.seconds, len(prompts), "prompts", {"neurons": len(intervention)})
 
 

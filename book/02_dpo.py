@@ -115,7 +115,8 @@ directions = SteeringDirections(
         for layer in contrastive_layers
     },
 )
-trial_chosen = chosen_continuations(lm, trial_prompts, settings.pair_new_tokens, batch_size=settings.batch_size)
+trial_chosen = chosen_continuations(lm, trial_prompts, settings.pair_new_tokens,
+                                    batch_size=settings.greedy_batch_size)
 qualities, trial_rejected = [], {}
 for candidate in candidates:
     trial_rejected[candidate.label] = rejected_continuations(
@@ -144,7 +145,7 @@ examples.T
 # Now the pairs themselves, on fresh prompts:
 
 # %%
-chosen = chosen_continuations(lm, pair_prompts, settings.pair_new_tokens, batch_size=settings.batch_size,
+chosen = chosen_continuations(lm, pair_prompts, settings.pair_new_tokens, batch_size=settings.greedy_batch_size,
                               progress="chosen")
 rejected = rejected_continuations(lm, pair_prompts, probe, winner.settings, directions, settings.batch_size,
                                   progress="rejected")

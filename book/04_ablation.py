@@ -180,7 +180,7 @@ base_activations = NeuronActivations.load(artefacts / BASE_ACTIVATIONS_FILE)
 dpo_activations = NeuronActivations.load(artefacts / DPO_ACTIVATIONS_FILE)
 lines = {"before DPO": layer_projection(base_activations.mean_mlp_output, direction)}
 for n in (200, scaled(200)):
-    ablated = mean_neuron_activations(lm, prompts, batch_size=settings.batch_size,
+    ablated = mean_neuron_activations(lm, prompts, batch_size=settings.greedy_batch_size,
                                       intervention=SetNeurons.ablate(by_cosine.head(n)))
     lines[f"ablate top {n} toxic"] = layer_projection(ablated.mean_mlp_output, direction)
 lines["after DPO"] = layer_projection(dpo_activations.mean_mlp_output, direction)

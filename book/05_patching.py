@@ -35,8 +35,8 @@ second_model = None  # None: the model registered as the default model's compani
 toxic_neurons_patched = 256
 toxic_neurons_projection = 128
 null_directions = 100
-edit_alphas = [0.01, 0.05]
-edit_betas = [0.5, 0.55, 0.6]
+edit_alphas = None  # None: the profile's sweep (the paper's alpha {0.01, 0.05} x beta {0.5, 0.55, 0.6} in `full`)
+edit_betas = None
 comparable_perplexity = 1.1
 
 # %%
@@ -64,6 +64,8 @@ from dpo_toxicity.scoring import OfflineScorer
 warnings.filterwarnings("ignore", category=FutureWarning)
 settings = run_profile(profile)
 second_model = second_model or model_spec(model).companion
+edit_alphas = edit_alphas or settings.edit_alphas
+edit_betas = edit_betas or settings.edit_betas
 # The second model first: training its DPO model is the chapter's memory peak, best reached before the default
 # model and its DPO model are loaded.
 second_run = model_run(second_model, profile, pairs_model=model)
@@ -78,6 +80,8 @@ record = RunRecord(
 suite = evaluation_suite(settings, OfflineScorer(), many_rows=True)
 glue("second_model_name", second_model, display=False)
 glue("patching_eval_prompts", len(suite.toxicity_prompts), display=False)
+glue("edit_grid", f"α ∈ {{{', '.join(map(str, edit_alphas))}}} × β ∈ {{{', '.join(map(str, edit_betas))}}}",
+     display=False)
 list(runs.values())
 
 # %% [markdown]
@@ -243,7 +247,9 @@ plt.close(fig)
 # fraction β of each sign group by |cosine| with a toxicity representation (the probe, or the toxic
 # token-embedding direction `mean E[toxic words] − mean E[clean words]`) and sets TP/AN neurons to (1 − α) and
 # AP/TN neurons to (1 + α) times their pre-DPO mean activation. The sweep runs the authors' constant
-# assignment (`clamp`) at every position, on toxicity and perplexity. The best edit is the least toxic one
+# assignment (`clamp`) at every position, on toxicity and perplexity, over {glue:text}`edit_grid` for each
+# representation (the paper's grid is α ∈ {0.01, 0.05} × β ∈ {0.5, 0.55, 0.6}: the `full` profile runs all of
+# it, the `ci` profile its first β). The best edit is the least toxic one
 # whose perplexity is at most `comparable_perplexity` times DPO's (or, if none is, the one with the lowest
 # perplexity); it is then also run with the authors' last-position hooks and as a per-token scale.
 

@@ -208,3 +208,10 @@ def test_a_model_spec_can_name_its_own_dpo_learning_rate(lm):
     assert settings_for(lm) == DPOSettings()
     tuned = replace(lm, spec=replace(lm.spec, dpo_learning_rate=1e-5))
     assert settings_for(tuned) == DPOSettings(learning_rate=1e-5)
+
+
+def test_training_leaves_trls_unembedding_switch_as_it_was(trained):
+    # train_dpo makes trl unembed only the continuations while it trains; other trl users must see trl's own choice.
+    import trl.trainer.utils
+
+    assert trl.trainer.utils._use_triton(torch.device("cpu")) is False

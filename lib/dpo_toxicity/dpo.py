@@ -81,6 +81,7 @@ import pandas as pd
 import torch
 import transformers
 import trl
+import trl.trainer.utils as trl_trainer_utils
 from transformers import AutoModelForCausalLM
 
 from .models import LoadedModel
@@ -381,6 +382,25 @@ def _quiet(progress: bool):
             os.environ["TQDM_DISABLE"] = previous
 
 
+@contextlib.contextmanager
+def _unembed_continuations_only():
+    """Make trl's fused LM head unembed only the continuation positions, on every device; restored on exit.
+
+    trl 1.16 unembeds every position of a batch (prompt and padding too, their results then discarded) unless
+    the device runs Triton kernels, to keep tile shapes fixed for compiling back ends; it reads that choice
+    through ``trl.trainer.utils._use_triton``. On a CPU the discarded positions are most of the unembedding, the
+    largest matrix product of a model with a big vocabulary: on Gemma 3 270M (262k tokens) unembedding only the
+    continuations took a step from 25.7 s to 17.0 s and the reference pass from 26 s to 20 s, with the same
+    losses to five decimals (the log-probs are those of the positions scored either way).
+    """
+    device_runs_triton = trl_trainer_utils._use_triton  # an AttributeError here means trl moved this switch
+    trl_trainer_utils._use_triton = lambda device: True
+    try:
+        yield
+    finally:
+        trl_trainer_utils._use_triton = device_runs_triton
+
+
 def _cache_key(lm: LoadedModel, pairs: Sequence[PreferencePair], settings: DPOSettings) -> str:
     """Hex sha256 of what determines a DPO model: base model, pairs, settings and the trl version."""
     content = json.dumps(
@@ -401,7 +421,8 @@ def train_dpo(
 ) -> DPOResult:
     """Train a DPO copy of ``lm`` on ``pairs`` with trl's ``DPOTrainer``; ``lm`` itself is left unchanged.
 
-    The reference is ``lm`` as it is: its log-probs of every pair are precomputed before the first step.
+    The reference is ``lm`` as it is: its log-probs of every pair are precomputed before the first step. Only
+    the continuation positions are unembedded (see :func:`_unembed_continuations_only`).
     Uses the CUDA device when ``lm`` lives on one, else the CPU in float32. ``progress`` shows progress bars
     for the reference pass and the optimiser steps. trl seeds Python's, NumPy's and torch's global random
     generators with ``settings.seed``. Raises ``ValueError`` for bad pairs (see :func:`preference_pairs`).
@@ -410,7 +431,8 @@ def train_dpo(
     on_cuda = lm.device.type == "cuda"
     policy = _trainable_copy(lm.model)
     dataset = datasets.Dataset.from_list([asdict(pair) for pair in pairs])
-    with tempfile.TemporaryDirectory(prefix="dpo-trainer-") as scratch, _quiet(progress):
+    with (tempfile.TemporaryDirectory(prefix="dpo-trainer-") as scratch, _quiet(progress),
+          _unembed_continuations_only()):
         config = trl.DPOConfig(
             output_dir=scratch,
             beta=settings.beta,

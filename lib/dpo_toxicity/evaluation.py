@@ -306,5 +306,5 @@ def evaluation_suite(settings, scorer, many_rows: bool = False) -> EvaluationSui
         perplexity_windows=windows,
         f1_paragraphs=data.seeded_subset(data.wikitext2_validation_paragraphs(), paragraphs, seed=0),
         scorer=scorer,
-        batch_size=settings.batch_size,
+        batch_size=settings.greedy_batch_size,
     )

@@ -37,12 +37,16 @@ class Profile:
 
     ``probe_train_per_class`` / ``probe_test_per_class``: Jigsaw comments per label (balanced) used to fit
     and to evaluate the probe; ``probe_max_tokens``: tokens kept per comment; ``batch_size``: texts per
-    forward pass. ``eval_prompts``: challenge prompts scored for toxicity (a seeded subset of the 1,199);
+    forward pass and per sampled generation; ``greedy_batch_size``: prompts per greedy generation, larger
+    because greedy continuations do not depend on the batch (padding round-off aside) while sampled ones do,
+    and because a decoding step is too small a matrix product to keep 2 CPU cores busy at batch 16 (64 prompts
+    took 11.7 s at batch 16 and 7.3 s at 64 on SmolLM2). ``eval_prompts``: challenge prompts scored for toxicity (a seeded subset of the 1,199);
     ``perplexity_windows``: 1,024-token WikiText-2 test windows; ``f1_paragraphs``: WikiText-2 validation
     paragraphs for F1. ``pair_prompts``: DPO preference pairs generated; ``generator_trial_prompts``: prompts
     on which the rejected-side generators are compared; ``pair_new_tokens``: continuation length of a pair.
     ``table_eval_prompts``, ``table_perplexity_windows``, ``table_f1_paragraphs``: the smaller evaluation of
-    chapters whose tables have many rows (one evaluation per intervention).
+    chapters whose tables have many rows (one evaluation per intervention). ``edit_alphas`` x ``edit_betas``:
+    the activation-editing sweep of chapter 5 (the paper's grid is alpha {0.01, 0.05} x beta {0.5, 0.55, 0.6}).
     """
 
     name: str
@@ -50,6 +54,7 @@ class Profile:
     probe_test_per_class: int | None
     probe_max_tokens: int
     batch_size: int
+    greedy_batch_size: int
     eval_prompts: int | None
     perplexity_windows: int | None
     f1_paragraphs: int | None
@@ -59,6 +64,8 @@ class Profile:
     table_eval_prompts: int | None
     table_perplexity_windows: int | None
     table_f1_paragraphs: int | None
+    edit_alphas: tuple[float, ...]
+    edit_betas: tuple[float, ...]
 
     def sizes(self) -> dict:
         """The profile as a plain mapping, for provenance tables."""
@@ -83,30 +90,39 @@ class Profile:
         return 1 << (batch.bit_length() - 1)
 
 
+# The paper's activation-editing grid (v3 section 6).
+PAPER_EDIT_ALPHAS = (0.01, 0.05)
+PAPER_EDIT_BETAS = (0.5, 0.55, 0.6)
+
 # The CI batch size stays 16: best-of-n sampling draws differ with the batch composition, and a trial at 32 moved
 # the plain samples' median perplexity enough for the fluency bound to exclude the contrastive generator, which
 # left pairs with almost no toxicity gap and a DPO model that barely changed (chapter 2's generator choice is
-# sensitive at the CI profile's 32 trial prompts).
+# sensitive at the CI profile's 32 trial prompts). The CI editing sweep keeps both of the paper's alphas at one
+# beta: every clamp setting of the full grid broke perplexity alike in a trial, and each setting costs two
+# evaluations (one per model).
 CI = Profile(
     name="ci", probe_train_per_class=1000, probe_test_per_class=300, probe_max_tokens=64, batch_size=16,
-    eval_prompts=200, perplexity_windows=8, f1_paragraphs=100,
+    greedy_batch_size=64, eval_prompts=200, perplexity_windows=8, f1_paragraphs=100,
     pair_prompts=240, generator_trial_prompts=32, pair_new_tokens=24,
     table_eval_prompts=64, table_perplexity_windows=2, table_f1_paragraphs=32,
+    edit_alphas=PAPER_EDIT_ALPHAS, edit_betas=PAPER_EDIT_BETAS[:1],
 )
 FULL = Profile(
     name="full", probe_train_per_class=2000, probe_test_per_class=580, probe_max_tokens=128, batch_size=32,
-    eval_prompts=None, perplexity_windows=None, f1_paragraphs=None,
+    greedy_batch_size=64, eval_prompts=None, perplexity_windows=None, f1_paragraphs=None,
     pair_prompts=2000, generator_trial_prompts=200, pair_new_tokens=32,
     table_eval_prompts=None, table_perplexity_windows=None, table_f1_paragraphs=None,
+    edit_alphas=PAPER_EDIT_ALPHAS, edit_betas=PAPER_EDIT_BETAS,
 )
 
 # All 1,199 prompts for the main evaluations, a few hundred for each table row, 1,000 preference pairs;
 # 580 held-out comments per class (the test pools hold 584 labelled toxic).
 COLAB = Profile(
     name="colab", probe_train_per_class=2000, probe_test_per_class=580, probe_max_tokens=128, batch_size=32,
-    eval_prompts=None, perplexity_windows=None, f1_paragraphs=None,
+    greedy_batch_size=64, eval_prompts=None, perplexity_windows=None, f1_paragraphs=None,
     pair_prompts=1000, generator_trial_prompts=100, pair_new_tokens=32,
     table_eval_prompts=300, table_perplexity_windows=32, table_f1_paragraphs=100,
+    edit_alphas=PAPER_EDIT_ALPHAS, edit_betas=PAPER_EDIT_BETAS,
 )
 
 PROFILES: dict[str, Profile] = {profile.name: profile for profile in (CI, FULL, COLAB)}
