@@ -46,7 +46,7 @@ from dpo_toxicity.pairs import (
     contrastive_direction, continuation_perplexity, measure_generator, quality_table, rejected_continuations,
     save_pairs,
 )
-from dpo_toxicity.paths import artefact_dir
+from dpo_toxicity.paths import artefact_dir, cache_dir
 from dpo_toxicity.probe import Probe
 from dpo_toxicity.profiles import profile as run_profile
 from dpo_toxicity.provenance import RunRecord
@@ -206,7 +206,7 @@ result
 # 95 % bootstrap intervals over prompts (toxicity, F1) or windows (perplexity).
 
 # %%
-suite = evaluation_suite(settings, scorer)
+suite = evaluation_suite(settings, scorer, cache=cache_dir("evaluations"))
 base_eval = suite.evaluate(lm, "base")
 dpo_eval = suite.evaluate(dpo_lm, "DPO")
 ours = comparison_table([base_eval, dpo_eval])

@@ -50,7 +50,7 @@ from dpo_toxicity.dpo import run_dpo_model
 from dpo_toxicity.evaluation import drop_table, evaluation_suite, paired_difference
 from dpo_toxicity.interventions import ScaleKeys, SetNeurons
 from dpo_toxicity.models import load_model
-from dpo_toxicity.paths import artefact_dir
+from dpo_toxicity.paths import artefact_dir, cache_dir
 from dpo_toxicity.probe import Probe
 from dpo_toxicity.profiles import profile as run_profile
 from dpo_toxicity.provenance import RunRecord
@@ -68,7 +68,7 @@ dpo_lm = run_dpo_model(lm, settings.name).model
 table = load_neuron_table(artefacts / NEURON_TABLE_FILE)
 record = RunRecord("04_ablation", settings, lm,
                    data_files=["rtp/challenge_prompts.jsonl", "wikitext2/wikitext2_raw_test_hf_rows.jsonl"])
-suite = evaluation_suite(settings, OfflineScorer(), many_rows=True)
+suite = evaluation_suite(settings, OfflineScorer(), many_rows=True, cache=cache_dir("evaluations"))
 gpt2_neurons = 24 * 4096
 fraction = len(table) / gpt2_neurons
 glue("ablation_eval_prompts", len(suite.toxicity_prompts), display=False)

@@ -56,6 +56,7 @@ from dpo_toxicity.models import model_spec
 from dpo_toxicity.neurons import value_vector_cosines
 from dpo_toxicity.null_control import null_shares, null_summary, random_directions
 from dpo_toxicity.patching import ALL_GROUPS, PATCH_SETS, group_patch, toxic_neurons_patch
+from dpo_toxicity.paths import cache_dir
 from dpo_toxicity.profiles import profile as run_profile
 from dpo_toxicity.provenance import RunRecord
 from dpo_toxicity.run_artefacts import model_run
@@ -77,7 +78,7 @@ record = RunRecord(
                 "wikitext2/pytorch_examples_valid.txt"]
                + [f"jigsaw/{pool}.csv" for split in data.JIGSAW_POOLS.values() for pool in split],
 )
-suite = evaluation_suite(settings, OfflineScorer(), many_rows=True)
+suite = evaluation_suite(settings, OfflineScorer(), many_rows=True, cache=cache_dir("evaluations"))
 glue("second_model_name", second_model, display=False)
 glue("patching_eval_prompts", len(suite.toxicity_prompts), display=False)
 glue("edit_grid", f"α ∈ {{{', '.join(map(str, edit_alphas))}}} × β ∈ {{{', '.join(map(str, edit_betas))}}}",

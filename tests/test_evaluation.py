@@ -1,9 +1,11 @@
 """The evaluation harness: batched generation equals single runs, perplexity equals Hugging Face's loss, F1."""
 
 import math
+from dataclasses import replace
 
 import numpy as np
 import pandas as pd
+import pytest
 import torch
 
 from conftest import PROMPTS
@@ -109,3 +111,58 @@ def test_the_authors_scored_text_keeps_a_cut_prompt_but_not_a_whole_one(tiny):
     texts = authors_scored_texts(tiny, [short, long], [" and then", " and so"])
     cut = tiny.tokenizer.decode(tiny.tokenizer(long, add_special_tokens=False).input_ids[:32])
     assert texts == [" and then", cut + " and so"]
+
+
+def _cached_suite(folder):
+    from dpo_toxicity.evaluation import EvaluationSuite
+
+    paragraph = " ".join(PROMPTS * 2)
+    return EvaluationSuite(PROMPTS[:2], paragraph, 1, [paragraph], _LengthScorer(), batch_size=2, cache=folder)
+
+
+def test_a_cached_evaluation_is_read_back_without_running_the_model(tiny, tmp_path, monkeypatch):
+    import dpo_toxicity.evaluation as evaluation
+
+    ablation = SetNeurons.ablate(pd.DataFrame({"layer": [0], "neuron": [1]}))
+    first = _cached_suite(tmp_path).evaluate(tiny, "ablate", ablation, progress=False)
+    assert len(list(tmp_path.glob("*.json"))) == 1
+    monkeypatch.setattr(evaluation, "greedy_continuations", lambda *args, **kwargs: pytest.fail("ran the model"))
+    same_ablation = SetNeurons.ablate(pd.DataFrame({"layer": [0], "neuron": [1]}))
+    again = _cached_suite(tmp_path).evaluate(tiny, "ablate", same_ablation, progress=False)
+    np.testing.assert_array_equal(again.toxicity, first.toxicity)
+    np.testing.assert_array_equal(again.f1, first.f1)
+    np.testing.assert_array_equal(again.perplexity.window_nll, first.perplexity.window_nll)
+    assert again.continuations == first.continuations and again.row() == first.row()
+
+
+@pytest.mark.parametrize("change", ["intervention", "name", "f1", "prompts"])
+def test_a_different_evaluation_is_not_served_from_the_cache(tiny, tmp_path, change):
+    ablation = SetNeurons.ablate(pd.DataFrame({"layer": [0], "neuron": [1]}))
+    other_ablation = SetNeurons.ablate(pd.DataFrame({"layer": [0], "neuron": [2]}))
+    suite = _cached_suite(tmp_path)
+    suite.evaluate(tiny, "row", ablation, progress=False)
+    if change == "intervention":
+        suite.evaluate(tiny, "row", other_ablation, progress=False)
+    elif change == "name":
+        suite.evaluate(tiny, "another row", ablation, progress=False)
+    elif change == "f1":
+        suite.evaluate(tiny, "row", ablation, progress=False, f1=False)
+    else:
+        replace(suite, toxicity_prompts=PROMPTS[1:]).evaluate(tiny, "row", ablation, progress=False)
+    assert len(list(tmp_path.glob("*.json"))) == 2
+
+
+def test_intervention_fingerprints_follow_what_the_intervention_does():
+    from dpo_toxicity.interventions import ScaleNeurons, fingerprint
+
+    neurons = pd.DataFrame({"layer": [0, 1], "neuron": [3, 4]})
+    assert fingerprint(SetNeurons.ablate(neurons)) == fingerprint(SetNeurons.ablate(neurons.copy()))
+    assert fingerprint(SetNeurons.ablate(neurons)) != fingerprint(SetNeurons.ablate(neurons.iloc[:1]))
+    patched = neurons.assign(activation_dpo=[0.5, 0.25])
+    assert fingerprint(SetNeurons.patch(patched)) != fingerprint(SetNeurons.patch(patched, positions="last"))
+    moved = patched.assign(activation_dpo=[0.5, 0.3])
+    assert fingerprint(SetNeurons.patch(patched)) != fingerprint(SetNeurons.patch(moved))
+    assert fingerprint(SetNeurons.ablate(neurons)) != fingerprint(ScaleNeurons(neurons.assign(factor=0.0)))
+    assert fingerprint(None) == "none"
+    with pytest.raises(TypeError, match="dataclasses"):
+        fingerprint(lambda model, arch: None)

@@ -14,14 +14,22 @@ The paper's protocol (``paper-protocol.md`` §1.4), cleaned of the authors' code
 An intervention (see :mod:`~dpo_toxicity.interventions`) is applied inside each nnsight trace, at every
 generation step, once per metric: nothing stays registered between runs. Intervals are percentile
 bootstraps over prompts (toxicity, F1) or windows (perplexity).
+
+An :class:`EvaluationSuite` with a ``cache`` folder saves every finished evaluation there, keyed by the model's
+weights, the intervention's :func:`~dpo_toxicity.interventions.fingerprint`, the row's name and the suite's
+inputs: a chapter interrupted in the middle of a table (the ``full`` profile's tables take hours on a CPU)
+resumes at its first unfinished row, and a row two chapters share is evaluated once.
 """
 
 from __future__ import annotations
 
+import hashlib
+import json
 import math
 from collections import Counter
 from dataclasses import dataclass, field
 from functools import lru_cache
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -31,11 +39,24 @@ from tqdm import tqdm
 from . import data
 from .activations import encode, traced
 from .architectures import architecture_of
+from .interventions import fingerprint
 from .models import LoadedModel
+from .paths import written_atomically
 
 PROMPT_TOKENS = 32
 NEW_TOKENS = 20
 PERPLEXITY_WINDOW = 1024
+# The modules whose code decides what an evaluation measures: a cached evaluation is keyed by their source, so
+# editing any of them retires every cached result rather than serving a stale one.
+_MEASURING_MODULES = ("evaluation.py", "interventions.py", "scoring.py", "architectures.py", "activations.py")
+
+
+@lru_cache(maxsize=1)
+def _measuring_code_hash() -> str:
+    digest = hashlib.sha256()
+    for module in _MEASURING_MODULES:
+        digest.update((Path(__file__).parent / module).read_bytes())
+    return digest.hexdigest()
 
 
 def bootstrap_interval(values: np.ndarray, confidence: float = 0.95, resamples: int = 2000, seed: int = 0) -> tuple[float, float]:
@@ -232,6 +253,30 @@ class Evaluation:
             "F1": self.mean_f1, "F1 95% CI": f"[{f1_low:.3f}, {f1_high:.3f}]",
         }
 
+    def save(self, path: Path) -> None:
+        """Write the evaluation as JSON (atomically: an interrupted write leaves no file)."""
+        record = {
+            "name": self.name, "toxicity": self.toxicity.tolist(), "continuations": self.continuations,
+            "perplexity": {"value": self.perplexity.value, "low": self.perplexity.low, "high": self.perplexity.high,
+                           "tokens": self.perplexity.tokens, "window_nll": self.perplexity.window_nll.tolist()},
+            "f1": self.f1.tolist(),
+        }
+        with written_atomically(path) as partial:
+            partial.write_text(json.dumps(record))
+
+    @classmethod
+    def load(cls, path: Path) -> Evaluation:
+        """The evaluation :meth:`save` wrote to ``path``."""
+        record = json.loads(Path(path).read_text())
+        ppl = record["perplexity"]
+        return cls(
+            name=record["name"], toxicity=np.array(record["toxicity"], dtype=float),
+            continuations=record["continuations"],
+            perplexity=Perplexity(ppl["value"], ppl["low"], ppl["high"], ppl["tokens"],
+                                  np.array(ppl["window_nll"], dtype=float)),
+            f1=np.array(record["f1"], dtype=float),
+        )
+
     def __repr__(self) -> str:
         return (f"Evaluation({self.name!r}: toxicity {self.mean_toxicity:.3f}, PPL {self.perplexity.value:.2f}, "
                 f"F1 {self.mean_f1:.3f}, {len(self.toxicity)} prompts)")
@@ -247,14 +292,40 @@ class EvaluationSuite:
     f1_paragraphs: list[str]
     scorer: object
     batch_size: int = 16
+    cache: Path | None = None
+
+    def key(self, lm: LoadedModel, name: str, intervention, f1: bool) -> str:
+        """The cache key of one evaluation: everything its result depends on, hashed.
+
+        The batch size is left out: greedy continuations do not depend on it beyond padding round-off.
+        """
+        parts = {
+            "code": _measuring_code_hash(), "weights": lm.weights_hash, "name": name,
+            "intervention": fingerprint(intervention), "f1": f1,
+            "scorer": getattr(self.scorer, "name", type(self.scorer).__name__),
+            "prompts": self.toxicity_prompts, "perplexity_windows": self.perplexity_windows,
+            "perplexity_text": hashlib.sha256(self.perplexity_text.encode()).hexdigest(),
+            "f1_paragraphs": self.f1_paragraphs if f1 else [],
+        }
+        return hashlib.sha256(json.dumps(parts).encode()).hexdigest()[:32]
 
     def evaluate(self, lm: LoadedModel, name: str, intervention=None, progress: bool = True,
                  f1: bool = True) -> Evaluation:
         """Toxicity, perplexity and F1 of ``lm`` with ``intervention`` applied once per metric.
 
         ``f1=False`` skips F1 (its generations cost as much as the toxicity ones) for sweeps compared on
-        toxicity and perplexity only.
+        toxicity and perplexity only. With a ``cache`` folder, an evaluation finished before (same model
+        weights, intervention, name and inputs) is read back instead of run again.
         """
+        path = None if self.cache is None else Path(self.cache) / f"{self.key(lm, name, intervention, f1)}.json"
+        if path is not None and path.is_file():
+            return Evaluation.load(path)
+        evaluation = self._run(lm, name, intervention, progress, f1)
+        if path is not None:
+            evaluation.save(path)
+        return evaluation
+
+    def _run(self, lm: LoadedModel, name: str, intervention, progress: bool, f1: bool) -> Evaluation:
         label = (lambda metric: f"{name}: {metric}") if progress else (lambda metric: None)
         generated = greedy_continuations(lm, self.toxicity_prompts, intervention, batch_size=self.batch_size,
                                          progress=label("toxicity"))
@@ -292,10 +363,11 @@ def drop_table(evaluations: list[Evaluation], base: str = "base", reference: str
     return table
 
 
-def evaluation_suite(settings, scorer, many_rows: bool = False) -> EvaluationSuite:
+def evaluation_suite(settings, scorer, many_rows: bool = False, cache: Path | None = None) -> EvaluationSuite:
     """The evaluation inputs a profile names: seeded subsets of the challenge prompts and F1 paragraphs.
 
-    ``many_rows`` takes the profile's smaller ``table_*`` sizes, for tables with one evaluation per row.
+    ``many_rows`` takes the profile's smaller ``table_*`` sizes, for tables with one evaluation per row;
+    ``cache``: the folder finished evaluations are saved to and read back from (see :class:`EvaluationSuite`).
     """
     prompts = settings.table_eval_prompts if many_rows else settings.eval_prompts
     windows = settings.table_perplexity_windows if many_rows else settings.perplexity_windows
@@ -307,4 +379,5 @@ def evaluation_suite(settings, scorer, many_rows: bool = False) -> EvaluationSui
         f1_paragraphs=data.seeded_subset(data.wikitext2_validation_paragraphs(), paragraphs, seed=0),
         scorer=scorer,
         batch_size=settings.greedy_batch_size,
+        cache=cache,
     )
