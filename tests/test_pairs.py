@@ -83,3 +83,20 @@ def test_pairs_round_trip(tmp_path):
     pairs = [PreferencePair("p", " c", " r"), PreferencePair("q\n", " ü", ' "x"')]
     save_pairs(pairs, tmp_path / "pairs.jsonl")
     assert load_pairs(tmp_path / "pairs.jsonl") == pairs
+
+
+def test_generations_are_read_back_from_the_cache_for_the_same_inputs_only(tiny_models, tmp_path, monkeypatch):
+    import dpo_toxicity.pairs as pairs
+
+    lm = tiny_models["tiny-llama"]
+    probe = random_probe(lm)
+    settings = GeneratorSettings("best of 2", samples=2, new_tokens=4, seed=1)
+    directions = SteeringDirections(probe.unit_direction(), {})
+    rejected = rejected_continuations(lm, PROMPTS, probe, settings, directions, batch_size=4, cache=tmp_path)
+    chosen = pairs.chosen_continuations(lm, PROMPTS, new_tokens=4, cache=tmp_path)
+    monkeypatch.setattr(pairs, "greedy_continuations", lambda *args, **kwargs: pytest.fail("generated again"))
+    monkeypatch.setattr(pairs, "sampled_continuations", lambda *args, **kwargs: pytest.fail("sampled again"))
+    assert rejected_continuations(lm, PROMPTS, probe, settings, directions, batch_size=4, cache=tmp_path) == rejected
+    assert pairs.chosen_continuations(lm, PROMPTS, new_tokens=4, cache=tmp_path) == chosen
+    with pytest.raises(pytest.fail.Exception, match="sampled again"):  # another probe: another key
+        rejected_continuations(lm, PROMPTS, random_probe(lm, seed=1), settings, directions, batch_size=4, cache=tmp_path)

@@ -1,6 +1,7 @@
 """Executable reproduction of "Ablation is Not Enough to Emulate DPO" (Yang et al. 2024) on offline models.
 
-Modules, lowest layer first: ``paths`` (data and cache folders), ``toc`` (the book's table of contents),
+Modules, lowest layer first: ``paths`` (data and cache folders), ``result_cache`` (results kept under a hash
+of their inputs and code, so long runs resume), ``toc`` (the book's table of contents),
 ``architectures`` (the table of where each site lives per model family), ``models`` (named models and
 loading), ``data`` (offline data sets), ``profiles`` (run sizes), ``activations`` (nnsight reads), ``probe``
 (the toxicity probe), ``neurons`` (value vectors vs the probe, logit lens), ``scoring`` (toxicity scorers),

@@ -15,10 +15,11 @@ An intervention (see :mod:`~dpo_toxicity.interventions`) is applied inside each 
 generation step, once per metric: nothing stays registered between runs. Intervals are percentile
 bootstraps over prompts (toxicity, F1) or windows (perplexity).
 
-An :class:`EvaluationSuite` with a ``cache`` folder saves every finished evaluation there, keyed by the model's
-weights, the intervention's :func:`~dpo_toxicity.interventions.fingerprint`, the row's name and the suite's
-inputs: a chapter interrupted in the middle of a table (the ``full`` profile's tables take hours on a CPU)
-resumes at its first unfinished row, and a row two chapters share is evaluated once.
+An :class:`EvaluationSuite` with a ``cache`` folder saves every finished evaluation there
+(:mod:`~dpo_toxicity.result_cache`), keyed by the model's weights, the intervention's
+:func:`~dpo_toxicity.interventions.fingerprint`, the row's name, the suite's inputs and the measuring code:
+a chapter interrupted in the middle of a table (the ``full`` profile's tables take hours on a CPU) resumes at
+its first unfinished row, and a row two chapters share is evaluated once.
 """
 
 from __future__ import annotations
@@ -41,22 +42,14 @@ from .activations import encode, traced
 from .architectures import architecture_of
 from .interventions import fingerprint
 from .models import LoadedModel
-from .paths import written_atomically
+from .result_cache import cached
 
 PROMPT_TOKENS = 32
 NEW_TOKENS = 20
 PERPLEXITY_WINDOW = 1024
 # The modules whose code decides what an evaluation measures: a cached evaluation is keyed by their source, so
 # editing any of them retires every cached result rather than serving a stale one.
-_MEASURING_MODULES = ("evaluation.py", "interventions.py", "scoring.py", "architectures.py", "activations.py")
-
-
-@lru_cache(maxsize=1)
-def _measuring_code_hash() -> str:
-    digest = hashlib.sha256()
-    for module in _MEASURING_MODULES:
-        digest.update((Path(__file__).parent / module).read_bytes())
-    return digest.hexdigest()
+MEASURING_CODE = ("evaluation.py", "interventions.py", "scoring.py", "architectures.py", "activations.py")
 
 
 def bootstrap_interval(values: np.ndarray, confidence: float = 0.95, resamples: int = 2000, seed: int = 0) -> tuple[float, float]:
@@ -254,15 +247,14 @@ class Evaluation:
         }
 
     def save(self, path: Path) -> None:
-        """Write the evaluation as JSON (atomically: an interrupted write leaves no file)."""
+        """Write the evaluation to ``path`` as JSON."""
         record = {
             "name": self.name, "toxicity": self.toxicity.tolist(), "continuations": self.continuations,
             "perplexity": {"value": self.perplexity.value, "low": self.perplexity.low, "high": self.perplexity.high,
                            "tokens": self.perplexity.tokens, "window_nll": self.perplexity.window_nll.tolist()},
             "f1": self.f1.tolist(),
         }
-        with written_atomically(path) as partial:
-            partial.write_text(json.dumps(record))
+        Path(path).write_text(json.dumps(record))
 
     @classmethod
     def load(cls, path: Path) -> Evaluation:
@@ -294,21 +286,6 @@ class EvaluationSuite:
     batch_size: int = 16
     cache: Path | None = None
 
-    def key(self, lm: LoadedModel, name: str, intervention, f1: bool) -> str:
-        """The cache key of one evaluation: everything its result depends on, hashed.
-
-        The batch size is left out: greedy continuations do not depend on it beyond padding round-off.
-        """
-        parts = {
-            "code": _measuring_code_hash(), "weights": lm.weights_hash, "name": name,
-            "intervention": fingerprint(intervention), "f1": f1,
-            "scorer": getattr(self.scorer, "name", type(self.scorer).__name__),
-            "prompts": self.toxicity_prompts, "perplexity_windows": self.perplexity_windows,
-            "perplexity_text": hashlib.sha256(self.perplexity_text.encode()).hexdigest(),
-            "f1_paragraphs": self.f1_paragraphs if f1 else [],
-        }
-        return hashlib.sha256(json.dumps(parts).encode()).hexdigest()[:32]
-
     def evaluate(self, lm: LoadedModel, name: str, intervention=None, progress: bool = True,
                  f1: bool = True) -> Evaluation:
         """Toxicity, perplexity and F1 of ``lm`` with ``intervention`` applied once per metric.
@@ -317,13 +294,16 @@ class EvaluationSuite:
         toxicity and perplexity only. With a ``cache`` folder, an evaluation finished before (same model
         weights, intervention, name and inputs) is read back instead of run again.
         """
-        path = None if self.cache is None else Path(self.cache) / f"{self.key(lm, name, intervention, f1)}.json"
-        if path is not None and path.is_file():
-            return Evaluation.load(path)
-        evaluation = self._run(lm, name, intervention, progress, f1)
-        if path is not None:
-            evaluation.save(path)
-        return evaluation
+        # The batch size is not part of the key: greedy continuations do not depend on it beyond padding round-off.
+        parts = {
+            "weights": lm.weights_hash, "name": name, "intervention": fingerprint(intervention), "f1": f1,
+            "scorer": getattr(self.scorer, "name", type(self.scorer).__name__),
+            "prompts": self.toxicity_prompts, "perplexity_windows": self.perplexity_windows,
+            "perplexity_text": hashlib.sha256(self.perplexity_text.encode()).hexdigest(),
+            "f1_paragraphs": self.f1_paragraphs if f1 else [],
+        }
+        return cached(self.cache, parts, lambda: self._run(lm, name, intervention, progress, f1),
+                      Evaluation.save, Evaluation.load, code=MEASURING_CODE)
 
     def _run(self, lm: LoadedModel, name: str, intervention, progress: bool, f1: bool) -> Evaluation:
         label = (lambda metric: f"{name}: {metric}") if progress else (lambda metric: None)

@@ -23,13 +23,13 @@ one intervention per metric run and removes it when the trace ends, so edits nev
 
 from __future__ import annotations
 
-import hashlib
-from dataclasses import dataclass, field, fields, is_dataclass
+from dataclasses import dataclass, field, is_dataclass
 
 import pandas as pd
 import torch
 
 from .architectures import Architecture, decoder_layers, hidden_output, output_projection, residual_site, submodule
+from .result_cache import digest
 
 POSITIONS = ("all", "last")
 
@@ -170,6 +170,7 @@ class SteerResidual:
         states[:] = states + self.vector.to(states.device, states.dtype)
 
 
+
 def fingerprint(intervention) -> str:
     """A hex digest of what ``intervention`` does: its class and every public field (neuron tables, factors,
     vectors, positions, name). Two interventions with the same fingerprint edit a model identically, so a
@@ -182,17 +183,4 @@ def fingerprint(intervention) -> str:
     if not is_dataclass(intervention):
         raise TypeError(f"Cannot fingerprint {type(intervention).__name__}: interventions are dataclasses of "
                         f"dpo_toxicity.interventions.")
-    digest = hashlib.sha256(type(intervention).__qualname__.encode())
-    for item in fields(intervention):
-        if item.name.startswith("_"):
-            continue
-        value = getattr(intervention, item.name)
-        digest.update(item.name.encode())
-        if isinstance(value, pd.DataFrame):
-            digest.update(repr(list(value.columns)).encode())
-            digest.update(pd.util.hash_pandas_object(value, index=False).to_numpy().tobytes())
-        elif isinstance(value, torch.Tensor):
-            digest.update(value.detach().to("cpu", torch.float64).contiguous().numpy().tobytes())
-        else:
-            digest.update(repr(value).encode())
-    return digest.hexdigest()
+    return digest(intervention)

@@ -19,6 +19,10 @@ base model's perplexity of the rejected text given its prompt (fluency), and its
 
 Steering strengths are fractions of the typical per-token norm of the residual stream at the steered site,
 so that a setting transfers between models.
+
+Given a ``cache`` folder, :func:`rejected_continuations` and :func:`chosen_continuations` save what they
+generate (see :mod:`~dpo_toxicity.result_cache`): the ``full`` profile generates for an hour, and a chapter
+re-run after an interruption reads the finished generators and pairs back.
 """
 
 from __future__ import annotations
@@ -26,6 +30,7 @@ from __future__ import annotations
 import json
 import re
 from dataclasses import asdict, dataclass
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -39,6 +44,7 @@ from .interventions import SteerResidual
 from .models import LoadedModel
 from .paths import written_atomically
 from .probe import Probe
+from .result_cache import cached_json
 
 PUSHES = ("none", "probe", "contrastive")
 
@@ -130,11 +136,25 @@ def sampled_continuations(
     return [texts[i * settings.samples : (i + 1) * settings.samples] for i in range(len(prompts))]
 
 
+# The modules whose code decides what a generator produces (keys of cached generations).
+GENERATING_CODE = ("pairs.py", "evaluation.py", "activations.py", "interventions.py", "architectures.py")
+
+
 def rejected_continuations(
     lm: LoadedModel, prompts: list[str], probe: Probe, settings: GeneratorSettings, directions: SteeringDirections,
-    batch_size: int = 16, progress: str | None = None,
+    batch_size: int = 16, progress: str | None = None, cache: Path | None = None,
 ) -> list[str]:
-    """The rejected side for each prompt, generated as ``settings`` says."""
+    """The rejected side for each prompt, generated as ``settings`` says; read back from ``cache`` when this
+    model, these prompts, probe, directions, settings and batch size (sampling follows the batches) generated
+    them before."""
+    parts = {"weights": lm.weights_hash, "prompts": prompts, "probe": [probe.direction, probe.bias],
+             "settings": settings, "directions": directions, "batch_size": batch_size}
+    return cached_json(cache, parts, lambda: _rejected(lm, prompts, probe, settings, directions, batch_size, progress),
+                       code=GENERATING_CODE)
+
+
+def _rejected(lm: LoadedModel, prompts: list[str], probe: Probe, settings: GeneratorSettings,
+              directions: SteeringDirections, batch_size: int, progress: str | None) -> list[str]:
     push = push_for(lm, settings, directions, prompts)
     if settings.samples == 1:
         ids = greedy_continuations(lm, prompts, push, settings.prompt_tokens, settings.new_tokens, batch_size, progress)
@@ -147,10 +167,15 @@ def rejected_continuations(
 
 
 def chosen_continuations(lm: LoadedModel, prompts: list[str], new_tokens: int, prompt_tokens: int = 32,
-                         batch_size: int = 16, progress: str | None = None) -> list[str]:
-    """The chosen side: the model's own greedy continuation (Lee et al.)."""
-    ids = greedy_continuations(lm, prompts, None, prompt_tokens, new_tokens, batch_size, progress)
-    return decode_all(lm, ids)
+                         batch_size: int = 16, progress: str | None = None, cache: Path | None = None) -> list[str]:
+    """The chosen side: the model's own greedy continuation (Lee et al.); read back from ``cache`` when this
+    model continued these prompts before."""
+    parts = {"weights": lm.weights_hash, "prompts": prompts, "new_tokens": new_tokens, "prompt_tokens": prompt_tokens}
+
+    def generate() -> list[str]:
+        return decode_all(lm, greedy_continuations(lm, prompts, None, prompt_tokens, new_tokens, batch_size, progress))
+
+    return cached_json(cache, parts, generate, code=GENERATING_CODE)
 
 
 def continuation_perplexity(lm: LoadedModel, prompts: list[str], continuations: list[str], batch_size: int = 16) -> np.ndarray:

@@ -107,11 +107,18 @@ CI = Profile(
     table_eval_prompts=64, table_perplexity_windows=2, table_f1_paragraphs=32,
     edit_alphas=PAPER_EDIT_ALPHAS, edit_betas=PAPER_EDIT_BETAS[:1],
 )
+# The full profile: the paper's sizes for the probe, the pairs, DPO and the base-vs-DPO comparison (all 1,199
+# challenge prompts, all 298 WikiText-2 test windows, every F1 paragraph). Its tables (chapters 4 and 5, one
+# evaluation per row) take 600 prompts, 16 windows and every F1 paragraph per row: at all the paper's sizes a
+# row costs about 12 minutes on 2 CPU cores (9 of them perplexity), chapter 4's 21 rows over 4 hours. Estimated
+# from the CI run's per-item times, chapters 1-4 on SmolLM2 take about 2.8 hours: chapter 1 8 minutes,
+# chapter 2 110 (generator trial 18, pairs 35, DPO 40, evaluations 24), chapter 3 6, chapter 4 45; chapter 5
+# adds the second model's run and both models' tables (about 4.5 hours more with Gemma 3 270M).
 FULL = Profile(
     name="full", probe_train_per_class=2000, probe_test_per_class=580, probe_max_tokens=128, batch_size=32,
     greedy_batch_size=64, eval_prompts=None, perplexity_windows=None, f1_paragraphs=None,
     pair_prompts=2000, generator_trial_prompts=200, pair_new_tokens=32,
-    table_eval_prompts=None, table_perplexity_windows=None, table_f1_paragraphs=None,
+    table_eval_prompts=600, table_perplexity_windows=16, table_f1_paragraphs=None,
     edit_alphas=PAPER_EDIT_ALPHAS, edit_betas=PAPER_EDIT_BETAS,
 )
 
