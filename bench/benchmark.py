@@ -18,7 +18,7 @@ Each stage runs in a fresh Python process (this script again, with ``--stage``),
 memory (``ru_maxrss``: the model, the data and the stage's own work) is its own and not the maximum of
 everything run before it. Times cover the stage's work only, not imports or loading the model.
 
-Two comparisons justify choices the book makes, each measured in its own process too:
+Four comparisons justify choices the book makes, each measured in its own process too:
 
 a. ``nnsight_vs_hook``: every intervention goes through nnsight. Its generation with neurons set to
    constants is timed against plain ``transformers`` ``generate`` with a PyTorch forward pre-hook on the MLP
@@ -30,6 +30,12 @@ b. ``loop_vs_vectorised``: the neuron table is one matrix product per layer. It 
    Python loop computing ``P_i = m̄_i (v_i · w/|w|)`` one neuron at a time over the first ``loop_neurons``
    neurons, extrapolated (and labelled so) to all neurons; both must give the same ``P_i``. The table
    computes more than ``P_i`` (cosines, both models' projections, groups), so the ratio understates the gain.
+c. ``greedy_batch``: greedy generation (every evaluation, chapter 3's statistics) runs at the profiles'
+   ``greedy_batch_size`` rather than the sampling batch: ``comparison_prompts`` x 4 prompts at both batch
+   sizes, median of ``repeats``, with the share of prompts whose tokens agree (padding round-off aside, all).
+d. ``dpo_unembedding``: DPO makes trl unembed only the continuation positions on the CPU
+   (``dpo._unembed_continuations_only``); timed against trl's own choice, which unembeds every position there,
+   on the same pairs, with both runs' losses (they must agree).
 
 The JSON written (default ``_build/bench/benchmark.json``) holds the machine, the sizes, every stage's
 seconds, peak RSS, items and seconds per item, both comparisons, and the targets with whether they are met.
@@ -65,6 +71,7 @@ from dpo_toxicity import data
 from dpo_toxicity.activations import encode, pooled_final_states
 from dpo_toxicity.architectures import all_value_vectors, architecture_of, output_projection
 from dpo_toxicity.attribution import NeuronActivations, mean_neuron_activations, neuron_table, unit_directions
+from dpo_toxicity import dpo
 from dpo_toxicity.dpo import DPOSettings, train_dpo
 from dpo_toxicity.evaluation import NEW_TOKENS, PROMPT_TOKENS, greedy_continuations, perplexity
 from dpo_toxicity.interventions import SetNeurons
@@ -85,7 +92,7 @@ ACTIVATIONS_FILE = "activations.pt"  # written by neuron_statistics, read by loo
 class Sizes:
     """The sizes of one benchmark run; :meth:`scaled` multiplies the item counts listed in ``SCALED``.
 
-    Small enough for the whole run to take about five minutes on 2 CPU cores: a batch or two (``batch_size``
+    Small enough for the whole run to take about ten minutes on 2 CPU cores: a batch or two (``batch_size``
     for sampling, the profiles' larger ``greedy_batch_size`` for greedy generation) of prompts per generation
     stage, two optimiser steps of DPO, ``repeats`` timed runs of each comparison.
     """
@@ -200,13 +207,18 @@ def pair_generation(lm: LoadedModel, sizes: Sizes, workdir: Path) -> Measured:
     return Measured(watch.seconds, len(prompts), "pairs", {"generator": generator.label})
 
 
-def dpo_step(lm: LoadedModel, sizes: Sizes, workdir: Path) -> Measured:
-    """trl DPO on synthetic pairs; per item = seconds per optimiser step (the reference pass reported apart)."""
+def synthetic_pairs(sizes: Sizes) -> list[PreferencePair]:
+    """A WikiText-2 sentence, the next sentence as chosen, a toxic Jigsaw comment as rejected."""
     sentences = data.seeded_subset(data.wikitext2_validation_sentences(), 2 * sizes.dpo_pairs, seed=4)
     comments = data.balanced_sample(data.jigsaw("train"), sizes.dpo_pairs, seed=5)
     toxic = comments[comments.label == 1].text.tolist()
-    pairs = [PreferencePair(sentences[2 * i], " " + sentences[2 * i + 1], " " + toxic[i])
-             for i in range(sizes.dpo_pairs)]
+    return [PreferencePair(sentences[2 * i], " " + sentences[2 * i + 1], " " + toxic[i])
+            for i in range(sizes.dpo_pairs)]
+
+
+def dpo_step(lm: LoadedModel, sizes: Sizes, workdir: Path) -> Measured:
+    """trl DPO on synthetic pairs; per item = seconds per optimiser step (the reference pass reported apart)."""
+    pairs = synthetic_pairs(sizes)
     result = train_dpo(lm, pairs, DPOSettings(batch_size=sizes.dpo_batch), progress=True)
     return Measured(
         result.training_seconds, result.steps, "optimiser steps",
@@ -375,6 +387,55 @@ def loop_vs_vectorised(lm: LoadedModel, sizes: Sizes, workdir: Path) -> Measured
     return Measured(table_seconds, n_neurons, "neurons", details)
 
 
+# Comparison c: greedy generation at the greedy batch size against the sampling batch size.
+
+
+def greedy_batch(lm: LoadedModel, sizes: Sizes, workdir: Path) -> Measured:
+    """Median seconds of greedy generation of the same prompts at ``batch_size`` and ``greedy_batch_size``."""
+    prompts = data.seeded_subset(data.challenge_prompts(), 4 * sizes.comparison_prompts, seed=2)
+    seconds, tokens = {}, {}
+    for batch in (sizes.batch_size, sizes.greedy_batch_size):
+        seconds[batch], tokens[batch] = median_seconds(
+            lambda batch=batch: greedy_continuations(lm, prompts, batch_size=batch), sizes.repeats
+        )
+    small, large = sizes.batch_size, sizes.greedy_batch_size
+    details = {
+        "prompts": len(prompts),
+        "median_seconds_by_batch": {str(batch): value for batch, value in seconds.items()},
+        "small_vs_large_batch": seconds[small] / seconds[large],
+        "share_of_prompts_with_identical_tokens":
+            float(np.mean([a == b for a, b in zip(tokens[small], tokens[large])])),
+    }
+    return Measured(seconds[large], len(prompts), "prompts", details)
+
+
+# Comparison d: DPO with trl unembedding every position against the continuations only.
+
+
+def dpo_unembedding(lm: LoadedModel, sizes: Sizes, workdir: Path) -> Measured:
+    """Seconds per DPO step and of the reference pass, unembedding every position (trl's choice on a CPU) or
+    only the continuations (the book's), on the same pairs; the losses of both runs."""
+    pairs = synthetic_pairs(sizes)
+    settings = DPOSettings(batch_size=sizes.dpo_batch)
+    results = {"continuations_only": train_dpo(lm, pairs, settings)}
+    with contextlib.ExitStack() as restore:  # trl's own choice, for the baseline only
+        restore.callback(setattr, dpo, "_unembed_continuations_only", dpo._unembed_continuations_only)
+        dpo._unembed_continuations_only = contextlib.nullcontext
+        results["every_position"] = train_dpo(lm, pairs, settings)
+    per_step = {name: result.training_seconds / result.steps for name, result in results.items()}
+    details = {
+        "pairs": len(pairs),
+        "seconds_per_step": per_step,
+        "reference_seconds": {name: result.reference_seconds for name, result in results.items()},
+        "every_position_vs_continuations_only": per_step["every_position"] / per_step["continuations_only"],
+        "losses": {name: result.history["loss"].tolist() for name, result in results.items()},
+        "same_losses": bool(np.allclose(results["every_position"].history["loss"],
+                                        results["continuations_only"].history["loss"], atol=1e-4)),
+    }
+    return Measured(results["continuations_only"].training_seconds, results["continuations_only"].steps,
+                    "optimiser steps", details)
+
+
 @dataclass(frozen=True)
 class Stage:
     """One measurement, run in its own process; ``comparison`` ones are reported apart from the stages."""
@@ -394,6 +455,8 @@ STAGES = (
     Stage("patched_evaluation", patched_evaluation),
     Stage("nnsight_vs_hook", nnsight_vs_hook, comparison=True),
     Stage("loop_vs_vectorised", loop_vs_vectorised, comparison=True),  # after neuron_statistics: reads its file
+    Stage("greedy_batch", greedy_batch, comparison=True),
+    Stage("dpo_unembedding", dpo_unembedding, comparison=True),
 )
 
 
@@ -445,11 +508,17 @@ def summary(report: dict) -> str:
                      f"{stage['seconds_per_item']:.3f} s / {stage['unit'].rstrip('s')}")
     hook = report["comparisons"]["nnsight_vs_hook"]["details"]
     loop = report["comparisons"]["loop_vs_vectorised"]["details"]
+    batch = report["comparisons"]["greedy_batch"]["details"]
+    unembedding = report["comparisons"]["dpo_unembedding"]["details"]
     lines += [
         "median seconds: " + ", ".join(f"{name} {value:.2f}" for name, value in hook["median_seconds"].items()),
         f"nnsight edit / hook {hook['edited_vs_hook']:.2f}x, identical ids {hook['identical_token_ids_edited']}",
         f"loop (extrapolated) / neuron_table {loop['loop_vs_vectorised_extrapolated']:.0f}x, "
         f"same values {loop['same_values']}",
+        f"greedy generation, sampling batch / greedy batch {batch['small_vs_large_batch']:.2f}x, "
+        f"identical tokens for {batch['share_of_prompts_with_identical_tokens']:.0%} of prompts",
+        f"DPO step, every position / continuations only {unembedding['every_position_vs_continuations_only']:.2f}x, "
+        f"same losses {unembedding['same_losses']}",
     ]
     lines += [f"target {t['name']}: {t['measured']:.2f} <= {t['limit']:.2f} {t['unit']}: "
               f"{'met' if t['met'] else 'NOT met'}" for t in report["targets"]]

@@ -106,6 +106,7 @@ def side_by_side(run) -> pd.Series:
         "probe_test_accuracy": run.probe.info["test"]["accuracy"],
         "probe_test_auc": run.probe.info["test"]["auc"],
         "dpo_learning_rate": run.dpo.settings.learning_rate,
+        "dpo_pairs": run.dpo.n_pairs,
         "share_tp": shares.shares["TP-"], "share_tn": shares.shares["TN+"],
         "share_ap": shares.shares["AP+"], "share_an": shares.shares["AN-"],
         "share_tp_null_mean": summary.loc["share_tp", "null_mean"],
@@ -125,9 +126,12 @@ statistics.style.format(precision=3)
 
 # %% [markdown]
 # Probe AUC: {glue:text}`probe_test_auc:.3f` (default) and {glue:text}`probe_test_auc_second:.3f`
-# ({glue:text}`second_model_name`). The second model's DPO ran at learning rate
+# ({glue:text}`second_model_name`). The second model's DPO model trained on the first
+# {glue:text}`dpo_pairs_second:.0f` of the default model's {glue:text}`dpo_pairs:.0f` preference pairs (the
+# profile's `companion_pairs`: the `ci` profile halves them to fit CI's time budget), at learning rate
 # {glue:text}`dpo_learning_rate_second:.0e` (the default model's: {glue:text}`dpo_learning_rate:.0e`): a trial at
-# the default model's rate left it barely fluent, so the model registry gives it the EMNLP version's rate. TP− carries {glue:text}`share_tp:.1%` and {glue:text}`share_tp_second:.1%` of
+# the default model's rate left it barely fluent, so the model registry gives it the EMNLP version's rate.
+# TP− carries {glue:text}`share_tp:.1%` and {glue:text}`share_tp_second:.1%` of
 # the positive reduction; random directions give {glue:text}`share_tp_null_mean:.1%` and
 # {glue:text}`share_tp_null_mean_second:.1%`, and the largest |z| of the four shares against that null is
 # {glue:text}`max_share_abs_z:.1f` and {glue:text}`max_share_abs_z_second:.1f`. The net reduction along the

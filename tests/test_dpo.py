@@ -196,8 +196,10 @@ def test_run_dpo_model_can_train_on_another_runs_pairs(lm, tmp_path, monkeypatch
     save_pairs(PAIRS, artefact_dir(lm.name, "ci") / PAIRS_FILE)
     with pytest.raises(FileNotFoundError, match="'default-model'"):
         run_dpo_model(lm, "ci", pairs_model="default-model")
-    save_pairs(PAIRS[:2], artefact_dir("default-model", "ci") / PAIRS_FILE)
-    assert run_dpo_model(lm, "ci", pairs_model="default-model").folder == dpo_folder(lm, PAIRS[:2], DPOSettings())
+    save_pairs(PAIRS[:3], artefact_dir("default-model", "ci") / PAIRS_FILE)
+    assert run_dpo_model(lm, "ci", pairs_model="default-model").folder == dpo_folder(lm, PAIRS[:3], DPOSettings())
+    first_two = run_dpo_model(lm, "ci", pairs_model="default-model", max_pairs=2)
+    assert first_two.n_pairs == 2 and first_two.folder == dpo_folder(lm, PAIRS[:2], DPOSettings())
 
 
 def test_a_model_spec_can_name_its_own_dpo_learning_rate(lm):

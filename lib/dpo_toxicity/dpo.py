@@ -525,10 +525,10 @@ def settings_for(lm: LoadedModel) -> DPOSettings:
 
 
 def run_dpo_model(lm: LoadedModel, profile_name: str, pairs_model: str | None = None,
-                  progress: bool = False) -> DPOResult:
+                  progress: bool = False, max_pairs: int | None = None) -> DPOResult:
     """The DPO model of ``lm`` under profile ``profile_name``, trained with :func:`settings_for` on
-    the preference pairs chapter 2 wrote for ``pairs_model`` (default: ``lm`` itself), reloaded from the cache
-    or trained again.
+    the preference pairs chapter 2 wrote for ``pairs_model`` (default: ``lm`` itself; the first ``max_pairs`` of
+    them, or all), reloaded from the cache or trained again.
 
     Raises ``FileNotFoundError`` naming chapter 2 when that run has written no pairs.
     """
@@ -539,7 +539,7 @@ def run_dpo_model(lm: LoadedModel, profile_name: str, pairs_model: str | None = 
             f"No preference pairs at {path}. Run chapter 2 (book/02_dpo.py) with model {pairs_model!r} and profile "
             f"{profile_name!r} first."
         )
-    return dpo_model(lm, load_pairs(path), settings_for(lm), progress=progress)
+    return dpo_model(lm, load_pairs(path)[:max_pairs], settings_for(lm), progress=progress)
 
 
 def _save(result: DPOResult, folder: Path) -> None:

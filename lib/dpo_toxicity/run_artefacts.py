@@ -131,7 +131,8 @@ def model_run(model: str, profile: str, pairs_model: str | None = None, progress
     """Load, or compute and cache, every artefact of ``model`` under ``profile``.
 
     ``pairs_model`` names the run whose preference pairs train the DPO model (default: ``model`` itself, whose
-    pairs chapter 2 generates); those pairs must exist. A missing probe is fitted with
+    pairs chapter 2 generates); those pairs must exist, and borrowed ones are cut to the profile's
+    ``companion_pairs``. A missing probe is fitted with
     :data:`PROBE_REGULARISATION`, a missing neuron table is computed; both are saved for the next call.
     """
     settings = run_profile(profile)
@@ -141,7 +142,9 @@ def model_run(model: str, profile: str, pairs_model: str | None = None, progress
              else fit_probe(lm, settings, progress=progress).probe)
     probe.check_width(lm.shape[2])
     pairs_model = pairs_model or lm.name
-    dpo = run_dpo_model(lm, settings.name, pairs_model=pairs_model, progress=progress)
+    borrowed = pairs_model != lm.name
+    dpo = run_dpo_model(lm, settings.name, pairs_model=pairs_model, progress=progress,
+                        max_pairs=settings.companion_pairs if borrowed else None)
     saved = [folder / name for name in (BASE_ACTIVATIONS_FILE, DPO_ACTIVATIONS_FILE, NEURON_TABLE_FILE)]
     if all(path.is_file() for path in saved):
         statistics = NeuronStatistics(NeuronActivations.load(saved[0]), NeuronActivations.load(saved[1]),
