@@ -120,8 +120,10 @@ def _cached_suite(folder):
     return EvaluationSuite(PROMPTS[:2], paragraph, 1, [paragraph], _LengthScorer(), batch_size=2, cache=folder)
 
 
-def test_a_cached_evaluation_is_read_back_without_running_the_model(tiny, tmp_path, monkeypatch):
+def test_a_cached_evaluation_is_read_back_without_running_the_model(tiny_models, tmp_path, monkeypatch):
     import dpo_toxicity.evaluation as evaluation
+
+    tiny = tiny_models["tiny-llama"]  # the cache does not depend on the architecture
 
     ablation = SetNeurons.ablate(pd.DataFrame({"layer": [0], "neuron": [1]}))
     first = _cached_suite(tmp_path).evaluate(tiny, "ablate", ablation, progress=False)
@@ -136,7 +138,8 @@ def test_a_cached_evaluation_is_read_back_without_running_the_model(tiny, tmp_pa
 
 
 @pytest.mark.parametrize("change", ["intervention", "name", "f1", "prompts"])
-def test_a_different_evaluation_is_not_served_from_the_cache(tiny, tmp_path, change):
+def test_a_different_evaluation_is_not_served_from_the_cache(tiny_models, tmp_path, change):
+    tiny = tiny_models["tiny-llama"]
     ablation = SetNeurons.ablate(pd.DataFrame({"layer": [0], "neuron": [1]}))
     other_ablation = SetNeurons.ablate(pd.DataFrame({"layer": [0], "neuron": [2]}))
     suite = _cached_suite(tmp_path)
