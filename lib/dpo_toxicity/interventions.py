@@ -170,7 +170,6 @@ class SteerResidual:
         states[:] = states + self.vector.to(states.device, states.dtype)
 
 
-
 def fingerprint(intervention) -> str:
     """A hex digest of what ``intervention`` does: its class and every public field (neuron tables, factors,
     vectors, positions, name). Two interventions with the same fingerprint edit a model identically, so a
