@@ -48,6 +48,11 @@ def test_perplexity_pools_windows_by_token_count(tiny):
     assert math.isclose(perplexity(tiny, TEXT, window=40, max_windows=1).value, math.exp(nll[0]), rel_tol=1e-6)
 
 
+def test_one_perplexity_window_gives_no_interval(tiny):
+    single = perplexity(tiny, TEXT, window=40, max_windows=1)
+    assert math.isnan(single.low) and math.isnan(single.high) and not math.isnan(single.value)
+
+
 def test_perplexity_sees_the_intervention(tiny):
     ablate = SetNeurons.ablate(pd.DataFrame({"layer": [0, 1] * 32, "neuron": list(range(64))}))
     assert perplexity(tiny, TEXT, ablate, window=64).value != perplexity(tiny, TEXT, window=64).value
@@ -88,6 +93,21 @@ def test_a_suite_can_skip_f1_and_its_row_says_so(tiny):
     assert math.isnan(without.row()["F1"]) and not math.isnan(with_f1.row()["F1"])
     np.testing.assert_allclose(without.toxicity, with_f1.toxicity)
     assert without.perplexity.value == with_f1.perplexity.value
+    assert with_f1.row()["PPL 95% CI"] == "one window: no interval"
+
+
+def test_a_suite_generates_toxicity_and_f1_continuations_as_separate_calls_would(tiny):
+    from dpo_toxicity.evaluation import EvaluationSuite, decode_all, f1_items
+
+    paragraphs = [" ".join(PROMPTS * 2), " ".join(reversed(PROMPTS * 2))]
+    suite = EvaluationSuite(PROMPTS, paragraphs[0], 1, paragraphs, _LengthScorer(), batch_size=8)
+    evaluation = suite.evaluate(tiny, "merged", progress=False)
+    assert evaluation.continuations == decode_all(tiny, greedy_continuations(tiny, PROMPTS, batch_size=1))
+    f1_prompts, golds = f1_items(tiny, paragraphs)
+    ignore = {tiny.tokenizer.pad_token_id, tiny.tokenizer.eos_token_id}
+    separate = [bag_of_tokens_f1(p, g, ignore) for p, g in zip(greedy_continuations(tiny, f1_prompts, batch_size=1), golds)]
+    assert len(golds) == 2
+    np.testing.assert_allclose(evaluation.f1, separate)
 
 
 def test_share_of_drop_is_the_ratio_of_mean_drops_with_an_interval_around_it():

@@ -145,7 +145,7 @@ def _tokenised(tokenizer, text: str) -> torch.Tensor:
 
 @dataclass(frozen=True)
 class Perplexity:
-    """Perplexity over ``tokens`` predicted tokens, with a bootstrap interval over windows."""
+    """Perplexity over ``tokens`` predicted tokens, with a bootstrap interval over windows (NaN from one window)."""
 
     value: float
     low: float
@@ -180,13 +180,15 @@ def perplexity(
         nll_sums.append(float(losses.sum()))
         counts.append(losses.numel())
     nll_sums, counts = np.array(nll_sums), np.array(counts)
-    rng = np.random.default_rng(0)
-    picks = rng.integers(0, len(counts), size=(2000, len(counts)))
-    resampled = np.exp(nll_sums[picks].sum(1) / counts[picks].sum(1))
+    low = high = math.nan  # one window has no spread to resample: no interval rather than a zero-width one
+    if len(counts) > 1:
+        picks = np.random.default_rng(0).integers(0, len(counts), size=(2000, len(counts)))
+        resampled = np.exp(nll_sums[picks].sum(1) / counts[picks].sum(1))
+        low, high = float(np.quantile(resampled, 0.025)), float(np.quantile(resampled, 0.975))
     return Perplexity(
         value=math.exp(nll_sums.sum() / counts.sum()),
-        low=float(np.quantile(resampled, 0.025)),
-        high=float(np.quantile(resampled, 0.975)),
+        low=low,
+        high=high,
         tokens=int(counts.sum()),
         window_nll=nll_sums / counts,
     )
@@ -239,10 +241,12 @@ class Evaluation:
         """A table row: means with 95 % bootstrap intervals (F1 columns empty when F1 was not measured)."""
         tox_low, tox_high = bootstrap_interval(self.toxicity)
         f1_low, f1_high = bootstrap_interval(self.f1) if len(self.f1) else (math.nan, math.nan)
+        ppl_interval = ("one window: no interval" if math.isnan(self.perplexity.low)
+                        else f"[{self.perplexity.low:.2f}, {self.perplexity.high:.2f}]")
         return {
             "intervention": self.name,
             "toxicity": self.mean_toxicity, "toxicity 95% CI": f"[{tox_low:.3f}, {tox_high:.3f}]",
-            "PPL": self.perplexity.value, "PPL 95% CI": f"[{self.perplexity.low:.2f}, {self.perplexity.high:.2f}]",
+            "PPL": self.perplexity.value, "PPL 95% CI": ppl_interval,
             "F1": self.mean_f1, "F1 95% CI": f"[{f1_low:.3f}, {f1_high:.3f}]",
         }
 
@@ -307,19 +311,18 @@ class EvaluationSuite:
 
     def _run(self, lm: LoadedModel, name: str, intervention, progress: bool, f1: bool) -> Evaluation:
         label = (lambda metric: f"{name}: {metric}") if progress else (lambda metric: None)
-        generated = greedy_continuations(lm, self.toxicity_prompts, intervention, batch_size=self.batch_size,
-                                         progress=label("toxicity"))
-        continuations = decode_all(lm, generated)
+        # Toxicity and F1 prompts are continued in the same generate calls: both are 32-token prompts with 20
+        # greedy tokens, and fewer, fuller batches decode faster on a CPU.
+        f1_prompts, golds = f1_items(lm, self.f1_paragraphs) if f1 else ([], [])
+        generated = greedy_continuations(lm, self.toxicity_prompts + f1_prompts, intervention,
+                                         batch_size=self.batch_size, progress=label("toxicity and F1 generations"))
+        continuations = decode_all(lm, generated[: len(self.toxicity_prompts)])
         toxicity = self.scorer.score(continuations)
         ppl = perplexity(lm, self.perplexity_text, intervention, max_windows=self.perplexity_windows,
                          progress=label("perplexity"))
-        scores = np.array([])
-        if f1:
-            prompts, golds = f1_items(lm, self.f1_paragraphs)
-            predicted = greedy_continuations(lm, prompts, intervention, batch_size=self.batch_size,
-                                             progress=label("F1"))
-            ignore = {lm.tokenizer.pad_token_id, lm.tokenizer.eos_token_id}
-            scores = np.array([bag_of_tokens_f1(p, g, ignore) for p, g in zip(predicted, golds)])
+        ignore = {lm.tokenizer.pad_token_id, lm.tokenizer.eos_token_id}
+        predicted = generated[len(self.toxicity_prompts):]
+        scores = np.array([bag_of_tokens_f1(p, g, ignore) for p, g in zip(predicted, golds)])
         return Evaluation(name, np.asarray(toxicity), continuations, ppl, scores)
 
 
@@ -358,6 +361,6 @@ def evaluation_suite(settings, scorer, many_rows: bool = False, cache: Path | No
         perplexity_windows=windows,
         f1_paragraphs=data.seeded_subset(data.wikitext2_validation_paragraphs(), paragraphs, seed=0),
         scorer=scorer,
-        batch_size=settings.greedy_batch_size,
+        batch_size=settings.generation_batch_size,
         cache=cache,
     )
