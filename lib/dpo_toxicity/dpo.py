@@ -64,7 +64,6 @@ from __future__ import annotations
 
 import contextlib
 import copy
-import hashlib
 import json
 import os
 import shutil
@@ -87,6 +86,7 @@ from transformers import AutoModelForCausalLM
 from .models import LoadedModel
 from .pairs import PreferencePair, load_pairs
 from .paths import artefact_dir, cache_dir
+from .result_cache import digest
 
 RECORD_FILE = "dpo.json"  # written last: a cache folder without it is not a finished DPO model
 
@@ -402,18 +402,14 @@ def _unembed_continuations_only():
 
 
 def _cache_key(lm: LoadedModel, pairs: Sequence[PreferencePair], settings: DPOSettings) -> str:
-    """Hex sha256 of what determines a DPO model: base model, pairs, settings and the trl version."""
-    content = json.dumps(
-        {
-            "model": lm.name,
-            "weights_hash": lm.weights_hash,
-            "pairs": [[pair.prompt, pair.chosen, pair.rejected] for pair in pairs],
-            "settings": settings.as_dict(),
-            "trl": trl.__version__,
-        },
-        sort_keys=True,
-    )
-    return hashlib.sha256(content.encode()).hexdigest()
+    """Hex digest of what determines a DPO model: base model, pairs, settings and the trl version."""
+    return digest({
+        "model": lm.name,
+        "weights_hash": lm.weights_hash,
+        "pairs": [[pair.prompt, pair.chosen, pair.rejected] for pair in pairs],
+        "settings": settings.as_dict(),
+        "trl": trl.__version__,
+    })
 
 
 def train_dpo(
