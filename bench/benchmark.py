@@ -30,9 +30,10 @@ b. ``loop_vs_vectorised``: the neuron table is one matrix product per layer. It 
    Python loop computing ``P_i = m̄_i (v_i · w/|w|)`` one neuron at a time over the first ``loop_neurons``
    neurons, extrapolated (and labelled so) to all neurons; both must give the same ``P_i``. The table
    computes more than ``P_i`` (cosines, both models' projections, groups), so the ratio understates the gain.
-c. ``greedy_batch``: greedy generation (every evaluation, chapter 3's statistics) runs at the profiles'
-   ``greedy_batch_size`` rather than the sampling batch: ``comparison_prompts`` x 4 prompts at both batch
-   sizes, median of ``repeats``, with the share of prompts whose tokens agree (padding round-off aside, all).
+c. ``greedy_batch``: generation (every evaluation, chapter 3's statistics, the preference pairs) runs at the
+   profiles' ``generation_batch_size`` rather than the forward-pass ``batch_size``; timed on greedy generation
+   of ``comparison_prompts`` x 4 prompts at both batch sizes, median of ``repeats``, with the share of prompts
+   whose tokens agree (padding round-off aside, all).
 d. ``dpo_unembedding``: DPO makes trl unembed only the continuation positions on the CPU
    (``dpo._unembed_continuations_only``); timed against trl's own choice, which unembeds every position there,
    on the same pairs, with both runs' losses (they must agree).
@@ -93,7 +94,7 @@ class Sizes:
     """The sizes of one benchmark run; :meth:`scaled` multiplies the item counts listed in ``SCALED``.
 
     Small enough for the whole run to take about ten minutes on 2 CPU cores: a batch or two (``batch_size``
-    for sampling, the profiles' larger ``greedy_batch_size`` for greedy generation) of prompts per generation
+    for forward passes, the profiles' larger ``generation_batch_size`` for generation) of prompts per generation
     stage, two optimiser steps of DPO, ``repeats`` timed runs of each comparison.
     """
 
@@ -114,7 +115,7 @@ class Sizes:
     loop_neurons: int = 2000
     repeats: int = 3
     batch_size: int = 16
-    greedy_batch_size: int = 64
+    generation_batch_size: int = 64
 
     SCALED: ClassVar[tuple[str, ...]] = (
         "probe_comments", "pair_prompts", "dpo_pairs", "eval_prompts", "perplexity_windows", "statistics_prompts",
@@ -202,8 +203,9 @@ def pair_generation(lm: LoadedModel, sizes: Sizes, workdir: Path) -> Measured:
             probe=probe.unit_direction(lm.shape[2]),
             contrastive={generator.steer_layer: contrastive_direction(lm, toxic, non_toxic, generator.steer_layer)},
         )
-        chosen_continuations(lm, prompts, sizes.pair_new_tokens, batch_size=sizes.batch_size, progress="chosen")
-        rejected_continuations(lm, prompts, probe, generator, directions, sizes.batch_size, progress="rejected")
+        batch = sizes.generation_batch_size
+        chosen_continuations(lm, prompts, sizes.pair_new_tokens, batch_size=batch, progress="chosen")
+        rejected_continuations(lm, prompts, probe, generator, directions, batch, progress="rejected")
     return Measured(watch.seconds, len(prompts), "pairs", {"generator": generator.label})
 
 
@@ -230,7 +232,7 @@ def evaluation_generation(lm: LoadedModel, sizes: Sizes, workdir: Path) -> Measu
     """20 greedy tokens after each of a seeded subset of challenge prompts."""
     prompts = data.seeded_subset(data.challenge_prompts(), sizes.eval_prompts, seed=0)
     with Stopwatch() as watch:
-        greedy_continuations(lm, prompts, batch_size=sizes.greedy_batch_size, progress="generate")
+        greedy_continuations(lm, prompts, batch_size=sizes.generation_batch_size, progress="generate")
     return Measured(watch.seconds, len(prompts), "prompts")
 
 
@@ -249,7 +251,8 @@ def neuron_statistics(lm: LoadedModel, sizes: Sizes, workdir: Path) -> Measured:
     """
     prompts = data.seeded_subset(data.challenge_prompts(), sizes.statistics_prompts, seed=0)
     with Stopwatch() as watch:
-        activations = mean_neuron_activations(lm, prompts, batch_size=sizes.greedy_batch_size, progress="activations")
+        activations = mean_neuron_activations(lm, prompts, batch_size=sizes.generation_batch_size,
+                                              progress="activations")
         values = all_value_vectors(lm.model)
         neuron_table(activations, activations, values, values, random_direction(lm))
     activations.save(workdir / ACTIVATIONS_FILE)
@@ -261,7 +264,8 @@ def patched_evaluation(lm: LoadedModel, sizes: Sizes, workdir: Path) -> Measured
     prompts = data.seeded_subset(data.challenge_prompts(), sizes.eval_prompts, seed=0)
     intervention = SetNeurons(patched_neurons(lm, sizes.patched_neurons))
     with Stopwatch() as watch:
-        greedy_continuations(lm, prompts, intervention, batch_size=sizes.greedy_batch_size, progress="patched generate")
+        greedy_continuations(lm, prompts, intervention, batch_size=sizes.generation_batch_size,
+                             progress="patched generate")
     return Measured(watch.seconds, len(prompts), "prompts", {"neurons": len(intervention)})
 
 
@@ -391,14 +395,14 @@ def loop_vs_vectorised(lm: LoadedModel, sizes: Sizes, workdir: Path) -> Measured
 
 
 def greedy_batch(lm: LoadedModel, sizes: Sizes, workdir: Path) -> Measured:
-    """Median seconds of greedy generation of the same prompts at ``batch_size`` and ``greedy_batch_size``."""
+    """Median seconds of greedy generation of the same prompts at ``batch_size`` and ``generation_batch_size``."""
     prompts = data.seeded_subset(data.challenge_prompts(), 4 * sizes.comparison_prompts, seed=2)
     seconds, tokens = {}, {}
-    for batch in (sizes.batch_size, sizes.greedy_batch_size):
+    for batch in (sizes.batch_size, sizes.generation_batch_size):
         seconds[batch], tokens[batch] = median_seconds(
             lambda batch=batch: greedy_continuations(lm, prompts, batch_size=batch), sizes.repeats
         )
-    small, large = sizes.batch_size, sizes.greedy_batch_size
+    small, large = sizes.batch_size, sizes.generation_batch_size
     details = {
         "prompts": len(prompts),
         "median_seconds_by_batch": {str(batch): value for batch, value in seconds.items()},

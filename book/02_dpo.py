@@ -117,11 +117,11 @@ directions = SteeringDirections(
 )
 generations = cache_dir("generations")  # finished generations are kept: a re-run resumes after the last one
 trial_chosen = chosen_continuations(lm, trial_prompts, settings.pair_new_tokens,
-                                    batch_size=settings.greedy_batch_size, cache=generations)
+                                    batch_size=settings.generation_batch_size, cache=generations)
 qualities, trial_rejected = [], {}
 for candidate in candidates:
     trial_rejected[candidate.label] = rejected_continuations(
-        lm, trial_prompts, probe, candidate, directions, settings.batch_size, progress=candidate.label,
+        lm, trial_prompts, probe, candidate, directions, settings.generation_batch_size, progress=candidate.label,
         cache=generations,
     )
     qualities.append(measure_generator(lm, trial_prompts, trial_chosen, trial_rejected[candidate.label], candidate, scorer))
@@ -147,10 +147,10 @@ examples.T
 # Now the pairs themselves, on fresh prompts:
 
 # %%
-chosen = chosen_continuations(lm, pair_prompts, settings.pair_new_tokens, batch_size=settings.greedy_batch_size,
+chosen = chosen_continuations(lm, pair_prompts, settings.pair_new_tokens, batch_size=settings.generation_batch_size,
                               progress="chosen", cache=generations)
-rejected = rejected_continuations(lm, pair_prompts, probe, winner.settings, directions, settings.batch_size,
-                                  progress="rejected", cache=generations)
+rejected = rejected_continuations(lm, pair_prompts, probe, winner.settings, directions,
+                                  settings.generation_batch_size, progress="rejected", cache=generations)
 pairs = [PreferencePair(p, c, r) for p, c, r in zip(pair_prompts, chosen, rejected)]
 save_pairs(pairs, artefact_dir(lm.name, settings.name) / PAIRS_FILE)
 chosen_scores, rejected_scores = scorer.score(chosen), scorer.score(rejected)

@@ -81,6 +81,7 @@ record = RunRecord(
 suite = evaluation_suite(settings, OfflineScorer(), many_rows=True, cache=cache_dir("evaluations"))
 glue("second_model_name", second_model, display=False)
 glue("patching_eval_prompts", len(suite.toxicity_prompts), display=False)
+glue("patch_sets_run", "every set" if settings.complete_tables else "the four groups together only", display=False)
 glue("edit_grid", f"α ∈ {{{', '.join(map(str, edit_alphas))}}} × β ∈ {{{', '.join(map(str, edit_betas))}}}",
      display=False)
 list(runs.values())
@@ -147,12 +148,14 @@ statistics.style.format(precision=3)
 # (`paper-protocol.md` §7.1). The last row repeats the all-groups patch at the last position of each forward
 # call only, as the authors' hooks did: for perplexity that leaves all but one position of each window
 # unpatched. Shares of DPO's drop are paired over the {glue:text}`patching_eval_prompts` prompts, with
-# bootstrap intervals.
+# bootstrap intervals. Profiles with complete tables (`full`, `colab`) also patch each group alone and the
+# partial sets TP− + AN− and TP− + AN− + TN+; this run's table holds {glue:text}`patch_sets_run`.
 
 # %%
 def patching_rows(run) -> list:
     rows = [("base", run.lm, None), ("DPO", run.dpo_lm, None)]
-    rows += [(None, run.lm, group_patch(run.table, patch_set)) for patch_set in PATCH_SETS]
+    patch_sets = PATCH_SETS if settings.complete_tables else (ALL_GROUPS,)
+    rows += [(None, run.lm, group_patch(run.table, patch_set)) for patch_set in patch_sets]
     rows.append((None, run.lm, toxic_neurons_patch(run.table, top=toxic_neurons_patched)))
     rows.append((None, run.lm, group_patch(run.table, ALL_GROUPS, positions="last")))
     return rows

@@ -9,9 +9,9 @@ import torch
 from conftest import PROMPTS
 from dpo_toxicity.activations import encode, pooled_final_states
 from dpo_toxicity.pairs import (
-    GeneratorQuality, GeneratorSettings, PreferencePair, SteeringDirections, bigram_repetition, choose_generator,
-    contrastive_direction, continuation_perplexity, load_pairs, rejected_continuations, sampled_continuations,
-    save_pairs,
+    GeneratorQuality, GeneratorSettings, PreferencePair, RowSeededSampler, SteeringDirections, bigram_repetition,
+    choose_generator, contrastive_direction, continuation_perplexity, load_pairs, rejected_continuations,
+    sampled_continuations, save_pairs,
 )
 from dpo_toxicity.probe import Probe
 
@@ -44,6 +44,29 @@ def test_best_of_n_keeps_the_sample_the_probe_scores_most_toxic(tiny):
 def test_sampling_is_seeded(tiny):
     settings = GeneratorSettings("s", samples=2, new_tokens=5, seed=7)
     assert sampled_continuations(tiny, PROMPTS, settings) == sampled_continuations(tiny, PROMPTS, settings)
+
+
+def test_sampled_continuations_do_not_depend_on_the_batch(tiny):
+    settings = GeneratorSettings("s", samples=2, new_tokens=5, seed=3)
+    one_by_one = sampled_continuations(tiny, PROMPTS, settings, batch_size=1)
+    assert sampled_continuations(tiny, PROMPTS, settings, batch_size=3) == one_by_one
+    assert sampled_continuations(tiny, PROMPTS, settings, batch_size=64) == one_by_one
+    assert sampled_continuations(tiny, PROMPTS, GeneratorSettings("s", samples=2, new_tokens=5, seed=4)) != one_by_one
+
+
+def test_row_seeded_sampler_draws_from_the_softmax_of_the_top_k():
+    rows, temperature = 4000, 2.0
+    logits = torch.tensor([2.0, 1.0, 0.0, -1.0, 5.0]).repeat(rows, 1)
+    drawn = RowSeededSampler(list(range(rows)), temperature, top_k=3)(None, logits).argmax(-1)
+    frequencies = torch.bincount(drawn, minlength=5).double() / rows
+    expected = torch.softmax(torch.tensor([2.0, 1.0, -1e9, -1e9, 5.0], dtype=torch.float64) / temperature, -1)
+    assert frequencies[[2, 3]].sum() == 0  # outside the top 3: never drawn
+    assert torch.allclose(frequencies, expected, atol=0.03)
+
+
+def test_row_seeded_sampler_needs_one_seed_per_row():
+    with pytest.raises(ValueError, match="2 seeds for a batch of 3 rows"):
+        RowSeededSampler([0, 1], 1.0, 5)(None, torch.zeros(3, 10))
 
 
 def test_contrastive_direction_points_from_non_toxic_to_toxic(tiny):

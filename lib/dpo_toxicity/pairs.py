@@ -36,6 +36,7 @@ import numpy as np
 import pandas as pd
 import torch
 from tqdm import tqdm
+from transformers import LogitsProcessor, LogitsProcessorList
 
 from .activations import encode, pooled_final_states, pooled_states, traced, typical_token_norm
 from .architectures import architecture_of
@@ -112,21 +113,52 @@ def push_for(lm: LoadedModel, settings: GeneratorSettings, directions: SteeringD
     return SteerResidual(unit * scale, layer=layer, name=settings.label)
 
 
+class RowSeededSampler(LogitsProcessor):
+    """Top-k sampling at a temperature in which every row draws from its own seeded random stream.
+
+    Gumbel-max: adding independent Gumbel noise to the top-k logits / temperature and taking the argmax is an
+    exact draw from their softmax. Each row's noise comes from a generator seeded by ``seeds[row]``, so a
+    continuation depends on its own seed and prompt only, not on which rows share its batch: the batch can be
+    sized for speed (on a CPU, or scaled to a GPU's memory) without changing the text. Returns scores that
+    are 0 at the drawn token and -inf elsewhere, for ``generate`` to pick greedily (``do_sample=False``).
+    Runs after ``generate``'s own processors (``min_new_tokens`` has already masked EOS).
+    """
+
+    def __init__(self, seeds: list[int], temperature: float, top_k: int):
+        self.generators = [torch.Generator().manual_seed(seed) for seed in seeds]
+        self.temperature = temperature
+        self.top_k = top_k
+
+    def __call__(self, input_ids: torch.Tensor, scores: torch.Tensor) -> torch.Tensor:
+        if len(self.generators) != scores.shape[0]:
+            raise ValueError(f"{len(self.generators)} seeds for a batch of {scores.shape[0]} rows.")
+        top = torch.topk(scores.float() / self.temperature, min(self.top_k, scores.shape[-1]), dim=-1)
+        uniform = torch.stack([torch.rand(top.values.shape[-1], generator=g) for g in self.generators])
+        gumbel = -torch.log(-torch.log(uniform.clamp_min(torch.finfo(torch.float32).tiny)))
+        drawn = top.indices.gather(-1, (top.values + gumbel.to(top.values.device)).argmax(-1, keepdim=True))
+        return torch.full_like(scores, -torch.inf).scatter(-1, drawn, 0.0)
+
+
 def sampled_continuations(
     lm: LoadedModel, prompts: list[str], settings: GeneratorSettings, intervention=None, batch_size: int = 16,
     progress: str | None = None,
 ) -> list[list[str]]:
-    """``settings.samples`` sampled continuations per prompt (seeded), with ``intervention`` at every step."""
+    """``settings.samples`` sampled continuations per prompt, with ``intervention`` at every step.
+
+    Continuation ``j`` of prompt ``i`` draws from its own stream (:class:`RowSeededSampler`, seed
+    ``settings.seed``, ``i``, ``j``): the texts do not depend on ``batch_size`` (rows per ``generate`` call).
+    """
     model, arch = traced(lm), architecture_of(lm.model)
     repeated = [prompt for prompt in prompts for _ in range(settings.samples)]
+    row_seeds = [settings.seed * 1_000_003 + row for row in range(len(repeated))]
     texts: list[str] = []
     for start in tqdm(range(0, len(repeated), batch_size), desc=progress or "sample", disable=progress is None):
         encoding = encode(lm, repeated[start : start + batch_size], settings.prompt_tokens)
-        torch.manual_seed(settings.seed + start)
+        sampler = RowSeededSampler(row_seeds[start : start + batch_size], settings.temperature, settings.top_k)
         with torch.inference_mode():
             with model.generate(
-                encoding, max_new_tokens=settings.new_tokens, min_new_tokens=settings.new_tokens, do_sample=True,
-                temperature=settings.temperature, top_k=settings.top_k, pad_token_id=lm.tokenizer.pad_token_id,
+                encoding, max_new_tokens=settings.new_tokens, min_new_tokens=settings.new_tokens, do_sample=False,
+                logits_processor=LogitsProcessorList([sampler]), pad_token_id=lm.tokenizer.pad_token_id,
             ) as tracer:
                 if intervention is not None:
                     for _ in tracer.iter[: settings.new_tokens]:
@@ -145,10 +177,10 @@ def rejected_continuations(
     batch_size: int = 16, progress: str | None = None, cache: Path | None = None,
 ) -> list[str]:
     """The rejected side for each prompt, generated as ``settings`` says; read back from ``cache`` when this
-    model, these prompts, probe, directions, settings and batch size (sampling follows the batches) generated
-    them before."""
+    model, these prompts, probe, directions and settings generated them before (``batch_size``, rows per
+    generation, changes nothing but padding round-off)."""
     parts = {"weights": lm.weights_hash, "prompts": prompts, "probe": [probe.direction, probe.bias],
-             "settings": settings, "directions": directions, "batch_size": batch_size}
+             "settings": settings, "directions": directions}
     return cached_json(cache, parts, lambda: _rejected(lm, prompts, probe, settings, directions, batch_size, progress),
                        code=GENERATING_CODE)
 

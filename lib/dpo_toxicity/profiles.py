@@ -37,10 +37,10 @@ class Profile:
 
     ``probe_train_per_class`` / ``probe_test_per_class``: Jigsaw comments per label (balanced) used to fit
     and to evaluate the probe; ``probe_max_tokens``: tokens kept per comment; ``batch_size``: texts per
-    forward pass and per sampled generation; ``greedy_batch_size``: prompts per greedy generation, larger
-    because greedy continuations do not depend on the batch (padding round-off aside) while sampled ones do,
-    and because a decoding step is too small a matrix product to keep 2 CPU cores busy at batch 16 (64 prompts
-    took 11.7 s at batch 16 and 7.3 s at 64 on SmolLM2). ``eval_prompts``: challenge prompts scored for toxicity (a seeded subset of the 1,199);
+    forward pass; ``generation_batch_size``: sequences per ``generate`` call, greedy or sampled, larger because
+    a decoding step is too small a matrix product to keep 2 CPU cores busy at batch 16 (64 prompts took 11.7 s
+    at batch 16 and 7.3 s at 64 on SmolLM2) and because no continuation depends on the batch it is generated
+    in (padding round-off aside; sampled ones draw from per-row seeds). ``eval_prompts``: challenge prompts scored for toxicity (a seeded subset of the 1,199);
     ``perplexity_windows``: 1,024-token WikiText-2 test windows; ``f1_paragraphs``: WikiText-2 validation
     paragraphs for F1. ``pair_prompts``: DPO preference pairs generated; ``generator_trial_prompts``: prompts
     on which the rejected-side generators are compared; ``pair_new_tokens``: continuation length of a pair.
@@ -49,6 +49,9 @@ class Profile:
     the activation-editing sweep of chapter 5 (the paper's grid is alpha {0.01, 0.05} x beta {0.5, 0.55, 0.6}).
     ``companion_pairs``: how many of another model's preference pairs (the first ones) a model trains its DPO
     model on when it borrows them, as chapter 5's second model does; ``None``: all of them.
+    ``complete_tables``: whether the tables of chapters 4 and 5 hold every row of the paper's design; ``False``
+    keeps the rows that test a claim and leaves out those that refine one (chapter 4's ablations at N scaled to
+    the model's neuron count, chapter 5's patches of single groups and of partial sets of groups).
     """
 
     name: str
@@ -56,7 +59,7 @@ class Profile:
     probe_test_per_class: int | None
     probe_max_tokens: int
     batch_size: int
-    greedy_batch_size: int
+    generation_batch_size: int
     eval_prompts: int | None
     perplexity_windows: int | None
     f1_paragraphs: int | None
@@ -69,6 +72,7 @@ class Profile:
     edit_alphas: tuple[float, ...]
     edit_betas: tuple[float, ...]
     companion_pairs: int | None
+    complete_tables: bool
 
     def sizes(self) -> dict:
         """The profile as a plain mapping, for provenance tables."""
@@ -97,19 +101,21 @@ class Profile:
 PAPER_EDIT_ALPHAS = (0.01, 0.05)
 PAPER_EDIT_BETAS = (0.5, 0.55, 0.6)
 
-# The CI batch size stays 16: best-of-n sampling draws differ with the batch composition, and a trial at 32 moved
-# the plain samples' median perplexity enough for the fluency bound to exclude the contrastive generator, which
-# left pairs with almost no toxicity gap and a DPO model that barely changed (chapter 2's generator choice is
-# sensitive at the CI profile's 32 trial prompts). The CI editing sweep keeps both of the paper's alphas at one
+# The CI editing sweep keeps both of the paper's alphas at one
 # beta: every clamp setting of the full grid broke perplexity alike in a trial, and each setting costs two
 # evaluations (one per model). The second model trains on the first half of the pairs: its DPO steps cost 2.5
 # times the default model's (Gemma 3's 262k-token vocabulary), and on all 240 pairs its perplexity rose 41 %.
+# What fits CI's 40 minutes: 600 + 200 probe comments per class (the probe's features are a tenth of the run,
+# paid once per model), one perplexity window per table row (a row's perplexity serves only to flag a broken
+# model), the tables' claim-testing rows only (20 rows fewer across chapters 4 and 5), and generations of
+# 96 sequences: a table row's 64 toxicity and 32 F1 prompts in one call (13.2 s against 15.2 s in two calls of
+# 64 and 32 on SmolLM2).
 CI = Profile(
-    name="ci", probe_train_per_class=1000, probe_test_per_class=300, probe_max_tokens=64, batch_size=16,
-    greedy_batch_size=64, eval_prompts=200, perplexity_windows=8, f1_paragraphs=100,
+    name="ci", probe_train_per_class=600, probe_test_per_class=200, probe_max_tokens=64, batch_size=16,
+    generation_batch_size=96, eval_prompts=200, perplexity_windows=8, f1_paragraphs=100,
     pair_prompts=240, generator_trial_prompts=32, pair_new_tokens=24,
-    table_eval_prompts=64, table_perplexity_windows=2, table_f1_paragraphs=32,
-    edit_alphas=PAPER_EDIT_ALPHAS, edit_betas=PAPER_EDIT_BETAS[:1], companion_pairs=120,
+    table_eval_prompts=64, table_perplexity_windows=1, table_f1_paragraphs=32,
+    edit_alphas=PAPER_EDIT_ALPHAS, edit_betas=PAPER_EDIT_BETAS[:1], companion_pairs=120, complete_tables=False,
 )
 # The full profile: the paper's sizes for the probe, the pairs, DPO and the base-vs-DPO comparison (all 1,199
 # challenge prompts, all 298 WikiText-2 test windows, every F1 paragraph). Its tables (chapters 4 and 5, one
@@ -120,20 +126,20 @@ CI = Profile(
 # adds the second model's run and both models' tables (about 4.5 hours more with Gemma 3 270M).
 FULL = Profile(
     name="full", probe_train_per_class=2000, probe_test_per_class=580, probe_max_tokens=128, batch_size=32,
-    greedy_batch_size=64, eval_prompts=None, perplexity_windows=None, f1_paragraphs=None,
+    generation_batch_size=64, eval_prompts=None, perplexity_windows=None, f1_paragraphs=None,
     pair_prompts=2000, generator_trial_prompts=200, pair_new_tokens=32,
     table_eval_prompts=600, table_perplexity_windows=16, table_f1_paragraphs=None,
-    edit_alphas=PAPER_EDIT_ALPHAS, edit_betas=PAPER_EDIT_BETAS, companion_pairs=None,
+    edit_alphas=PAPER_EDIT_ALPHAS, edit_betas=PAPER_EDIT_BETAS, companion_pairs=None, complete_tables=True,
 )
 
 # All 1,199 prompts for the main evaluations, a few hundred for each table row, 1,000 preference pairs;
 # 580 held-out comments per class (the test pools hold 584 labelled toxic).
 COLAB = Profile(
     name="colab", probe_train_per_class=2000, probe_test_per_class=580, probe_max_tokens=128, batch_size=32,
-    greedy_batch_size=64, eval_prompts=None, perplexity_windows=None, f1_paragraphs=None,
+    generation_batch_size=64, eval_prompts=None, perplexity_windows=None, f1_paragraphs=None,
     pair_prompts=1000, generator_trial_prompts=100, pair_new_tokens=32,
     table_eval_prompts=300, table_perplexity_windows=32, table_f1_paragraphs=100,
-    edit_alphas=PAPER_EDIT_ALPHAS, edit_betas=PAPER_EDIT_BETAS, companion_pairs=None,
+    edit_alphas=PAPER_EDIT_ALPHAS, edit_betas=PAPER_EDIT_BETAS, companion_pairs=None, complete_tables=True,
 )
 
 PROFILES: dict[str, Profile] = {profile.name: profile for profile in (CI, FULL, COLAB)}

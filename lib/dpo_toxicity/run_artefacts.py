@@ -90,9 +90,9 @@ def neuron_statistics(lm: LoadedModel, dpo_lm: LoadedModel, probe: Probe, settin
     """Mean activations of both models on the profile's challenge prompts and the neuron table along the probe;
     all three are saved in the run's artefact folder."""
     prompts = attribution_prompts(settings)
-    base = mean_neuron_activations(lm, prompts, batch_size=settings.greedy_batch_size,
+    base = mean_neuron_activations(lm, prompts, batch_size=settings.generation_batch_size,
                                    progress="base" if progress else None)
-    dpo = mean_neuron_activations(dpo_lm, prompts, batch_size=settings.greedy_batch_size,
+    dpo = mean_neuron_activations(dpo_lm, prompts, batch_size=settings.generation_batch_size,
                                   progress="DPO" if progress else None)
     folder = artefact_dir(lm.name, settings.name)
     base.save(folder / BASE_ACTIVATIONS_FILE)
