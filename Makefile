@@ -7,9 +7,6 @@ PROFILE ?= ci
 MODEL ?= smollm2-135m
 export HF_HUB_OFFLINE ?= 1
 export TRANSFORMERS_OFFLINE ?= 1
-# glibc keeps a heap arena per thread and holds on to what tensors free there; two arenas bound the growth of
-# the chapters' resident memory (chapter 5's peak, the second model's DPO training, is the CI memory target).
-export MALLOC_ARENA_MAX ?= 2
 export PATH := $(abspath $(BIN)):$(PATH)
 # MathJax 3, served by the site itself so that math renders offline; book.py copies it into the site.
 MATHJAX := .cache/mathjax/node_modules/mathjax/es5/tex-svg.js
