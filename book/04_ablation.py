@@ -30,7 +30,7 @@
 #
 # GPT-2-medium has 98,304 MLP neurons; our model has fewer, so beside the paper's N, profiles with complete
 # tables (`full`, `colab`) also give the rows with N scaled to the same *fraction* of neurons; the `ci` profile
-# leaves them out to fit CI's time budget (the figure below still shows the scaled N = 200).
+# leaves them out to fit CI's time budget, here and in the figure below.
 
 # %% tags=["parameters"]
 profile = "ci"
@@ -172,8 +172,8 @@ shown.style.format(precision=3, na_rep="")
 # ## Figure 1a: where the write along the probe changes
 #
 # Per layer, the MLP output (bias included) averaged over the same positions as chapter 3, projected onto the
-# unit probe direction: before DPO, after ablating the top 200 toxic neurons (and the fraction-matched number),
-# and after DPO.
+# unit probe direction: before DPO, after ablating the top 200 toxic neurons (with complete tables, also the
+# fraction-matched number), and after DPO.
 
 # %%
 direction = probe.unit_direction(lm.shape[2]).double()
@@ -181,7 +181,7 @@ prompts = attribution_prompts(settings)
 base_activations = NeuronActivations.load(artefacts / BASE_ACTIVATIONS_FILE)
 dpo_activations = NeuronActivations.load(artefacts / DPO_ACTIVATIONS_FILE)
 lines = {"before DPO": layer_projection(base_activations.mean_mlp_output, direction)}
-for n in (200, scaled(200)):
+for n in (200, scaled(200)) if settings.complete_tables else (200,):
     ablated = mean_neuron_activations(lm, prompts, batch_size=settings.generation_batch_size,
                                       intervention=SetNeurons.ablate(by_cosine.head(n)))
     lines[f"ablate top {n} toxic"] = layer_projection(ablated.mean_mlp_output, direction)

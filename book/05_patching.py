@@ -129,7 +129,7 @@ statistics.style.format(precision=3)
 # Probe AUC: {glue:text}`probe_test_auc:.3f` (default) and {glue:text}`probe_test_auc_second:.3f`
 # ({glue:text}`second_model_name`). The second model's DPO model trained on the first
 # {glue:text}`dpo_pairs_second:.0f` of the default model's {glue:text}`dpo_pairs:.0f` preference pairs (the
-# profile's `companion_pairs`: the `ci` profile halves them to fit CI's time budget), at learning rate
+# profile's `companion_pairs`: the `ci` profile takes a third of them to fit CI's time budget), at learning rate
 # {glue:text}`dpo_learning_rate_second:.0e` (the default model's: {glue:text}`dpo_learning_rate:.0e`): a trial at
 # the default model's rate left it barely fluent, so the model registry gives it the EMNLP version's rate.
 # TP− carries {glue:text}`share_tp:.1%` and {glue:text}`share_tp_second:.1%` of
@@ -257,7 +257,7 @@ plt.close(fig)
 # AP/TN neurons to (1 + α) times their pre-DPO mean activation. The sweep runs the authors' constant
 # assignment (`clamp`) at every position, on toxicity and perplexity, over {glue:text}`edit_grid` for each
 # representation (the paper's grid is α ∈ {0.01, 0.05} × β ∈ {0.5, 0.55, 0.6}: the `full` profile runs all of
-# it, the `ci` profile its first β). The best edit is the least toxic one
+# it, the `ci` profile its largest α at its first β). The best edit is the least toxic one
 # whose perplexity is at most `comparable_perplexity` times DPO's (or, if none is, the one with the lowest
 # perplexity); it is then also run with the authors' last-position hooks and as a per-token scale.
 

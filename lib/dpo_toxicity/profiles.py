@@ -101,21 +101,21 @@ class Profile:
 PAPER_EDIT_ALPHAS = (0.01, 0.05)
 PAPER_EDIT_BETAS = (0.5, 0.55, 0.6)
 
-# The CI editing sweep keeps both of the paper's alphas at one
-# beta: every clamp setting of the full grid broke perplexity alike in a trial, and each setting costs two
-# evaluations (one per model). The second model trains on the first half of the pairs: its DPO steps cost 2.5
-# times the default model's (Gemma 3's 262k-token vocabulary), and on all 240 pairs its perplexity rose 41 %.
-# What fits CI's 40 minutes: 600 + 200 probe comments per class (the probe's features are a tenth of the run,
-# paid once per model), one perplexity window per table row (a row's perplexity serves only to flag a broken
-# model), the tables' claim-testing rows only (20 rows fewer across chapters 4 and 5), and generations of
-# 96 sequences: a table row's 64 toxicity and 32 F1 prompts in one call (13.2 s against 15.2 s in two calls of
-# 64 and 32 on SmolLM2).
+# The CI profile is sized for CI's 40 minutes on 2 cores (a fresh clone took 42 min with 120 companion pairs, both
+# alphas, 600 + 200 probe comments): 400 + 150 probe comments per class (features are paid once per model); one
+# perplexity window per table row (a row's perplexity only flags a broken model); the tables' claim-testing rows
+# only (20 rows fewer across chapters 4 and 5); an editing sweep of the paper's largest alpha at its first beta
+# (every clamp setting of the full grid broke perplexity alike in a trial, and each costs an evaluation per
+# model); the second model's DPO on the first third of the pairs (its steps cost 2.5 times the default model's,
+# for Gemma 3's 262k-token vocabulary; on all 240 pairs its perplexity rose 41 %); and generations of 96
+# sequences, a table row's 64 toxicity and 32 F1 prompts in one call (13.2 s against 15.2 s in calls of 64 and
+# 32 on SmolLM2; 192 is no faster).
 CI = Profile(
-    name="ci", probe_train_per_class=600, probe_test_per_class=200, probe_max_tokens=64, batch_size=16,
+    name="ci", probe_train_per_class=400, probe_test_per_class=150, probe_max_tokens=64, batch_size=16,
     generation_batch_size=96, eval_prompts=200, perplexity_windows=8, f1_paragraphs=100,
     pair_prompts=240, generator_trial_prompts=32, pair_new_tokens=24,
     table_eval_prompts=64, table_perplexity_windows=1, table_f1_paragraphs=32,
-    edit_alphas=PAPER_EDIT_ALPHAS, edit_betas=PAPER_EDIT_BETAS[:1], companion_pairs=120, complete_tables=False,
+    edit_alphas=PAPER_EDIT_ALPHAS[-1:], edit_betas=PAPER_EDIT_BETAS[:1], companion_pairs=80, complete_tables=False,
 )
 # The full profile: the paper's sizes for the probe, the pairs, DPO and the base-vs-DPO comparison (all 1,199
 # challenge prompts, all 298 WikiText-2 test windows, every F1 paragraph). Its tables (chapters 4 and 5, one
