@@ -40,9 +40,9 @@ class Profile:
     forward pass; ``generation_batch_size``: sequences per ``generate`` call, greedy or sampled, larger because
     a decoding step is too small a matrix product to keep 2 CPU cores busy at batch 16 (64 prompts took 11.7 s
     at batch 16 and 7.3 s at 64 on SmolLM2) and because no continuation depends on the batch it is generated
-    in (padding round-off aside; sampled ones draw from per-row seeds). ``eval_prompts``: challenge prompts scored for toxicity (a seeded subset of the 1,199);
-    ``perplexity_windows``: 1,024-token WikiText-2 test windows; ``f1_paragraphs``: WikiText-2 validation
-    paragraphs for F1. ``pair_prompts``: DPO preference pairs generated; ``generator_trial_prompts``: prompts
+    in (padding round-off aside; sampled ones draw from per-row seeds). ``eval_prompts``: challenge prompts
+    scored for toxicity (a seeded subset of the 1,199); ``perplexity_windows``: 1,024-token WikiText-2 test
+    windows; ``f1_paragraphs``: WikiText-2 validation paragraphs for F1. ``pair_prompts``: DPO preference pairs generated; ``generator_trial_prompts``: prompts
     on which the rejected-side generators are compared; ``pair_new_tokens``: continuation length of a pair.
     ``table_eval_prompts``, ``table_perplexity_windows``, ``table_f1_paragraphs``: the smaller evaluation of
     chapters whose tables have many rows (one evaluation per intervention). ``edit_alphas`` x ``edit_betas``:
