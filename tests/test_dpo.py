@@ -92,6 +92,30 @@ def test_base_model_is_unchanged_and_the_dpo_model_is_frozen(lm):
     assert changed
 
 
+def test_the_base_weights_are_set_aside_during_training_and_come_back_tied(lm, monkeypatch):
+    import trl
+
+    held, train = [], trl.DPOTrainer.train
+    monkeypatch.setattr(trl.DPOTrainer, "train", lambda self: (
+        held.append(sum(p.numel() for p in lm.model.parameters())), train(self))[1])
+    tied = lm.model.get_input_embeddings().weight is lm.model.get_output_embeddings().weight
+    before = sum(p.numel() for p in lm.model.parameters())
+    train_dpo(lm, PAIRS[:4], DPOSettings(learning_rate=1e-3, batch_size=4))
+    assert held == [0] and sum(p.numel() for p in lm.model.parameters()) == before
+    assert (lm.model.get_input_embeddings().weight is lm.model.get_output_embeddings().weight) == tied
+
+
+def test_accumulating_micro_batches_gives_the_same_steps(lm, monkeypatch):
+    import dpo_toxicity.dpo as dpo_module
+
+    monkeypatch.setattr(dpo_module, "MICRO_BATCH_PAIRS", 4)
+    whole = train_dpo(lm, PAIRS, FAST).history
+    monkeypatch.setattr(dpo_module, "MICRO_BATCH_PAIRS", 1)
+    accumulated = train_dpo(lm, PAIRS, FAST).history
+    assert len(whole) == len(accumulated) == 6
+    np.testing.assert_allclose(accumulated["loss"], whole["loss"], rtol=1e-4, atol=1e-5)
+
+
 def test_cache_round_trips_without_retraining(lm, tmp_path, monkeypatch):
     monkeypatch.setenv("DPO_TOX_CACHE", str(tmp_path))
     first = dpo_model(lm, PAIRS, FAST)
