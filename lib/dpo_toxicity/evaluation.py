@@ -314,8 +314,9 @@ class EvaluationSuite:
         # Toxicity and F1 prompts are continued in the same generate calls: both are 32-token prompts with 20
         # greedy tokens, and fewer, fuller batches decode faster on a CPU.
         f1_prompts, golds = f1_items(lm, self.f1_paragraphs) if f1 else ([], [])
+        generations = "toxicity and F1 generations" if f1 else "toxicity generations"
         generated = greedy_continuations(lm, self.toxicity_prompts + f1_prompts, intervention,
-                                         batch_size=self.batch_size, progress=label("toxicity and F1 generations"))
+                                         batch_size=self.batch_size, progress=label(generations))
         continuations = decode_all(lm, generated[: len(self.toxicity_prompts)])
         toxicity = self.scorer.score(continuations)
         ppl = perplexity(lm, self.perplexity_text, intervention, max_windows=self.perplexity_windows,
