@@ -2,6 +2,7 @@
 
 import importlib.metadata
 import importlib.util
+import json
 import os
 import subprocess
 
@@ -89,3 +90,47 @@ def test_the_colab_setup_cell_installs_without_upgrading_torch_and_points_at_the
     assert f"torch=={importlib.metadata.version('torch')}" in install
     assert not {"-U", "--upgrade", "--force-reinstall"} & set(install)
     assert fetch[1:] == ["-m", "dpo_toxicity.data_sources"] and os.environ["DPO_TOX_DATA"] == "/content/.cache/data"
+
+
+def executed_notebook(cells):
+    """A notebook as papermill leaves it: ``cells`` are (type, source, seconds or None)."""
+    notebook = nbformat.v4.new_notebook()
+    for kind, source, seconds in cells:
+        if kind == "markdown":
+            notebook.cells.append(nbformat.v4.new_markdown_cell(source))
+        else:
+            metadata = {"papermill": {"duration": seconds}} if seconds is not None else {}
+            notebook.cells.append(nbformat.v4.new_code_cell(source, metadata=metadata))
+    return notebook
+
+
+def test_section_times_sum_code_cells_under_the_nearest_heading():
+    notebook = executed_notebook([
+        ("code", "import x", 2.0),
+        ("markdown", "# 2. A chapter\n\nIntro.", None),
+        ("code", "a = 1", 1.5),
+        ("markdown", "Just prose, no heading.", None),
+        ("code", "b = 2", 0.25),
+        ("markdown", "## Preference pairs", None),
+        ("code", "pairs()", 30.0),
+        ("code", "more()", None),
+        ("code", "plot()", 4.0),
+    ])
+    assert book.section_times(notebook) == {book.BEFORE_ANY_HEADING: 2.0, "2. A chapter": 1.8,
+                                            "Preference pairs": 34.0}
+
+
+def test_record_timing_keeps_chapters_from_earlier_runs(tmp_path):
+    first, second = tmp_path / "first.ipynb", tmp_path / "second.ipynb"
+    nbformat.write(executed_notebook([("markdown", "## Probe", None), ("code", "fit()", 12.0)]), first)
+    nbformat.write(executed_notebook([("markdown", "## DPO", None), ("code", "train()", 50.0)]), second)
+    book.record_timing(tmp_path, "full", "smollm2-135m", "book/01_probe", 13.04, first)
+    book.record_timing(tmp_path, "full", "smollm2-135m", "book/02_dpo", 60.0, second)
+    path = book.record_timing(tmp_path, "full", "smollm2-135m", "book/01_probe", 20.0, first)
+    record = json.loads(path.read_text())
+    assert path == tmp_path / "_build" / "timings" / "full-smollm2-135m.json"
+    assert (record["profile"], record["model"]) == ("full", "smollm2-135m")
+    assert record["chapters"]["book/01_probe"]["seconds"] == 20.0  # the newer run replaces the older
+    assert record["chapters"]["book/01_probe"]["sections"] == {"Probe": 12.0}
+    assert record["chapters"]["book/02_dpo"]["sections"] == {"DPO": 50.0}
+    assert list(path.parent.iterdir()) == [path]  # no partial file left behind

@@ -13,16 +13,20 @@ Run from the project root::
     python -m dpo_toxicity.book --profile ci --chapters book/01_probe   # one chapter, for local work
 
 A chapter that fails stops the build with a non-zero exit; nothing is published from a half-run book.
+Each executed chapter's wall time, split by section, goes to ``_build/timings/<profile>-<model>.json``
+(:func:`record_timing`), which keeps the chapters of earlier partial runs: the record of a long ``full`` build.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import shutil
 import subprocess
 import sys
 import time
+from datetime import datetime, timezone
 from pathlib import Path
 
 import jupytext
@@ -31,7 +35,7 @@ import papermill
 import yaml
 
 from .models import model_spec
-from .paths import project_root
+from .paths import project_root, written_atomically
 from .profiles import PROFILES
 from .profiles import profile as run_profile
 from .toc import toc_documents
@@ -40,6 +44,8 @@ BOOK_FILES = ("_config.yml", "_toc.yml", "references.bib")
 MATHJAX = Path(".cache/mathjax/node_modules/mathjax/es5")  # `make mathjax` installs it with npm
 SITE_FILES = "_extra"  # staged files Sphinx copies as they are to the site root (html_extra_path)
 NOTEBOOKS = "notebooks"  # site folder of the executed chapters, which the Colab buttons open
+TIMINGS = Path("_build/timings")  # one JSON per profile and model: each chapter's wall time, by section
+BEFORE_ANY_HEADING = "(before the first heading)"
 
 
 def source_of(root: Path, document: str) -> Path:
@@ -130,6 +136,40 @@ def execute_chapter(source: Path, target: Path, parameters: dict, repository: st
     return time.perf_counter() - started
 
 
+def section_times(notebook: nbformat.NotebookNode) -> dict[str, float]:
+    """Seconds each section of an executed chapter took: papermill's durations of its code cells, summed under
+    the nearest Markdown heading above them, in the chapter's order. The sections are the stages a reader
+    recognises (``Preference pairs``, ``DPO with trl``), so a run's record says where its time went."""
+    times: dict[str, float] = {}
+    section = BEFORE_ANY_HEADING
+    for cell in notebook.cells:
+        if cell.cell_type == "markdown":
+            headings = [line.lstrip("#").strip() for line in cell.source.splitlines() if line.startswith("#")]
+            section = headings[-1] if headings else section
+        elif cell.cell_type == "code":
+            duration = cell.metadata.get("papermill", {}).get("duration")
+            if duration is not None:
+                times[section] = times.get(section, 0.0) + duration
+    return {name: round(seconds, 1) for name, seconds in times.items()}
+
+
+def record_timing(root: Path, profile: str, model: str, document: str, seconds: float, notebook: Path) -> Path:
+    """Write ``document``'s wall time and :func:`section_times` into ``_build/timings/<profile>-<model>.json``,
+    keeping the records of chapters executed by earlier runs (a long ``full`` build is often run a few chapters
+    at a time); returns the file. Each record carries the time it finished, so runs can be told apart."""
+    path = root / TIMINGS / f"{profile}-{model}.json"
+    chapters = json.loads(path.read_text(encoding="utf-8"))["chapters"] if path.is_file() else {}
+    chapters[document] = {
+        "seconds": round(seconds, 1),
+        "finished": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "sections": section_times(nbformat.read(notebook, as_version=4)),
+    }
+    with written_atomically(path) as partial:
+        partial.write_text(json.dumps({"profile": profile, "model": model, "chapters": chapters}, indent=1),
+                           encoding="utf-8")
+    return path
+
+
 def installed_mathjax(root: Path) -> Path:
     """The npm-installed MathJax 3 the site serves (math renders offline); checked before any chapter runs."""
     folder = root / MATHJAX
@@ -177,7 +217,9 @@ def build(profile: str, model: str, chapters: list[str] | None = None) -> Path:
             print(f"executing {document} (profile {profile}, model {model})", flush=True)
             timings[document] = execute_chapter(source, staging / f"{document}.ipynb",
                                                 {"profile": profile, "model": model}, repository)
-            print(f"  {document}: {timings[document] / 60:.1f} min", flush=True)
+            record = record_timing(root, profile, model, document, timings[document],
+                                   staging / f"{document}.ipynb")
+            print(f"  {document}: {timings[document] / 60:.1f} min (by section in {record})", flush=True)
         elif not (staging / f"{document}.ipynb").is_file():
             raise SystemExit(f"{document} has no executed notebook from an earlier run; include it in --chapters.")
     stage_site_files(staging, mathjax, toc_documents(root))
