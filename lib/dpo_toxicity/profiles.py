@@ -123,7 +123,7 @@ CI = Profile(
 # row costs about 12 minutes on 2 CPU cores (9 of them perplexity), chapter 4's 21 rows over 4 hours. Measured
 # on SmolLM2 on 2 CPU cores (bench/full-smollm2-135m.timings.json, written by the book build): chapter 1 7.5
 # minutes, chapter 2 115.6 (preference pairs 48.6, DPO 39.1, base vs DPO 27.7), chapter 3 4.8, chapter 4 about
-# 2.2 minutes per table row (21 rows, about 49 minutes). Chapters 1-4 take about 3 hours; chapter 5 adds the
+# 2.3 minutes per table row (21 rows, about 48 minutes). Chapters 1-4 take about 3 hours; chapter 5 adds the
 # second model's probe, pairs-borrowing DPO and both models' tables (estimated 4.5 hours more with Gemma 3 270M).
 # That run's DPO (2,000 pairs, 250 steps at the CI profile's settings) over-optimised: its loss was near 0 by step
 # 30 and, on all 1,199 prompts and 298 windows, toxicity fell 52 % while perplexity rose 76 % (the CI profile's 30
