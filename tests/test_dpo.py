@@ -92,26 +92,39 @@ def test_base_model_is_unchanged_and_the_dpo_model_is_frozen(lm):
     assert changed
 
 
-def test_the_base_weights_are_set_aside_during_training_and_come_back_tied(lm, monkeypatch):
+def test_the_base_weights_are_set_aside_during_training_and_come_back_tied(monkeypatch):
     import trl
+
+    tied_lm = load_model("tiny-gemma3", device="cpu")  # Gemma 3 ties its unembedding to its embedding
+
+    def embeddings_tied():
+        return tied_lm.model.get_input_embeddings().weight is tied_lm.model.get_output_embeddings().weight
 
     held, train = [], trl.DPOTrainer.train
     monkeypatch.setattr(trl.DPOTrainer, "train", lambda self: (
-        held.append(sum(p.numel() for p in lm.model.parameters())), train(self))[1])
-    tied = lm.model.get_input_embeddings().weight is lm.model.get_output_embeddings().weight
-    before = sum(p.numel() for p in lm.model.parameters())
-    train_dpo(lm, PAIRS[:4], DPOSettings(learning_rate=1e-3, batch_size=4))
-    assert held == [0] and sum(p.numel() for p in lm.model.parameters()) == before
-    assert (lm.model.get_input_embeddings().weight is lm.model.get_output_embeddings().weight) == tied
+        held.append(sum(p.numel() for p in tied_lm.model.parameters())), train(self))[1])
+    assert embeddings_tied()
+    before = {name: p.detach().clone() for name, p in tied_lm.model.named_parameters()}
+    train_dpo(tied_lm, PAIRS[:4], DPOSettings(learning_rate=1e-3, batch_size=4))
+    assert held == [0]
+    assert embeddings_tied()
+    after = dict(tied_lm.model.named_parameters())
+    assert after.keys() == before.keys() and all(torch.equal(after[n], before[n]) for n in before)
 
 
 def test_accumulating_micro_batches_gives_the_same_steps(lm, monkeypatch):
+    import trl
+
     import dpo_toxicity.dpo as dpo_module
 
+    passes, train = [], trl.DPOTrainer.train
+    monkeypatch.setattr(trl.DPOTrainer, "train", lambda self: (
+        passes.append((self.args.per_device_train_batch_size, self.args.gradient_accumulation_steps)), train(self))[1])
     monkeypatch.setattr(dpo_module, "MICRO_BATCH_PAIRS", 4)
     whole = train_dpo(lm, PAIRS, FAST).history
     monkeypatch.setattr(dpo_module, "MICRO_BATCH_PAIRS", 1)
     accumulated = train_dpo(lm, PAIRS, FAST).history
+    assert passes == [(FAST.batch_size, 1), (1, FAST.batch_size)]
     assert len(whole) == len(accumulated) == 6
     np.testing.assert_allclose(accumulated["loss"], whole["loss"], rtol=1e-4, atol=1e-5)
 
