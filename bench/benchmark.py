@@ -219,9 +219,10 @@ def synthetic_pairs(sizes: Sizes) -> list[PreferencePair]:
 
 
 def dpo_step(lm: LoadedModel, sizes: Sizes, workdir: Path) -> Measured:
-    """trl DPO on synthetic pairs; per item = seconds per optimiser step (the reference pass reported apart)."""
+    """trl DPO on synthetic pairs without the stopping rule; per item = seconds per optimiser step (the reference
+    pass reported apart)."""
     pairs = synthetic_pairs(sizes)
-    result = train_dpo(lm, pairs, DPOSettings(batch_size=sizes.dpo_batch), progress=True)
+    result = train_dpo(lm, pairs, DPOSettings(batch_size=sizes.dpo_batch, max_perplexity_rise=None), progress=True)
     return Measured(
         result.training_seconds, result.steps, "optimiser steps",
         {"pairs": len(pairs), "batch_size": sizes.dpo_batch, "reference_seconds": result.reference_seconds},
@@ -420,7 +421,7 @@ def dpo_unembedding(lm: LoadedModel, sizes: Sizes, workdir: Path) -> Measured:
     """Seconds per DPO step and of the reference pass, unembedding every position (trl's choice on a CPU) or
     only the continuations (the book's), on the same pairs; the losses of both runs."""
     pairs = synthetic_pairs(sizes)
-    settings = DPOSettings(batch_size=sizes.dpo_batch)
+    settings = DPOSettings(batch_size=sizes.dpo_batch, max_perplexity_rise=None)
     results = {"continuations_only": train_dpo(lm, pairs, settings)}
     with contextlib.ExitStack() as restore:  # trl's own choice, for the baseline only
         restore.callback(setattr, dpo, "_unembed_continuations_only", dpo._unembed_continuations_only)

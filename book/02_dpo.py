@@ -178,28 +178,51 @@ plt.close(fig)
 #
 # trl's `DPOTrainer`, β = 0.1, on a copy of the model; the reference log-probabilities are computed once
 # before training. `dpo_toxicity.dpo` explains which of the paper's optimiser choices we keep (β, 64-token
-# prompt and continuation, one pass) and which the CPU budget changes (AdamW at 1e-5 with batch 8 instead of
-# RMSprop at 1e-6 with batch 4 over 24,576 pairs). The trained model is cached, keyed by the base weights, the
-# pairs and the settings, so later chapters reload it in seconds.
+# prompt and continuation, one pass) and which the CPU budget changes (AdamW instead of RMSprop at 1e-6 with
+# batch 4 over 24,576 pairs); here AdamW runs at {glue:text}`dpo_learning_rate:.0e` with
+# {glue:text}`dpo_batch_size` pairs per step.
+#
+# DPO's loss has no natural end: once the pairs are ranked, the margin keeps widening by pushing rejected text
+# down, and the rest of the language model with it. Lee et al. stopped on a validation loss; we stop on
+# validation perplexity. Every {glue:text}`dpo_validation_every` steps the policy's perplexity on
+# {glue:text}`dpo_validation_windows` windows of WikiText-2 *validation* text (never the test split reported
+# below) is compared with the reference's, and training stops at the first check above
+# {glue:text}`dpo_perplexity_budget:.0%` more, keeping the last weights within it. The trained model is cached,
+# keyed by the base weights, the pairs and the settings, so later chapters reload it in seconds.
 
 # %%
 dpo_settings = settings_for(lm)
 result = dpo_model(lm, pairs, dpo_settings, progress=True)
 dpo_lm = result.model
-fig = plots.dpo_training(result.history)
+fig = plots.dpo_training(result)
 glue("fig_dpo_training", fig, display=False)
 plt.close(fig)
-glue("dpo_steps", int(len(result.history)), display=False)
-glue("dpo_final_reward_accuracy", float(result.history["reward_accuracy"].iloc[-5:].mean()), display=False)
-result
+glue("dpo_learning_rate", dpo_settings.learning_rate, display=False)
+glue("dpo_batch_size", dpo_settings.batch_size, display=False)
+glue("dpo_validation_every", dpo_settings.validation_every, display=False)
+glue("dpo_validation_windows", dpo_settings.validation_windows, display=False)
+glue("dpo_perplexity_budget", dpo_settings.max_perplexity_rise, display=False)
+glue("dpo_steps", result.steps, display=False)
+glue("dpo_planned_steps", result.planned_steps, display=False)
+glue("dpo_kept_step", result.kept_step, display=False)
+glue("dpo_kept_validation_rise",
+     result.validation["perplexity"].loc[result.kept_step] / result.validation["perplexity"].loc[0] - 1, display=False)
+glue("dpo_final_reward_accuracy", float(result.history["reward_accuracy"].loc[:result.kept_step].iloc[-5:].mean()),
+     display=False)
+result.validation.assign(rise=result.validation["perplexity"] / result.validation["perplexity"].loc[0] - 1)
 
 # %% [markdown]
 # ```{glue:figure} fig_dpo_training
 # :name: fig-dpo-training
 #
 # DPO training on our pairs: loss, reward margin (implicit reward of chosen minus rejected) and the fraction of
-# pairs in a batch ranked correctly, per optimiser step.
+# pairs in a batch ranked correctly, per optimiser step, and the policy's WikiText-2 validation perplexity at each
+# check with the stopping limit (dashed). The dotted line marks the step whose weights are kept.
 # ```
+#
+# Of {glue:text}`dpo_planned_steps` planned steps, {glue:text}`dpo_steps` were trained and the weights of step
+# {glue:text}`dpo_kept_step` are kept, at {glue:text}`dpo_kept_validation_rise:+.1%` validation perplexity
+# (the budget is the rule's, not the paper's: Lee et al. do not report their stopping point's perplexity).
 #
 # ## Base vs DPO
 #

@@ -1,15 +1,18 @@
 """DPO on a tiny random model: the margin grows, the base model is untouched, the cache round-trips."""
 
 import json
+from dataclasses import replace
 
 import numpy as np
 import pytest
 import torch
 
 from dpo_toxicity.activations import neuron_activations
+import dpo_toxicity.dpo as dpo_module
+from dpo_toxicity import data
 from dpo_toxicity.dpo import (
     PAPER_GPT2_SETTINGS, RECORD_FILE, DPOSettings, completion_log_probs, dpo_folder, dpo_model, preference_pairs,
-    train_dpo,
+    train_dpo, validation_perplexity, validation_windows,
 )
 from dpo_toxicity.models import load_model
 from dpo_toxicity.pairs import PreferencePair
@@ -138,6 +141,9 @@ def test_cache_round_trips_without_retraining(lm, tmp_path, monkeypatch):
     first_weights, second_weights = first.model.model.state_dict(), second.model.model.state_dict()
     assert all(torch.equal(first_weights[name], second_weights[name]) for name in first_weights)
     assert second.history.equals(first.history)
+    assert second.validation.equals(first.validation) and list(first.validation.index) == [0, 5, 6]
+    assert (second.kept_step, second.planned_steps, second.validation_seconds) == (
+        first.kept_step, first.planned_steps, first.validation_seconds)
     assert (second.training_seconds, second.settings, second.n_pairs) == (first.training_seconds, FAST, len(PAIRS))
     assert second.model.weights_hash == first.model.weights_hash
     assert not second.model.model.training and second.model.tokenizer is lm.tokenizer
@@ -174,6 +180,10 @@ def test_settings_are_hashable_and_serialisable():
         DPOSettings.from_dict({"beta": 0.1, "lr": 1e-5})
     with pytest.raises(ValueError, match="batch_size"):
         DPOSettings(batch_size=0)
+    with pytest.raises(ValueError, match="max_perplexity_rise must be 0 or more"):
+        DPOSettings(max_perplexity_rise=-0.1)
+    with pytest.raises(ValueError, match="validation_every"):
+        DPOSettings(validation_every=0)
 
 
 def test_pairs_accept_objects_and_mappings():
@@ -254,3 +264,53 @@ def test_training_leaves_trls_unembedding_switch_as_it_was(trained):
     import trl.trainer.utils
 
     assert trl.trainer.utils._use_triton(torch.device("cpu")) is False
+
+
+def test_the_stopping_rule_stops_at_the_first_check_over_budget_and_keeps_the_last_within(lm, monkeypatch):
+    # Scripted perplexities at steps 0, 2, 4: +5 % is within a 10 % budget, +15 % is not.
+    scripted, snapshots = [100.0, 105.0, 115.0], []
+
+    def measure(model, windows):
+        snapshots.append({name: tensor.detach().clone() for name, tensor in model.state_dict().items()})
+        return scripted[len(snapshots) - 1]
+
+    monkeypatch.setattr(dpo_module, "validation_perplexity", measure)
+    result = train_dpo(lm, PAIRS, replace(FAST, max_perplexity_rise=0.10, validation_every=2))
+    assert (result.steps, result.kept_step, result.planned_steps) == (4, 2, 6)
+    assert result.validation["perplexity"].to_dict() == {0: 100.0, 2: 105.0, 4: 115.0}
+    assert result.perplexity_limit == pytest.approx(110.0)
+    kept = result.model.model.state_dict()
+    assert all(torch.equal(kept[name], snapshots[1][name]) for name in kept)  # step 2's weights, not step 4's
+    assert not all(torch.equal(kept[name], snapshots[2][name]) for name in kept)
+
+
+def test_without_a_budget_every_planned_step_is_trained_and_kept(lm, monkeypatch):
+    monkeypatch.setattr(dpo_module, "validation_perplexity", lambda model, windows: pytest.fail("checked"))
+    result = train_dpo(lm, PAIRS, replace(FAST, max_perplexity_rise=None))
+    assert (result.steps, result.kept_step, result.planned_steps) == (6, 6, 6)
+    assert result.validation.empty and result.perplexity_limit is None
+
+
+@pytest.mark.parametrize("name", ["tiny-llama", "tiny-gemma3"])
+def test_validation_perplexity_equals_plain_cross_entropy_in_train_mode_after(name):
+    from trl.trainer.utils import add_fused_lm_head
+
+    model = load_model(name, device="cpu").model
+    policy = dpo_module._trainable_copy(model)
+    add_fused_lm_head(policy)
+    windows = validation_windows(load_model(name, device="cpu").tokenizer, 2, window=64)
+    with torch.no_grad():
+        losses = [torch.nn.functional.cross_entropy(model(window).logits[0, :-1], window[0, 1:]) for window in windows]
+    with dpo_module._unembed_continuations_only():
+        assert validation_perplexity(policy, windows) == pytest.approx(float(torch.stack(losses).mean().exp()), rel=1e-5)
+    assert policy.training
+
+
+def test_validation_windows_come_from_the_validation_split_not_the_test_split(lm):
+    windows = validation_windows(lm.tokenizer, 3, window=128)
+    assert [tuple(window.shape) for window in windows] == [(1, 128)] * 3
+    text = lm.tokenizer.decode(windows[1][0])[20:120]
+    assert text in "\n\n".join(data.wikitext2_validation_paragraphs())
+    assert text not in data.wikitext2_test_text()
+    with pytest.raises(ValueError, match="lower DPOSettings.validation_windows"):
+        validation_windows(lm.tokenizer, 10**6)

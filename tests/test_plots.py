@@ -1,5 +1,7 @@
 """Every figure function draws something and labels every axis it draws on."""
 
+from types import SimpleNamespace
+
 import matplotlib
 
 matplotlib.use("Agg")
@@ -63,12 +65,14 @@ def test_general_figures_are_labelled():
     rng = np.random.default_rng(0)
     history = pd.DataFrame({"loss": rng.random(5), "reward_margin": rng.random(5), "reward_accuracy": rng.random(5)},
                            index=pd.RangeIndex(1, 6, name="step"))
+    validation = pd.DataFrame({"perplexity": [20.0, 21.0, 23.0]}, index=pd.Index([0, 2, 4], name="step"))
+    dpo_result = SimpleNamespace(history=history, validation=validation, perplexity_limit=22.0, kept_step=2)
     table = pd.DataFrame({"toxicity": [0.3, 0.2], "PPL": [20.0, 21.0], "F1": [0.2, 0.2]}, index=["base", "DPO"])
     figures = [
         plots.probe_score_histogram(rng.random(20), np.arange(20) % 2),
         plots.cosine_distribution_by_layer(torch.randn(3, 10), pd.DataFrame({"layer": [0, 2], "score": [0.5, 0.4]})),
         plots.paired_toxicity(rng.random(10), rng.random(10)),
-        plots.dpo_training(history),
+        plots.dpo_training(dpo_result),
         plots.metric_comparison(table, table),
         plots.layer_projections(pd.DataFrame({"before": rng.random(4), "after": rng.random(4)})),
         plots.shares_of_drop(pd.DataFrame({"m": [0.5, 1.0], "m low": [0.2, 0.8], "m high": [0.9, 1.2]},

@@ -55,14 +55,25 @@ def paired_toxicity(chosen: np.ndarray, rejected: np.ndarray) -> plt.Figure:
     return fig
 
 
-def dpo_training(history: pd.DataFrame) -> plt.Figure:
-    """DPO loss, reward margin and reward accuracy per optimiser step (trl's log history)."""
-    fig, axes = plt.subplots(1, 3, figsize=(12, 3.2))
+def dpo_training(result) -> plt.Figure:
+    """DPO loss, reward margin and reward accuracy per optimiser step (trl's log history), and the stopping rule's
+    validation perplexity with its limit; a dotted line marks the step whose weights were kept
+    (a :class:`~dpo_toxicity.dpo.DPOResult`)."""
+    history = result.history
+    fig, axes = plt.subplots(1, 4, figsize=(15, 3.2))
     for ax, column, label in zip(axes, ["loss", "reward_margin", "reward_accuracy"],
                                  ["DPO loss", "reward margin (chosen - rejected)", "reward accuracy"]):
         ax.plot(history.index, history[column], marker=".")
-        ax.set_xlabel("optimiser step")
         ax.set_ylabel(label)
+    validation = axes[3]
+    validation.plot(result.validation.index, result.validation["perplexity"], marker="o", label="policy")
+    if result.perplexity_limit is not None:
+        validation.axhline(result.perplexity_limit, color="tab:red", ls="--", label="limit")
+        validation.legend(fontsize=8)
+    validation.set_ylabel("validation perplexity")
+    for ax in axes:
+        ax.axvline(result.kept_step, color="grey", ls=":")
+        ax.set_xlabel("optimiser step")
     fig.tight_layout()
     return fig
 
