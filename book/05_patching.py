@@ -108,6 +108,8 @@ def side_by_side(run) -> pd.Series:
         "probe_test_auc": run.probe.info["test"]["auc"],
         "dpo_learning_rate": run.dpo.settings.learning_rate,
         "dpo_pairs": run.dpo.n_pairs,
+        "dpo_kept_step": run.dpo.kept_step,
+        "dpo_planned_steps": run.dpo.planned_steps,
         "share_tp": shares.shares["TP-"], "share_tn": shares.shares["TN+"],
         "share_ap": shares.shares["AP+"], "share_an": shares.shares["AN-"],
         "share_tp_null_mean": summary.loc["share_tp", "null_mean"],
@@ -132,6 +134,9 @@ statistics.style.format(precision=3)
 # profile's `companion_pairs`: the `ci` profile takes a third of them to fit CI's time budget), at learning rate
 # {glue:text}`dpo_learning_rate_second:.0e` (the default model's: {glue:text}`dpo_learning_rate:.0e`): a trial at
 # the default model's rate left it barely fluent, so the model registry gives it the EMNLP version's rate.
+# Chapter 2's stopping rule kept step {glue:text}`dpo_kept_step_second:.0f` of
+# {glue:text}`dpo_planned_steps_second:.0f` (the default model: {glue:text}`dpo_kept_step:.0f` of
+# {glue:text}`dpo_planned_steps:.0f`).
 # TP− carries {glue:text}`share_tp:.1%` and {glue:text}`share_tp_second:.1%` of
 # the positive reduction; random directions give {glue:text}`share_tp_null_mean:.1%` and
 # {glue:text}`share_tp_null_mean_second:.1%`, and the largest |z| of the four shares against that null is

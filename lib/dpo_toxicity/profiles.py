@@ -122,12 +122,13 @@ CI = Profile(
 # evaluation per row) take 600 prompts, 16 windows and every F1 paragraph per row: at all the paper's sizes a
 # row costs about 12 minutes on 2 CPU cores (9 of them perplexity), chapter 4's 21 rows over 4 hours. Measured
 # on SmolLM2 on 2 CPU cores (bench/full-smollm2-135m.timings.json, written by the book build): chapter 1 7.5
-# minutes, chapter 2 115.6 (preference pairs 48.6, DPO 39.1, base vs DPO 27.7), chapter 3 4.8, chapter 4 about
-# 2.3 minutes per table row (21 rows, about 48 minutes). Chapters 1-4 take about 3 hours; chapter 5 adds the
-# second model's probe, pairs-borrowing DPO and both models' tables (estimated 4.5 hours more with Gemma 3 270M).
-# That run's DPO (2,000 pairs, 250 steps at the CI profile's settings) over-optimised: its loss was near 0 by step
-# 30 and, on all 1,199 prompts and 298 windows, toxicity fell 52 % while perplexity rose 76 % (the CI profile's 30
-# steps: 30 % and 7 %). The full profile's DPO recipe needs a stopping rule before its tables mean much.
+# minutes; chapter 2 99.5 (preference pairs 58.2, 48.6 in an earlier run; DPO 12.1, of which 9.1 the reference
+# pass; base vs DPO 29.0); chapter 3 4.8; chapter 4 about 2.3 minutes per table row (21 rows, about 48 minutes).
+# Chapters 1-4 take about 2.7 hours; chapter 5 adds the second model's probe, pairs-borrowing DPO and both
+# models' tables, not yet measured at this size, so the book as a whole runs past 3 hours on 2 cores.
+# DPO stops on its validation-perplexity budget (dpo.PerplexityBudget): at the default learning rate it kept
+# step 15 of 250 (120 of the 2,000 pairs) and, on all prompts and windows, lowered toxicity 27 % at +8 %
+# perplexity (without the rule, 250 steps: 52 % at +76 %).
 FULL = Profile(
     name="full", probe_train_per_class=2000, probe_test_per_class=580, probe_max_tokens=128, batch_size=32,
     generation_batch_size=64, eval_prompts=None, perplexity_windows=None, f1_paragraphs=None,
