@@ -191,7 +191,7 @@ plt.close(fig)
 # keyed by the base weights, the pairs and the settings, so later chapters reload it in seconds.
 
 # %%
-dpo_settings = settings_for(lm)
+dpo_settings = settings_for(lm, settings.name)
 result = dpo_model(lm, pairs, dpo_settings, progress=True)
 dpo_lm = result.model
 fig = plots.dpo_training(result)

@@ -249,14 +249,17 @@ def test_run_dpo_model_can_train_on_another_runs_pairs(lm, tmp_path, monkeypatch
     assert first_two.n_pairs == 2 and first_two.folder == dpo_folder(lm, PAIRS[:2], DPOSettings())
 
 
-def test_a_model_spec_can_name_its_own_dpo_learning_rate(lm):
+def test_the_learning_rate_comes_from_the_model_spec_else_the_profile(lm):
     from dataclasses import replace
 
     from dpo_toxicity.dpo import settings_for
 
-    assert settings_for(lm) == DPOSettings()
-    tuned = replace(lm, spec=replace(lm.spec, dpo_learning_rate=1e-5))
-    assert settings_for(tuned) == DPOSettings(learning_rate=1e-5)
+    assert settings_for(lm, "ci") == DPOSettings()
+    assert settings_for(lm, "full") == DPOSettings(learning_rate=1e-5)  # the profile's rate, the spec naming none
+    tuned = replace(lm, spec=replace(lm.spec, dpo_learning_rate=2e-5))
+    assert settings_for(tuned, "ci") == settings_for(tuned, "full") == DPOSettings(learning_rate=2e-5)
+    with pytest.raises(ValueError, match="Unknown profile 'nope'"):
+        settings_for(lm, "nope")
 
 
 def test_training_leaves_trls_unembedding_switch_as_it_was(trained):

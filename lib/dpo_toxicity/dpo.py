@@ -34,7 +34,9 @@ recipe is :data:`PAPER_GPT2_SETTINGS`):
   rate reached its value. On the book's own 240 CI pairs, v3's 1e-5 moved SmolLM2-135M little (toxicity
   -10 %, perplexity +0.1 % on 200 challenge prompts), 3e-5 over two passes a lot (-40 %, +19 %); 3e-5 over one
   pass, the default, gave -28 % at +7 % and keeps the CI run short (the paper's GPT-2: -54 % at +8 %). Batch 8
-  halves the number of optimiser steps at a similar cost per pair.
+  halves the number of optimiser steps at a similar cost per pair. A profile with hundreds of steps sets its own
+  rate (``Profile.dpo_learning_rate``, see :func:`settings_for`): on the full profile's 2,000 pairs, 3e-5 spent the
+  perplexity budget in 15 steps (-27 % toxicity), 1e-5 in 55 (-31.5 %).
 * changed, the reference: Lee kept an fp16 copy of the reference; trl precomputes the reference log-probs of
   every pair in one pass before training, in float32. On SmolLM2 this gave the same losses as a frozen
   reference copy, took about 7 % less time per step and keeps no second model in memory.
@@ -92,6 +94,7 @@ from .evaluation import PERPLEXITY_WINDOW
 from .models import LoadedModel
 from .pairs import PreferencePair, load_pairs
 from .paths import artefact_dir, cache_dir
+from .profiles import profile as run_profile
 from .result_cache import digest
 
 # Pairs per forward and backward pass; an optimiser step accumulates the gradients of DPOSettings.batch_size
@@ -699,11 +702,13 @@ def dpo_model(
 PAIRS_FILE = "pairs.jsonl"  # written by chapter 2 into the run's artefact folder
 
 
-def settings_for(lm: LoadedModel) -> DPOSettings:
-    """The DPO settings of ``lm``: the defaults, with the learning rate its model spec names where it names one
-    (the registry in :mod:`~dpo_toxicity.models` holds the model-specific facts)."""
-    learning_rate = lm.spec.dpo_learning_rate
-    return DPOSettings() if learning_rate is None else DPOSettings(learning_rate=learning_rate)
+def settings_for(lm: LoadedModel, profile_name: str = "ci") -> DPOSettings:
+    """The DPO settings of ``lm`` under profile ``profile_name``: the defaults, with the learning rate its model
+    spec names where it names one (the registry in :mod:`~dpo_toxicity.models` holds the model-specific facts),
+    else the profile's ``dpo_learning_rate`` where it sets one. Raises ``UnknownProfileError`` for an unknown
+    profile."""
+    rate = lm.spec.dpo_learning_rate or run_profile(profile_name).dpo_learning_rate
+    return DPOSettings() if rate is None else DPOSettings(learning_rate=rate)
 
 
 def run_dpo_model(lm: LoadedModel, profile_name: str, pairs_model: str | None = None,
@@ -721,7 +726,7 @@ def run_dpo_model(lm: LoadedModel, profile_name: str, pairs_model: str | None = 
             f"No preference pairs at {path}. Run chapter 2 (book/02_dpo.py) with model {pairs_model!r} and profile "
             f"{profile_name!r} first."
         )
-    return dpo_model(lm, load_pairs(path)[:max_pairs], settings_for(lm), progress=progress)
+    return dpo_model(lm, load_pairs(path)[:max_pairs], settings_for(lm, profile_name), progress=progress)
 
 
 def _save(result: DPOResult, folder: Path) -> None:

@@ -49,6 +49,9 @@ class Profile:
     the activation-editing sweep of chapter 5 (the paper's grid is alpha {0.01, 0.05} x beta {0.5, 0.55, 0.6}).
     ``companion_pairs``: how many of another model's preference pairs (the first ones) a model trains its DPO
     model on when it borrows them, as chapter 5's second model does; ``None``: all of them.
+    ``dpo_learning_rate``: DPO's learning rate for models whose spec names none (``None``: ``DPOSettings``'s
+    default, sized for the few dozen steps of the ``ci`` profile; a profile with hundreds of steps moves less per
+    step, so the stopping rule lets DPO see more of its pairs).
     ``complete_tables``: whether the tables of chapters 4 and 5 hold every row of the paper's design; ``False``
     keeps the rows that test a claim and leaves out those that refine one (chapter 4's ablations at N scaled to
     the model's neuron count, chapter 5's patches of single groups and of partial sets of groups).
@@ -72,6 +75,7 @@ class Profile:
     edit_alphas: tuple[float, ...]
     edit_betas: tuple[float, ...]
     companion_pairs: int | None
+    dpo_learning_rate: float | None
     complete_tables: bool
 
     def sizes(self) -> dict:
@@ -115,26 +119,30 @@ CI = Profile(
     generation_batch_size=96, eval_prompts=200, perplexity_windows=8, f1_paragraphs=100,
     pair_prompts=240, generator_trial_prompts=32, pair_new_tokens=24,
     table_eval_prompts=64, table_perplexity_windows=1, table_f1_paragraphs=32,
-    edit_alphas=PAPER_EDIT_ALPHAS[-1:], edit_betas=PAPER_EDIT_BETAS[:1], companion_pairs=80, complete_tables=False,
+    edit_alphas=PAPER_EDIT_ALPHAS[-1:], edit_betas=PAPER_EDIT_BETAS[:1], companion_pairs=80, dpo_learning_rate=None,
+    complete_tables=False,
 )
 # The full profile: the paper's sizes for the probe, the pairs, DPO and the base-vs-DPO comparison (all 1,199
 # challenge prompts, all 298 WikiText-2 test windows, every F1 paragraph). Its tables (chapters 4 and 5, one
 # evaluation per row) take 600 prompts, 16 windows and every F1 paragraph per row: at all the paper's sizes a
 # row costs about 12 minutes on 2 CPU cores (9 of them perplexity), chapter 4's 21 rows over 4 hours. Measured
 # on SmolLM2 on 2 CPU cores (bench/full-smollm2-135m.timings.json, written by the book build): chapter 1 7.5
-# minutes; chapter 2 99.5 (preference pairs 58.2, 48.6 in an earlier run; DPO 12.1, of which 9.1 the reference
-# pass; base vs DPO 29.0); chapter 3 4.8; chapter 4 about 2.3 minutes per table row (21 rows, about 48 minutes).
-# Chapters 1-4 take about 2.7 hours; chapter 5 adds the second model's probe, pairs-borrowing DPO and both
-# models' tables, not yet measured at this size, so the book as a whole runs past 3 hours on 2 cores.
-# DPO stops on its validation-perplexity budget (dpo.PerplexityBudget): at the default learning rate it kept
-# step 15 of 250 (120 of the 2,000 pairs) and, on all prompts and windows, lowered toxicity 27 % at +8 %
-# perplexity (without the rule, 250 steps: 52 % at +76 %).
+# minutes; chapter 2 99.5 at 3e-5 (preference pairs 58.2, 48.6 in an earlier run; DPO 12.1, of which 9.1 the
+# reference pass; base vs DPO 29.0), about 107 at 1e-5 (below); chapter 3 4.8; chapter 4 about 2.3 minutes per
+# table row (21 rows, about 48 minutes). Chapters 1-4 take about 2.8 hours; chapter 5 adds the second model's
+# probe, pairs-borrowing DPO and both models' tables, not yet measured at this size, so the book as a whole runs
+# past 3 hours on 2 cores.
+# DPO stops on its validation-perplexity budget (dpo.PerplexityBudget). At the CI profile's learning rate, 3e-5, it
+# kept step 15 of 250 (120 of the 2,000 pairs): toxicity -27 % at +8 % perplexity on all prompts and windows
+# (without the rule, 250 steps: -52 % at +76 %). At 1e-5 (v3's rate, this profile's) it kept step 55 (440 pairs):
+# -31.5 % at +9.7 %, the run whose DPO section took 20 minutes (reference pass 10.9, 60 steps and 13 checks 9.1).
 FULL = Profile(
     name="full", probe_train_per_class=2000, probe_test_per_class=580, probe_max_tokens=128, batch_size=32,
     generation_batch_size=64, eval_prompts=None, perplexity_windows=None, f1_paragraphs=None,
     pair_prompts=2000, generator_trial_prompts=200, pair_new_tokens=32,
     table_eval_prompts=600, table_perplexity_windows=16, table_f1_paragraphs=None,
-    edit_alphas=PAPER_EDIT_ALPHAS, edit_betas=PAPER_EDIT_BETAS, companion_pairs=None, complete_tables=True,
+    edit_alphas=PAPER_EDIT_ALPHAS, edit_betas=PAPER_EDIT_BETAS, companion_pairs=None, dpo_learning_rate=1e-5,
+    complete_tables=True,
 )
 
 # All 1,199 prompts for the main evaluations, a few hundred for each table row, 1,000 preference pairs;
@@ -144,7 +152,8 @@ COLAB = Profile(
     generation_batch_size=64, eval_prompts=None, perplexity_windows=None, f1_paragraphs=None,
     pair_prompts=1000, generator_trial_prompts=100, pair_new_tokens=32,
     table_eval_prompts=300, table_perplexity_windows=32, table_f1_paragraphs=100,
-    edit_alphas=PAPER_EDIT_ALPHAS, edit_betas=PAPER_EDIT_BETAS, companion_pairs=None, complete_tables=True,
+    edit_alphas=PAPER_EDIT_ALPHAS, edit_betas=PAPER_EDIT_BETAS, companion_pairs=None, dpo_learning_rate=1e-5,
+    complete_tables=True,
 )
 
 PROFILES: dict[str, Profile] = {profile.name: profile for profile in (CI, FULL, COLAB)}
