@@ -598,10 +598,6 @@ def train_dpo(
     policy = _trainable_copy(lm.model)
     dataset = datasets.Dataset.from_list([asdict(pair) for pair in pairs])
     micro_batch = math.gcd(settings.batch_size, MICRO_BATCH_PAIRS)
-    windows = []
-    if settings.max_perplexity_rise is not None:  # a model with a shorter context (the tiny test models) gets shorter windows
-        window = min(PERPLEXITY_WINDOW, lm.model.config.max_position_embeddings)
-        windows = validation_windows(lm.tokenizer, settings.validation_windows, window)
     with (tempfile.TemporaryDirectory(prefix="dpo-trainer-") as scratch, _quiet(progress),
           _unembed_continuations_only(), _weights_set_aside(lm.model, Path(scratch))):
         config = trl.DPOConfig(
@@ -641,6 +637,9 @@ def train_dpo(
             trainer.add_callback(_StepProgress)
         budget = None
         if settings.max_perplexity_rise is not None:
+            # A model with a shorter context than a perplexity window (the tiny test models) gets shorter windows.
+            window = min(PERPLEXITY_WINDOW, lm.model.config.max_position_embeddings)
+            windows = validation_windows(lm.tokenizer, settings.validation_windows, window)
             budget = PerplexityBudget(lambda model: validation_perplexity(model, windows),
                                       settings.max_perplexity_rise, settings.validation_every,
                                       Path(scratch) / "kept-policy.pt")
