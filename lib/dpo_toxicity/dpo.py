@@ -706,7 +706,8 @@ def settings_for(lm: LoadedModel, profile_name: str = "ci") -> DPOSettings:
     spec names where it names one (the registry in :mod:`~dpo_toxicity.models` holds the model-specific facts),
     else the profile's ``dpo_learning_rate`` where it sets one. Raises ``UnknownProfileError`` for an unknown
     profile."""
-    rate = lm.spec.dpo_learning_rate or run_profile(profile_name).dpo_learning_rate
+    profile_rate = run_profile(profile_name).dpo_learning_rate  # looked up first: an unknown name always raises
+    rate = profile_rate if lm.spec.dpo_learning_rate is None else lm.spec.dpo_learning_rate
     return DPOSettings() if rate is None else DPOSettings(learning_rate=rate)
 
 
