@@ -206,7 +206,8 @@ glue("dpo_steps", result.steps, display=False)
 glue("dpo_planned_steps", result.planned_steps, display=False)
 glue("dpo_kept_step", result.kept_step, display=False)
 glue("dpo_kept_validation_rise",
-     result.validation["perplexity"].loc[result.kept_step] / result.validation["perplexity"].loc[0] - 1, display=False)
+     float(result.validation["perplexity"].loc[result.kept_step] / result.validation["perplexity"].loc[0] - 1),
+     display=False)
 glue("dpo_final_reward_accuracy", float(result.history["reward_accuracy"].loc[:result.kept_step].iloc[-5:].mean()),
      display=False)
 result.validation.assign(rise=result.validation["perplexity"] / result.validation["perplexity"].loc[0] - 1)
