@@ -18,7 +18,8 @@ Each stage runs in a fresh Python process (this script again, with ``--stage``),
 memory (``ru_maxrss``: the model, the data and the stage's own work) is its own and not the maximum of
 everything run before it. Times cover the stage's work only, not imports or loading the model.
 
-Four comparisons justify choices the book makes, each measured in its own process too:
+Four comparisons justify choices the book makes and a fifth bounds what a faster implementation could
+gain, each measured in its own process too:
 
 a. ``nnsight_vs_hook``: every intervention goes through nnsight. Its generation with neurons set to
    constants is timed against plain ``transformers`` ``generate`` with a PyTorch forward pre-hook on the MLP
@@ -37,6 +38,11 @@ c. ``greedy_batch``: generation (every evaluation, chapter 3's statistics, the p
 d. ``dpo_unembedding``: DPO makes trl unembed only the continuation positions on the CPU
    (``dpo._unembed_continuations_only``); timed against trl's own choice, which unembeds every position there,
    on the same pairs, with both runs' losses (they must agree).
+e. ``compute_ceiling``: how far the full profile's largest cost, perplexity over 1,024-token windows, is from
+   what the machine can do. A plain forward pass of one window is timed against a square float32 matrix
+   product, each converted to floating-point operations per second (the forward's count: 2 per weight per token
+   plus the attention matrices', ``model_flops``); ``perplexity`` on the same window is timed too, so the
+   library's own cost (nnsight's trace, saving the logits, the loss) shows apart from the model's.
 
 The JSON written (default ``_build/bench/benchmark.json``) holds the machine, the sizes, every stage's
 seconds, peak RSS, items and seconds per item, both comparisons, and the targets with whether they are met.
@@ -74,7 +80,9 @@ from dpo_toxicity.architectures import all_value_vectors, architecture_of, outpu
 from dpo_toxicity.attribution import NeuronActivations, mean_neuron_activations, neuron_table, unit_directions
 from dpo_toxicity import dpo
 from dpo_toxicity.dpo import DPOSettings, train_dpo
-from dpo_toxicity.evaluation import NEW_TOKENS, PROMPT_TOKENS, greedy_continuations, perplexity
+from dpo_toxicity.evaluation import (
+    NEW_TOKENS, PERPLEXITY_WINDOW, PROMPT_TOKENS, greedy_continuations, perplexity,
+)
 from dpo_toxicity.interventions import SetNeurons
 from dpo_toxicity.models import DEFAULT_MODEL, MODELS, LoadedModel, load_model
 from dpo_toxicity.pairs import (
@@ -441,6 +449,47 @@ def dpo_unembedding(lm: LoadedModel, sizes: Sizes, workdir: Path) -> Measured:
                     "optimiser steps", details)
 
 
+# Comparison e: a perplexity window's forward pass against the machine's matrix-product throughput.
+
+CEILING_MATRIX = 2048  # side of the square float32 product that stands for the machine's peak
+
+
+def model_flops(lm: LoadedModel, tokens: int) -> float:
+    """Floating-point operations of one forward pass over ``tokens`` tokens: 2 per weight per token for every
+    weight except the input embedding (a lookup), the unembedding counted once whether or not it is tied, plus
+    the attention scores and their weighted sum (2 x 2 x tokens^2 x width per layer, counted in full although a
+    causal kernel may skip the masked half)."""
+    embedding = lm.model.get_input_embeddings().weight
+    unembedding = lm.model.get_output_embeddings().weight
+    weights = sum(p.numel() for p in lm.model.parameters() if p is not embedding and p is not unembedding)
+    n_layers, _, width = lm.shape
+    return 2.0 * (weights + unembedding.numel()) * tokens + 4.0 * n_layers * tokens**2 * width
+
+
+def compute_ceiling(lm: LoadedModel, sizes: Sizes, workdir: Path) -> Measured:
+    """Seconds of one window's plain forward pass and of ``perplexity`` on it, against a square matrix product."""
+    window = PERPLEXITY_WINDOW
+    text = data.wikitext2_test_text()
+    ids = lm.tokenizer(text[: 20 * window], return_tensors="pt").input_ids[:, :window].to(lm.device)  # ~4 chars/token
+    square = torch.randn(CEILING_MATRIX, CEILING_MATRIX)
+    with torch.inference_mode():
+        matmul_seconds, _ = median_seconds(lambda: square @ square, sizes.repeats)
+        forward_seconds, _ = median_seconds(lambda: lm.model(input_ids=ids), sizes.repeats)
+    window_text = lm.tokenizer.decode(ids[0])
+    perplexity_seconds, _ = median_seconds(lambda: perplexity(lm, window_text, max_windows=1), sizes.repeats)
+    matmul_rate = 2.0 * CEILING_MATRIX**3 / matmul_seconds
+    forward_rate = model_flops(lm, window) / forward_seconds
+    details = {
+        "window_tokens": window,
+        "median_seconds": {"square_matmul": matmul_seconds, "plain_forward": forward_seconds,
+                           "perplexity_one_window": perplexity_seconds},
+        "gflops_per_second": {"square_matmul": matmul_rate / 1e9, "plain_forward": forward_rate / 1e9},
+        "forward_vs_matmul_rate": forward_rate / matmul_rate,
+        "perplexity_vs_plain_forward": perplexity_seconds / forward_seconds,
+    }
+    return Measured(forward_seconds, 1, "windows", details)
+
+
 @dataclass(frozen=True)
 class Stage:
     """One measurement, run in its own process; ``comparison`` ones are reported apart from the stages."""
@@ -462,6 +511,7 @@ STAGES = (
     Stage("loop_vs_vectorised", loop_vs_vectorised, comparison=True),  # after neuron_statistics: reads its file
     Stage("greedy_batch", greedy_batch, comparison=True),
     Stage("dpo_unembedding", dpo_unembedding, comparison=True),
+    Stage("compute_ceiling", compute_ceiling, comparison=True),
 )
 
 
@@ -515,6 +565,7 @@ def summary(report: dict) -> str:
     loop = report["comparisons"]["loop_vs_vectorised"]["details"]
     batch = report["comparisons"]["greedy_batch"]["details"]
     unembedding = report["comparisons"]["dpo_unembedding"]["details"]
+    ceiling = report["comparisons"]["compute_ceiling"]["details"]
     lines += [
         "median seconds: " + ", ".join(f"{name} {value:.2f}" for name, value in hook["median_seconds"].items()),
         f"nnsight edit / hook {hook['edited_vs_hook']:.2f}x, identical ids {hook['identical_token_ids_edited']}",
@@ -524,6 +575,10 @@ def summary(report: dict) -> str:
         f"identical tokens for {batch['share_of_prompts_with_identical_tokens']:.0%} of prompts",
         f"DPO step, every position / continuations only {unembedding['every_position_vs_continuations_only']:.2f}x, "
         f"same losses {unembedding['same_losses']}",
+        f"perplexity window forward {ceiling['gflops_per_second']['plain_forward']:.0f} GFLOP/s, "
+        f"{ceiling['forward_vs_matmul_rate']:.0%} of a square matmul's "
+        f"{ceiling['gflops_per_second']['square_matmul']:.0f}; perplexity() / plain forward "
+        f"{ceiling['perplexity_vs_plain_forward']:.2f}x",
     ]
     lines += [f"target {t['name']}: {t['measured']:.2f} <= {t['limit']:.2f} {t['unit']}: "
               f"{'met' if t['met'] else 'NOT met'}" for t in report["targets"]]
