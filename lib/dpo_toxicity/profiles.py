@@ -128,14 +128,20 @@ CI = Profile(
 # row costs about 12 minutes on 2 CPU cores (9 of them perplexity), chapter 4's 21 rows over 4 hours. Measured
 # on SmolLM2 on 2 CPU cores (bench/full-smollm2-135m.timings.json, written by the book build): chapter 1 7.5
 # minutes; chapter 2 99.5 at 3e-5 (preference pairs 58.2, 48.6 in an earlier run; DPO 12.1, of which 9.1 the
-# reference pass; base vs DPO 29.0), about 107 at 1e-5 (below); chapter 3 4.8; chapter 4 about 2.3 minutes per
-# table row (21 rows, about 48 minutes). Chapters 1-4 take about 2.8 hours; chapter 5 adds the second model's
-# probe, pairs-borrowing DPO and both models' tables, not yet measured at this size, so the book as a whole runs
-# past 3 hours on 2 cores.
+# reference pass; base vs DPO 29.0), about 107 at 1e-5 (below); chapter 3 4.4; chapter 4 46.9 (21 rows at 2.0
+# minutes, then Figure 1a). Chapter 5's 23 further rows on the default model take about 46 minutes at that rate,
+# so the default model alone needs about 3.5 hours. The second model (Gemma 3 270M) adds its probe (6.7 minutes),
+# its DPO model (22, of which 17 the reference pass over the 2,000 pairs), its neuron statistics (8) and its 25
+# table rows (not yet measured; about 1.5 hours at 1.8 times SmolLM2's cost per forward pass). The cost is
+# compute: bench/benchmark.py's compute_ceiling comparison ran a perplexity window's forward pass at 95 % of a
+# large float32 matrix product's rate and greedy generation at no less than 56 % of it, so only fewer operations
+# would fit 3 hours.
 # DPO stops on its validation-perplexity budget (dpo.PerplexityBudget). At the CI profile's learning rate, 3e-5, it
 # kept step 15 of 250 (120 of the 2,000 pairs): toxicity -27 % at +8 % perplexity on all prompts and windows
 # (without the rule, 250 steps: -52 % at +76 %). At 1e-5 (v3's rate, this profile's) it kept step 55 (440 pairs):
 # -31.5 % at +9.7 %, the run whose DPO section took 20 minutes (reference pass 10.9, 60 steps and 13 checks 9.1).
+# Gemma 3 270M on the same pairs, at its spec's 1e-5 (sized for the ci profile's 10 steps), read +5.6 % validation
+# perplexity at step 5 and +18.8 % at step 10, so its full-size DPO model keeps step 5: 40 of the 2,000 pairs.
 FULL = Profile(
     name="full", probe_train_per_class=2000, probe_test_per_class=580, probe_max_tokens=128, batch_size=32,
     generation_batch_size=64, eval_prompts=None, perplexity_windows=None, f1_paragraphs=None,
