@@ -451,7 +451,7 @@ def dpo_unembedding(lm: LoadedModel, sizes: Sizes, workdir: Path) -> Measured:
                     "optimiser steps", details)
 
 
-# Comparison e: a perplexity window's forward pass against the machine's matrix-product throughput.
+# Comparison e: a perplexity window's forward pass and a batch of generation against the machine's matmul rate.
 
 CEILING_MATRIX = 2048  # side of the square float32 product that stands for the machine's peak
 
