@@ -129,10 +129,10 @@ CI = Profile(
 # on SmolLM2 on 2 CPU cores (bench/full-smollm2-135m.timings.json, written by the book build): chapter 1 7.5
 # minutes; chapter 2 99.5 at 3e-5 (preference pairs 58.2, 48.6 in an earlier run; DPO 12.1, of which 9.1 the
 # reference pass; base vs DPO 29.0), about 107 at 1e-5 (below); chapter 3 4.4; chapter 4 46.9 (21 rows at 2.0
-# minutes, then Figure 1a). Chapter 5's 23 further rows on the default model take about 46 minutes at that rate,
+# minutes, then Figure 1a). Chapter 5's 23 further rows on the default model take about 45 minutes (1.9 each),
 # so the default model alone needs about 3.5 hours. The second model (Gemma 3 270M) adds its probe (6.7 minutes),
 # its DPO model (22, of which 17 the reference pass over the 2,000 pairs), its neuron statistics (8) and its 25
-# table rows (not yet measured; about 1.5 hours at 1.8 times SmolLM2's cost per forward pass). The cost is
+# table rows (about 1.7 hours at the 4.0 minutes each of its first two; the default model's took 1.9). The cost is
 # compute: bench/benchmark.py's compute_ceiling comparison ran a perplexity window's forward pass at 95 % of a
 # large float32 matrix product's rate and greedy generation at no less than 56 % of it, so only fewer operations
 # would fit 3 hours.
