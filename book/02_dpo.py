@@ -205,12 +205,11 @@ glue("dpo_perplexity_budget", dpo_settings.max_perplexity_rise, display=False)
 glue("dpo_steps", result.steps, display=False)
 glue("dpo_planned_steps", result.planned_steps, display=False)
 glue("dpo_kept_step", result.kept_step, display=False)
-glue("dpo_kept_validation_rise",
-     float(result.validation["perplexity"].loc[result.kept_step] / result.validation["perplexity"].loc[0] - 1),
-     display=False)
+validation_rise = result.validation["perplexity"] / result.validation["perplexity"].loc[0] - 1
+glue("dpo_kept_validation_rise", float(validation_rise.loc[result.kept_step]), display=False)
 glue("dpo_final_reward_accuracy", float(result.history["reward_accuracy"].loc[:result.kept_step].iloc[-5:].mean()),
      display=False)
-result.validation.assign(rise=result.validation["perplexity"] / result.validation["perplexity"].loc[0] - 1)
+result.validation.assign(rise=validation_rise)
 
 # %% [markdown]
 # ```{glue:figure} fig_dpo_training

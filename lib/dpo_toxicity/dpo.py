@@ -701,7 +701,7 @@ def dpo_model(
 PAIRS_FILE = "pairs.jsonl"  # written by chapter 2 into the run's artefact folder
 
 
-def settings_for(lm: LoadedModel, profile_name: str = "ci") -> DPOSettings:
+def settings_for(lm: LoadedModel, profile_name: str) -> DPOSettings:
     """The DPO settings of ``lm`` under profile ``profile_name``: the defaults, with the learning rate its model
     spec names where it names one (the registry in :mod:`~dpo_toxicity.models` holds the model-specific facts),
     else the profile's ``dpo_learning_rate`` where it sets one. Raises ``UnknownProfileError`` for an unknown
