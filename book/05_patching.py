@@ -134,8 +134,8 @@ statistics.style.format(precision=3)
 # profile's `companion_pairs`: the `ci` profile takes a third of them to fit CI's time budget), at learning rate
 # {glue:text}`dpo_learning_rate_second:.0e` (the default model's: {glue:text}`dpo_learning_rate:.0e`). The model
 # registry gives the second model the EMNLP version's rate because a trial at the `ci` profile's default rate left
-# it barely fluent; a profile that sets a lower rate for its longer runs (`Profile.dpo_learning_rate`) may give
-# both models the same one.
+# it barely fluent; a profile with longer runs multiplies both models' rates by the same factor
+# (`Profile.dpo_rate_factor`).
 # Chapter 2's stopping rule kept step {glue:text}`dpo_kept_step_second:.0f` of
 # {glue:text}`dpo_planned_steps_second:.0f` (the default model: {glue:text}`dpo_kept_step:.0f` of
 # {glue:text}`dpo_planned_steps:.0f`).

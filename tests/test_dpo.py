@@ -249,15 +249,19 @@ def test_run_dpo_model_can_train_on_another_runs_pairs(lm, tmp_path, monkeypatch
     assert first_two.n_pairs == 2 and first_two.folder == dpo_folder(lm, PAIRS[:2], DPOSettings())
 
 
-def test_the_learning_rate_comes_from_the_model_spec_else_the_profile(lm):
+def test_the_learning_rate_is_the_models_times_the_profiles_factor(lm):
     from dataclasses import replace
 
     from dpo_toxicity.dpo import settings_for
+    from dpo_toxicity.profiles import FULL
 
-    assert settings_for(lm, "ci") == DPOSettings()
-    assert settings_for(lm, "full") == DPOSettings(learning_rate=1e-5)  # the profile's rate, the spec naming none
+    default_rate = DPOSettings().learning_rate
+    assert FULL.dpo_rate_factor < 1  # the long profile lowers the rate, or this test could not tell the two apart
+    assert settings_for(lm, "ci") == DPOSettings()  # the spec names no rate: the default's, factor 1
+    assert settings_for(lm, "full") == DPOSettings(learning_rate=default_rate * FULL.dpo_rate_factor)
     tuned = replace(lm, spec=replace(lm.spec, dpo_learning_rate=2e-5))
-    assert settings_for(tuned, "ci") == settings_for(tuned, "full") == DPOSettings(learning_rate=2e-5)
+    assert settings_for(tuned, "ci") == DPOSettings(learning_rate=2e-5)
+    assert settings_for(tuned, "full") == DPOSettings(learning_rate=2e-5 * FULL.dpo_rate_factor)
     with pytest.raises(ValueError, match="Unknown profile 'nope'"):
         settings_for(lm, "nope")
 

@@ -35,7 +35,7 @@ recipe is :data:`PAPER_GPT2_SETTINGS`):
   -10 %, perplexity +0.1 % on 200 challenge prompts), 3e-5 over two passes a lot (-40 %, +19 %); 3e-5 over one
   pass, the default, gave -28 % at +7 % and keeps the CI run short (the paper's GPT-2: -54 % at +8 %). Batch 8
   halves the number of optimiser steps at a similar cost per pair. A profile with hundreds of steps sets its own
-  rate (``Profile.dpo_learning_rate``, see :func:`settings_for`): on the full profile's 2,000 pairs, 3e-5 spent the
+  rate (``Profile.dpo_rate_factor``, see :func:`settings_for`): on the full profile's 2,000 pairs, 3e-5 spent the
   perplexity budget in 15 steps (-27 % toxicity), 1e-5 in 55 (-31.5 %).
 * changed, the reference: Lee kept an fp16 copy of the reference; trl precomputes the reference log-probs of
   every pair in one pass before training, in float32. On SmolLM2 this gave the same losses as a frozen
@@ -702,13 +702,13 @@ PAIRS_FILE = "pairs.jsonl"  # written by chapter 2 into the run's artefact folde
 
 
 def settings_for(lm: LoadedModel, profile_name: str) -> DPOSettings:
-    """The DPO settings of ``lm`` under profile ``profile_name``: the defaults, with the learning rate its model
-    spec names where it names one (the registry in :mod:`~dpo_toxicity.models` holds the model-specific facts),
-    else the profile's ``dpo_learning_rate`` where it sets one. Raises ``UnknownProfileError`` for an unknown
-    profile."""
-    profile_rate = run_profile(profile_name).dpo_learning_rate  # looked up first: an unknown name always raises
-    rate = profile_rate if lm.spec.dpo_learning_rate is None else lm.spec.dpo_learning_rate
-    return DPOSettings() if rate is None else DPOSettings(learning_rate=rate)
+    """The DPO settings of ``lm`` under profile ``profile_name``: the defaults, with a learning rate of the model's
+    rate (its spec's where it names one, the registry in :mod:`~dpo_toxicity.models` holding the model-specific
+    facts; else the default's) times the profile's ``dpo_rate_factor``. Raises ``UnknownProfileError`` for an
+    unknown profile."""
+    factor = run_profile(profile_name).dpo_rate_factor
+    model_rate = DPOSettings.learning_rate if lm.spec.dpo_learning_rate is None else lm.spec.dpo_learning_rate
+    return DPOSettings(learning_rate=model_rate * factor)
 
 
 def run_dpo_model(lm: LoadedModel, profile_name: str, pairs_model: str | None = None,

@@ -49,9 +49,10 @@ class Profile:
     the activation-editing sweep of chapter 5 (the paper's grid is alpha {0.01, 0.05} x beta {0.5, 0.55, 0.6}).
     ``companion_pairs``: how many of another model's preference pairs (the first ones) a model trains its DPO
     model on when it borrows them, as chapter 5's second model does; ``None``: all of them.
-    ``dpo_learning_rate``: DPO's learning rate for models whose spec names none (``None``: ``DPOSettings``'s
-    default, sized for the few dozen steps of the ``ci`` profile; a profile with hundreds of steps moves less per
-    step, so the stopping rule lets DPO see more of its pairs).
+    ``dpo_rate_factor``: what DPO's learning rate is multiplied by. A model's rate (its spec's, else
+    ``DPOSettings``'s default) is sized for the few dozen steps of the ``ci`` profile, whose linear decay brings it
+    down within them; a profile with hundreds of planned steps keeps it near its peak for longer, and a factor
+    below 1 lets the stopping rule spend its perplexity budget over more of the pairs, for every model alike.
     ``complete_tables``: whether the tables of chapters 4 and 5 hold every row of the paper's design; ``False``
     keeps the rows that test a claim and leaves out those that refine one (chapter 4's ablations at N scaled to
     the model's neuron count, chapter 5's patches of single groups and of partial sets of groups).
@@ -75,7 +76,7 @@ class Profile:
     edit_alphas: tuple[float, ...]
     edit_betas: tuple[float, ...]
     companion_pairs: int | None
-    dpo_learning_rate: float | None
+    dpo_rate_factor: float
     complete_tables: bool
 
     def sizes(self) -> dict:
@@ -105,6 +106,9 @@ class Profile:
 PAPER_EDIT_ALPHAS = (0.01, 0.05)
 PAPER_EDIT_BETAS = (0.5, 0.55, 0.6)
 
+# DPO's learning rate in the long profiles, relative to a model's CI-sized rate (see Profile.dpo_rate_factor).
+LONG_RUN_RATE_FACTOR = 1 / 3
+
 # The CI profile is sized for CI's 40 minutes on 2 cores (a fresh clone took 42 min with 120 companion pairs, both
 # alphas, 600 + 200 probe comments): 400 + 150 probe comments per class (features are paid once per model); one
 # perplexity window per table row (a row's perplexity only flags a broken model); the tables' claim-testing rows
@@ -119,35 +123,45 @@ CI = Profile(
     generation_batch_size=96, eval_prompts=200, perplexity_windows=8, f1_paragraphs=100,
     pair_prompts=240, generator_trial_prompts=32, pair_new_tokens=24,
     table_eval_prompts=64, table_perplexity_windows=1, table_f1_paragraphs=32,
-    edit_alphas=PAPER_EDIT_ALPHAS[-1:], edit_betas=PAPER_EDIT_BETAS[:1], companion_pairs=80, dpo_learning_rate=None,
+    edit_alphas=PAPER_EDIT_ALPHAS[-1:], edit_betas=PAPER_EDIT_BETAS[:1], companion_pairs=80, dpo_rate_factor=1.0,
     complete_tables=False,
 )
 # The full profile: the paper's sizes for the probe, the pairs, DPO and the base-vs-DPO comparison (all 1,199
 # challenge prompts, all 298 WikiText-2 test windows, every F1 paragraph). Its tables (chapters 4 and 5, one
-# evaluation per row) take 600 prompts, 16 windows and every F1 paragraph per row: at all the paper's sizes a
-# row costs about 12 minutes on 2 CPU cores (9 of them perplexity), chapter 4's 21 rows over 4 hours. Measured
-# on SmolLM2 on 2 CPU cores (bench/full-smollm2-135m.timings.json, written by the book build): chapter 1 7.5
-# minutes; chapter 2 99.5 at 3e-5 (preference pairs 58.2, 48.6 in an earlier run; DPO 12.1, of which 9.1 the
-# reference pass; base vs DPO 29.0), about 107 at 1e-5 (below); chapter 3 4.4; chapter 4 46.9 (21 rows at 2.0
-# minutes, then Figure 1a). Chapter 5's 23 further rows on the default model take about 45 minutes (1.9 each),
-# so the default model alone needs about 3.5 hours. The second model (Gemma 3 270M) adds its probe (6.7 minutes),
-# its DPO model (22, of which 17 the reference pass over the 2,000 pairs), its neuron statistics (8) and its 25
-# table rows (about 1.7 hours at the 4.0 minutes each of its first two; the default model's took 1.9). The cost is
-# compute: bench/benchmark.py's compute_ceiling comparison ran a perplexity window's forward pass at 95 % of a
-# large float32 matrix product's rate and greedy generation at no less than 56 % of it, so only fewer operations
-# would fit 3 hours.
+# evaluation per row, 44 rows on the default model) take 400 prompts, 8 windows and 128 of the 253 F1
+# paragraphs per row, and chapter 2 compares its generators on 100 prompts: sized for the default model to fit
+# 3 hours on 2 CPU cores, as the paper's sizes for every row would not (a row at all of them costs about 12
+# minutes, 9 of them perplexity). The cost is compute, not overhead: bench/benchmark.py's compute_ceiling
+# comparison ran a perplexity window's forward pass at 95 % of a large float32 matrix product's rate and greedy
+# generation at no less than 56 % of it, and generation already batches by prompt length, keeps a KV cache and
+# unembeds only the last position, so only fewer operations fit the target.
+# Measured on SmolLM2 on 2 CPU cores at the earlier table sizes (600 prompts, 16 windows, every F1 paragraph) and
+# 200 trial prompts (bench/full-smollm2-135m.timings.json, written by the book build): chapter 1 7.5 minutes;
+# chapter 2 99.5 at 3e-5 (preference pairs 58.2, 48.6 in an earlier run; DPO 12.1, of which 9.1 the reference
+# pass; base vs DPO 29.0), about 107 at 1e-5 (below); chapter 3 4.4; chapter 4 46.9 (21 rows at 2.0 minutes,
+# then Figure 1a in 4.0); chapter 5's 23 further rows on the default model 1.9 each: about 3.5 hours. On one
+# machine, back to back, a row with 3,000 neurons patched took 96 s at these sizes against 167 s at the earlier
+# ones (0.57; bench/benchmark.py's full_table_row stage times one), and the trial prompts were about a quarter of
+# the pairs' work, so halving them saves about 7 minutes: chapter 2 about 100 minutes, chapter 4 about 28,
+# chapter 5's rows about 25, the default model about 2.75 hours (estimated from these measurements; the whole
+# run at these sizes has not been timed yet). The second model (Gemma 3 270M) adds its probe (6.7 minutes), its
+# DPO model (about 30: the reference pass over the 2,000 pairs took 17, and the trial below ran 30 steps and 7
+# checks in 13), its neuron statistics (8) and its 25 table rows (4.0 minutes each at the earlier sizes, so
+# about 57 at these): the whole book about 4.5 hours.
 # DPO stops on its validation-perplexity budget (dpo.PerplexityBudget). At the CI profile's learning rate, 3e-5, it
 # kept step 15 of 250 (120 of the 2,000 pairs): toxicity -27 % at +8 % perplexity on all prompts and windows
-# (without the rule, 250 steps: -52 % at +76 %). At 1e-5 (v3's rate, this profile's) it kept step 55 (440 pairs):
+# (without the rule, 250 steps: -52 % at +76 %). At a third of it, 1e-5 (v3's rate), it kept step 55 (440 pairs):
 # -31.5 % at +9.7 %, the run whose DPO section took 20 minutes (reference pass 10.9, 60 steps and 13 checks 9.1).
-# Gemma 3 270M on the same pairs, at its spec's 1e-5 (sized for the ci profile's 10 steps), read +5.6 % validation
-# perplexity at step 5 and +18.8 % at step 10, so its full-size DPO model keeps step 5: 40 of the 2,000 pairs.
+# Gemma 3 270M on the same pairs at its spec's full 1e-5 read +5.6 % validation perplexity at step 5 and +18.8 % at
+# step 10, so it kept step 5 (40 pairs). At a third of it, on the ci profile's 240 pairs with a 240-step schedule
+# (8 passes, so its rate decays as slowly as over the full profile's 250 steps; pairs repeat only after step 30),
+# it read +1.9 % at step 15, +7.3 % at 25 and +11.5 % at 30: about 25 steps, 200 pairs, at full size.
 FULL = Profile(
     name="full", probe_train_per_class=2000, probe_test_per_class=580, probe_max_tokens=128, batch_size=32,
     generation_batch_size=64, eval_prompts=None, perplexity_windows=None, f1_paragraphs=None,
-    pair_prompts=2000, generator_trial_prompts=200, pair_new_tokens=32,
-    table_eval_prompts=600, table_perplexity_windows=16, table_f1_paragraphs=None,
-    edit_alphas=PAPER_EDIT_ALPHAS, edit_betas=PAPER_EDIT_BETAS, companion_pairs=None, dpo_learning_rate=1e-5,
+    pair_prompts=2000, generator_trial_prompts=100, pair_new_tokens=32,
+    table_eval_prompts=400, table_perplexity_windows=8, table_f1_paragraphs=128,
+    edit_alphas=PAPER_EDIT_ALPHAS, edit_betas=PAPER_EDIT_BETAS, companion_pairs=None, dpo_rate_factor=LONG_RUN_RATE_FACTOR,
     complete_tables=True,
 )
 
@@ -158,7 +172,7 @@ COLAB = Profile(
     generation_batch_size=64, eval_prompts=None, perplexity_windows=None, f1_paragraphs=None,
     pair_prompts=1000, generator_trial_prompts=100, pair_new_tokens=32,
     table_eval_prompts=300, table_perplexity_windows=32, table_f1_paragraphs=100,
-    edit_alphas=PAPER_EDIT_ALPHAS, edit_betas=PAPER_EDIT_BETAS, companion_pairs=None, dpo_learning_rate=1e-5,
+    edit_alphas=PAPER_EDIT_ALPHAS, edit_betas=PAPER_EDIT_BETAS, companion_pairs=None, dpo_rate_factor=LONG_RUN_RATE_FACTOR,
     complete_tables=True,
 )
 
