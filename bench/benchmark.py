@@ -13,6 +13,9 @@ seeded sizes, calling the same library functions the chapters call:
 5. ``perplexity``: 1,024-token WikiText-2 test windows;
 6. ``neuron_statistics``: mean neuron activations over the generation positions, then the neuron table;
 7. ``patched_evaluation``: the generation of 4 with a fixed set of neurons set to constants (``SetNeurons``).
+8. ``full_table_row``: one row of chapters 4 and 5's tables at the ``full`` profile's sizes (toxicity and F1
+   generations, perplexity windows, scoring) with the neurons of 7 set to constants: those chapters evaluate one
+   such row per intervention, so this is what their full-size run costs per row on the machine at hand.
 
 Each stage runs in a fresh Python process (this script again, with ``--stage``), so its peak resident
 memory (``ru_maxrss``: the model, the data and the stage's own work) is its own and not the maximum of
@@ -83,7 +86,7 @@ from dpo_toxicity.attribution import NeuronActivations, mean_neuron_activations,
 from dpo_toxicity import dpo
 from dpo_toxicity.dpo import DPOSettings, train_dpo
 from dpo_toxicity.evaluation import (
-    NEW_TOKENS, PERPLEXITY_WINDOW, PROMPT_TOKENS, greedy_continuations, perplexity,
+    NEW_TOKENS, PERPLEXITY_WINDOW, PROMPT_TOKENS, evaluation_suite, greedy_continuations, perplexity,
 )
 from dpo_toxicity.interventions import SetNeurons
 from dpo_toxicity.models import DEFAULT_MODEL, MODELS, LoadedModel, load_model
@@ -92,7 +95,9 @@ from dpo_toxicity.pairs import (
     rejected_continuations,
 )
 from dpo_toxicity.probe import train_probe
+from dpo_toxicity.profiles import FULL
 from dpo_toxicity.provenance import git_commit, hardware, peak_memory_gib
+from dpo_toxicity.scoring import OfflineScorer
 
 MAX_HOOK_RATIO = 1.15  # nnsight-edited generation / plain generate with a hook
 MAX_PEAK_GIB = 8e9 / 2**30  # 8 GB
@@ -182,7 +187,7 @@ def random_direction(lm: LoadedModel, seed: int = 0) -> torch.Tensor:
     return torch.randn(lm.shape[2], generator=torch.Generator().manual_seed(seed))
 
 
-# The seven stages. Each takes the loaded model, the sizes and a work folder, and returns what it measured.
+# The eight stages. Each takes the loaded model, the sizes and a work folder, and returns what it measured.
 
 
 def probe_features(lm: LoadedModel, sizes: Sizes, workdir: Path) -> Measured:
@@ -278,6 +283,17 @@ def patched_evaluation(lm: LoadedModel, sizes: Sizes, workdir: Path) -> Measured
         greedy_continuations(lm, prompts, intervention, batch_size=sizes.generation_batch_size,
                              progress="patched generate")
     return Measured(watch.seconds, len(prompts), "prompts", {"neurons": len(intervention)})
+
+
+def full_table_row(lm: LoadedModel, sizes: Sizes, workdir: Path) -> Measured:
+    """One table row at the ``full`` profile's table sizes, with the neurons of ``patched_evaluation`` set."""
+    suite = evaluation_suite(FULL, OfflineScorer(), many_rows=True)
+    intervention = SetNeurons(patched_neurons(lm, sizes.patched_neurons))
+    with Stopwatch() as watch:
+        suite.evaluate(lm, "full table row", intervention, progress=False)
+    details = {"toxicity_prompts": len(suite.toxicity_prompts), "f1_paragraphs": len(suite.f1_paragraphs),
+               "perplexity_windows": suite.perplexity_windows, "neurons": len(intervention)}
+    return Measured(watch.seconds, 1, "rows", details)
 
 
 # Comparison a: nnsight against a plain PyTorch hook.
@@ -535,6 +551,7 @@ STAGES = (
     Stage("perplexity", perplexity_windows),
     Stage("neuron_statistics", neuron_statistics),
     Stage("patched_evaluation", patched_evaluation),
+    Stage("full_table_row", full_table_row),
     Stage("nnsight_vs_hook", nnsight_vs_hook, comparison=True),
     Stage("loop_vs_vectorised", loop_vs_vectorised, comparison=True),  # after neuron_statistics: reads its file
     Stage("greedy_batch", greedy_batch, comparison=True),
