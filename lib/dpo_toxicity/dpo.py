@@ -34,9 +34,9 @@ recipe is :data:`PAPER_GPT2_SETTINGS`):
   rate reached its value. On the book's own 240 CI pairs, v3's 1e-5 moved SmolLM2-135M little (toxicity
   -10 %, perplexity +0.1 % on 200 challenge prompts), 3e-5 over two passes a lot (-40 %, +19 %); 3e-5 over one
   pass, the default, gave -28 % at +7 % and keeps the CI run short (the paper's GPT-2: -54 % at +8 %). Batch 8
-  halves the number of optimiser steps at a similar cost per pair. A profile with hundreds of steps sets its own
-  rate (``Profile.dpo_rate_factor``, see :func:`settings_for`): on the full profile's 2,000 pairs, 3e-5 spent the
-  perplexity budget in 15 steps (-27 % toxicity), 1e-5 in 55 (-31.5 %).
+  halves the number of optimiser steps at a similar cost per pair. A profile with hundreds of steps scales the
+  rate down (``Profile.dpo_rate_factor``, see :func:`settings_for`): on the full profile's 2,000 pairs, 3e-5 spent
+  the perplexity budget in 15 steps (-27 % toxicity), a third of it, 1e-5, in 55 (-31.5 %).
 * changed, the reference: Lee kept an fp16 copy of the reference; trl precomputes the reference log-probs of
   every pair in one pass before training, in float32. On SmolLM2 this gave the same losses as a frozen
   reference copy, took about 7 % less time per step and keeps no second model in memory.

@@ -145,8 +145,8 @@ CI = Profile(
 # the pairs' work, so halving them saves about 7 minutes: chapter 2 about 100 minutes, chapter 4 about 28,
 # chapter 5's rows about 25, the default model about 2.75 hours (estimated from these measurements; the whole
 # run at these sizes has not been timed yet). The second model (Gemma 3 270M) adds its probe (6.7 minutes), its
-# DPO model (about 30: the reference pass over the 2,000 pairs took 17, and the trial below ran 30 steps and 7
-# checks in 13), its neuron statistics (8) and its 25 table rows (4.0 minutes each at the earlier sizes, so
+# DPO model (about 30: the reference pass over the 2,000 pairs took 17, and the run below took 13 for 30 steps
+# and 7 checks), its neuron statistics (8) and its 25 table rows (4.0 minutes each at the earlier sizes, so
 # about 57 at these): the whole book about 4.5 hours.
 # DPO stops on its validation-perplexity budget (dpo.PerplexityBudget). At the CI profile's learning rate, 3e-5, it
 # kept step 15 of 250 (120 of the 2,000 pairs): toxicity -27 % at +8 % perplexity on all prompts and windows
@@ -155,7 +155,9 @@ CI = Profile(
 # Gemma 3 270M on the same pairs at its spec's full 1e-5 read +5.6 % validation perplexity at step 5 and +18.8 % at
 # step 10, so it kept step 5 (40 pairs). At a third of it, on the ci profile's 240 pairs with a 240-step schedule
 # (8 passes, so its rate decays as slowly as over the full profile's 250 steps; pairs repeat only after step 30),
-# it read +1.9 % at step 15, +7.3 % at 25 and +11.5 % at 30: about 25 steps, 200 pairs, at full size.
+# it read +1.9 % at step 15, +7.3 % at 25 and +11.5 % at 30, so it kept step 25 (200 pairs). The same run at 1e-5
+# read +1.4 % at step 5 and +11.4 % at 10: the same kept step as on the full pairs, but a lower rise, so at full
+# size expect somewhat fewer than 25 steps.
 FULL = Profile(
     name="full", probe_train_per_class=2000, probe_test_per_class=580, probe_max_tokens=128, batch_size=32,
     generation_batch_size=64, eval_prompts=None, perplexity_windows=None, f1_paragraphs=None,
