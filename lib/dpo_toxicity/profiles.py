@@ -129,29 +129,27 @@ CI = Profile(
 # The full profile: the paper's sizes for the probe, the pairs, DPO and the base-vs-DPO comparison (all 1,199
 # challenge prompts, all 298 WikiText-2 test windows, every F1 paragraph). Its tables (chapters 4 and 5, one
 # evaluation per row, 44 rows on the default model) take 400 prompts, 8 windows and 128 of the 253 F1
-# paragraphs per row, and chapter 2 compares its generators on 100 prompts: sized for the default model to fit
+# paragraphs per row, and chapter 2 compares its generators on 100 prompts, so that the default model comes near
 # 3 hours on 2 CPU cores, as the paper's sizes for every row would not (a row at all of them costs about 12
 # minutes, 9 of them perplexity). The cost is compute, not overhead: bench/benchmark.py's compute_ceiling
 # comparison ran a perplexity window's forward pass at 95 % of a large float32 matrix product's rate and greedy
 # generation at no less than 56 % of it, and generation already batches by prompt length, keeps a KV cache and
-# unembeds only the last position, so only fewer operations fit the target.
-# Measured on SmolLM2 on 2 CPU cores at the earlier table sizes (600 prompts, 16 windows, every F1 paragraph) and
-# 200 trial prompts (bench/full-smollm2-135m.timings.json, written by the book build): chapter 1 7.5 minutes;
-# chapter 2 99.5 at 3e-5 (preference pairs 58.2, 48.6 in an earlier run; DPO 12.1, of which 9.1 the reference
-# pass; base vs DPO 29.0), about 107 at 1e-5 (below); chapter 3 4.4; chapter 4 46.9 (21 rows at 2.0 minutes,
-# then Figure 1a in 4.0); chapter 5's 23 further rows on the default model 1.9 each: about 3.5 hours. On one
-# machine, back to back, a row with 3,000 neurons patched took 96 s at these sizes against 167 s at the earlier
-# ones (0.57; bench/benchmark.py's full_table_row stage times one), and the trial prompts were about a quarter of
-# the pairs' work, so halving them saves about 7 minutes: chapter 2 about 100 minutes, chapter 4 about 28,
-# chapter 5's rows about 25, the default model about 2.75 hours (estimated from these measurements; the whole
-# run at these sizes has not been timed yet). The second model (Gemma 3 270M) adds its probe (6.7 minutes), its
-# DPO model (about 30: the reference pass over the 2,000 pairs took 17, and the run below took 13 for 30 steps
-# and 7 checks), its neuron statistics (8) and its 25 table rows (4.0 minutes each at the earlier sizes, so
-# about 57 at these): the whole book about 4.5 hours.
+# unembeds only the last position, so only fewer operations would fit the target.
+# Timed on SmolLM2 on 2 CPU cores in one uninterrupted run at these sizes (bench/full-smollm2-135m.timings.json,
+# written by the book build): chapter 1 7.7 minutes; chapter 2 106.5 (preference pairs 49.8, DPO 22.0 of which
+# about 10.5 the reference pass, base vs DPO 34.3); chapter 3 5.6; chapter 4 35.7 (21 rows at 89 s, then Figure 1a
+# in 4.3): 2.6 hours. Chapter 5's 23 further rows on the default model at that rate add about 35 minutes (not yet
+# timed): about 3.2 hours, over the 3-hour target. (An estimate of 2.75 hours had scaled rows timed at 2.0 minutes
+# on a faster machine, at the earlier sizes of 600 prompts, 16 windows and every F1 paragraph, by 0.57, the ratio of
+# one row at the two sizes on a slower machine.) The second model (Gemma 3 270M) adds its probe (6.7 minutes), its
+# DPO model (about 30: the reference pass over the 2,000 pairs took 17, and the run below took 13 for 30 steps and 7
+# checks), its neuron statistics (8) and its 25 table rows (twice a SmolLM2 row at the earlier sizes, so about 75
+# minutes at these): about 2 hours, the whole book about 5.2.
 # DPO stops on its validation-perplexity budget (dpo.PerplexityBudget). At the CI profile's learning rate, 3e-5, it
 # kept step 15 of 250 (120 of the 2,000 pairs): toxicity -27 % at +8 % perplexity on all prompts and windows
 # (without the rule, 250 steps: -52 % at +76 %). At a third of it, 1e-5 (v3's rate), it kept step 55 (440 pairs):
-# -31.5 % at +9.7 %, the run whose DPO section took 20 minutes (reference pass 10.9, 60 steps and 13 checks 9.1).
+# -31.5 % at +9.7 %, the run whose DPO section took 20 minutes (reference pass 10.9, 60 steps and 13 checks 9.1);
+# the timed run above kept step 55 again: -31.3 % at +9.9 %.
 # Gemma 3 270M on the same pairs at its spec's full 1e-5 read +5.6 % validation perplexity at step 5 and +18.8 % at
 # step 10, so it kept step 5 (40 pairs). At a third of it, on the ci profile's 240 pairs with a 240-step schedule
 # (8 passes, so its rate decays as slowly as over the full profile's 250 steps; pairs repeat only after step 30),
