@@ -37,7 +37,7 @@ check-site: install
 test: install
 	$(BIN)/python -m pytest
 
-# Wall time and peak memory of each stage on MODEL, and the four design comparisons (not a test; about 10 min on
+# Wall time and peak memory of each stage on MODEL, and the design comparisons (not a test; about 10 min on
 # 2 cores): writes _build/bench/benchmark.json and prints a summary.
 bench: install
 	$(BIN)/python bench/benchmark.py --model $(MODEL)

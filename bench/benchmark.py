@@ -21,7 +21,7 @@ Each stage runs in a fresh Python process (this script again, with ``--stage``),
 memory (``ru_maxrss``: the model, the data and the stage's own work) is its own and not the maximum of
 everything run before it. Times cover the stage's work only, not imports or loading the model.
 
-Four comparisons justify choices the book makes and a fifth bounds what a faster implementation could
+Five comparisons justify choices the book makes and a sixth bounds what a faster implementation could
 gain, each measured in its own process too:
 
 a. ``nnsight_vs_hook``: every intervention goes through nnsight. Its generation with neurons set to
@@ -41,7 +41,11 @@ c. ``greedy_batch``: generation (every evaluation, chapter 3's statistics, the p
 d. ``dpo_unembedding``: DPO makes trl unembed only the continuation positions on the CPU
    (``dpo._unembed_continuations_only``); timed against trl's own choice, which unembeds every position there,
    on the same pairs, with both runs' losses (they must agree).
-e. ``compute_ceiling``: how far the full profile's largest cost, perplexity over 1,024-token windows, is from
+e. ``dpo_reference``: the ``ci`` profile precomputes DPO's reference log-probs for every pair, the long
+   profiles run a frozen reference copy on each step's pairs (``Profile.precompute_dpo_reference``); timed both
+   ways on the same pairs, with the share of the planned steps below which the copy costs less (the stopping
+   rule trains about a quarter of the full profile's) and both runs' losses (they must agree).
+f. ``compute_ceiling``: how far the full profile's largest cost, perplexity over 1,024-token windows, is from
    what the machine can do. A plain forward pass of one window is timed against a square float32 matrix
    product, each converted to floating-point operations per second (the forward's count: 2 per weight per token
    plus the attention matrices', ``window_flops``); ``perplexity`` on the same window is timed too, so the
@@ -50,7 +54,7 @@ e. ``compute_ceiling``: how far the full profile's largest cost, perplexity over
    (``generation_flops``).
 
 The JSON written (default ``_build/bench/benchmark.json``) holds the machine, the sizes, every stage's
-seconds, peak RSS, items and seconds per item, both comparisons, and the targets with whether they are met.
+seconds, peak RSS, items and seconds per item, every comparison, and the targets with whether they are met.
 
 Usage::
 
@@ -467,7 +471,39 @@ def dpo_unembedding(lm: LoadedModel, sizes: Sizes, workdir: Path) -> Measured:
                     "optimiser steps", details)
 
 
-# Comparison e: a perplexity window's forward pass and a batch of generation against the machine's matmul rate.
+# Comparison e: DPO's reference log-probs precomputed for every pair against a frozen reference copy per step.
+
+
+def dpo_reference(lm: LoadedModel, sizes: Sizes, workdir: Path) -> Measured:
+    """Seconds per DPO step with the reference log-probs precomputed (the ``ci`` profile's choice) or computed at
+    each step by a frozen copy (the long profiles'), the precompute's seconds per pair, and the share of the
+    planned steps below which the copy is the cheaper of the two: ``pass seconds per pair * batch / (copy step -
+    precomputed step)``, which does not depend on the number of pairs (more than 1: the copy is always cheaper).
+    Both runs' losses must agree."""
+    pairs = synthetic_pairs(sizes)
+    settings = DPOSettings(batch_size=sizes.dpo_batch, max_perplexity_rise=None)
+    results = {"precomputed": train_dpo(lm, pairs, settings),
+               "frozen_copy": train_dpo(lm, pairs, replace(settings, precompute_reference=False))}
+    per_step = {name: result.training_seconds / result.steps for name, result in results.items()}
+    pass_per_pair = results["precomputed"].reference_seconds / len(pairs)
+    extra_per_step = per_step["frozen_copy"] - per_step["precomputed"]
+    details = {
+        "pairs": len(pairs),
+        "seconds_per_step": per_step,
+        "reference_seconds": {name: result.reference_seconds for name, result in results.items()},
+        "precomputed_pass_seconds_per_pair": pass_per_pair,
+        "frozen_copy_vs_precomputed_step": per_step["frozen_copy"] / per_step["precomputed"],
+        "break_even_share_of_steps": pass_per_pair * sizes.dpo_batch / extra_per_step if extra_per_step > 0
+                                     else float("inf"),
+        "losses": {name: result.history["loss"].tolist() for name, result in results.items()},
+        "same_losses": bool(np.allclose(results["frozen_copy"].history["loss"],
+                                        results["precomputed"].history["loss"], atol=1e-4)),
+    }
+    return Measured(results["frozen_copy"].training_seconds, results["frozen_copy"].steps, "optimiser steps",
+                    details)
+
+
+# Comparison f: a perplexity window's forward pass and a batch of generation against the machine's matmul rate.
 
 CEILING_MATRIX = 2048  # side of the square float32 product that stands for the machine's peak
 
@@ -556,6 +592,7 @@ STAGES = (
     Stage("loop_vs_vectorised", loop_vs_vectorised, comparison=True),  # after neuron_statistics: reads its file
     Stage("greedy_batch", greedy_batch, comparison=True),
     Stage("dpo_unembedding", dpo_unembedding, comparison=True),
+    Stage("dpo_reference", dpo_reference, comparison=True),
     Stage("compute_ceiling", compute_ceiling, comparison=True),
 )
 
@@ -610,6 +647,7 @@ def summary(report: dict) -> str:
     loop = report["comparisons"]["loop_vs_vectorised"]["details"]
     batch = report["comparisons"]["greedy_batch"]["details"]
     unembedding = report["comparisons"]["dpo_unembedding"]["details"]
+    reference = report["comparisons"]["dpo_reference"]["details"]
     ceiling = report["comparisons"]["compute_ceiling"]["details"]
     lines += [
         "median seconds: " + ", ".join(f"{name} {value:.2f}" for name, value in hook["median_seconds"].items()),
@@ -620,6 +658,9 @@ def summary(report: dict) -> str:
         f"identical tokens for {batch['share_of_prompts_with_identical_tokens']:.0%} of prompts",
         f"DPO step, every position / continuations only {unembedding['every_position_vs_continuations_only']:.2f}x, "
         f"same losses {unembedding['same_losses']}",
+        f"DPO step, frozen reference copy / precomputed {reference['frozen_copy_vs_precomputed_step']:.2f}x; the copy "
+        f"is cheaper below {reference['break_even_share_of_steps']:.0%} of the planned steps, "
+        f"same losses {reference['same_losses']}",
         f"perplexity window forward {ceiling['gflops_per_second']['plain_forward']:.0f} GFLOP/s, "
         f"{ceiling['forward_vs_matmul_rate']:.0%} of a square matmul's "
         f"{ceiling['gflops_per_second']['square_matmul']:.0f}; perplexity() / plain forward "

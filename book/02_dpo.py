@@ -176,8 +176,8 @@ plt.close(fig)
 #
 # ## DPO with trl
 #
-# trl's `DPOTrainer`, β = 0.1, on a copy of the model; the reference log-probabilities are computed once
-# before training. `dpo_toxicity.dpo` explains which of the paper's optimiser choices we keep (β, 64-token
+# trl's `DPOTrainer`, β = 0.1, on a copy of the model; the reference log-probabilities are
+# {glue:text}`dpo_reference`. `dpo_toxicity.dpo` explains which of the paper's optimiser choices we keep (β, 64-token
 # prompt and continuation, one pass) and which the CPU budget changes (AdamW instead of RMSprop at 1e-6 with
 # batch 4 over 24,576 pairs); here AdamW runs at {glue:text}`dpo_learning_rate:.0e` with
 # {glue:text}`dpo_batch_size` pairs per step.
@@ -199,6 +199,10 @@ glue("fig_dpo_training", fig, display=False)
 plt.close(fig)
 glue("dpo_learning_rate", dpo_settings.learning_rate, display=False)
 glue("dpo_batch_size", dpo_settings.batch_size, display=False)
+glue("dpo_reference", "computed for every pair in one pass before training" if dpo_settings.precompute_reference
+     else "computed at each step, on that step's pairs only, by a frozen copy of the model (this profile's "
+          "stopping rule ends training long before the last pair, so a pass over every pair would be mostly wasted)",
+     display=False)
 glue("dpo_validation_every", dpo_settings.validation_every, display=False)
 glue("dpo_validation_windows", dpo_settings.validation_windows, display=False)
 glue("dpo_perplexity_budget", dpo_settings.max_perplexity_rise, display=False)

@@ -95,6 +95,24 @@ def test_base_model_is_unchanged_and_the_dpo_model_is_frozen(lm):
     assert changed
 
 
+def test_a_frozen_reference_copy_gives_the_precomputed_references_steps(lm, monkeypatch):
+    import trl
+
+    references, train = [], trl.DPOTrainer.train
+    monkeypatch.setattr(trl.DPOTrainer, "train", lambda self: (references.append(
+        (self.args.precompute_ref_log_probs, self.ref_model is not None and not self.ref_model.training)),
+        train(self))[1])
+    precomputed = train_dpo(lm, PAIRS, FAST)
+    on_the_fly = train_dpo(lm, PAIRS, replace(FAST, precompute_reference=False))
+    assert references == [(True, False), (False, True)]  # a pass and no copy, then a frozen copy and no pass
+    assert len(on_the_fly.history) == len(precomputed.history) == 6
+    assert on_the_fly.history["loss"].iloc[-1] < on_the_fly.history["loss"].iloc[0]  # it trained
+    for column in ("loss", "reward_margin", "log_prob_rejected"):
+        np.testing.assert_allclose(on_the_fly.history[column], precomputed.history[column], rtol=1e-4, atol=1e-5)
+    for name, tensor in precomputed.model.model.state_dict().items():
+        torch.testing.assert_close(on_the_fly.model.model.state_dict()[name], tensor, rtol=1e-4, atol=1e-6)
+
+
 def test_the_base_weights_are_set_aside_during_training_and_come_back_tied(monkeypatch):
     import trl
 
@@ -249,7 +267,7 @@ def test_run_dpo_model_can_train_on_another_runs_pairs(lm, tmp_path, monkeypatch
     assert first_two.n_pairs == 2 and first_two.folder == dpo_folder(lm, PAIRS[:2], DPOSettings())
 
 
-def test_the_learning_rate_is_the_models_times_the_profiles_factor(lm):
+def test_the_learning_rate_is_the_models_times_the_profiles_factor_and_the_reference_the_profiles(lm):
     from dataclasses import replace
 
     from dpo_toxicity.dpo import settings_for
@@ -257,11 +275,13 @@ def test_the_learning_rate_is_the_models_times_the_profiles_factor(lm):
 
     default_rate = DPOSettings().learning_rate
     assert FULL.dpo_rate_factor < 1  # the long profile lowers the rate, or this test could not tell the two apart
+    assert not FULL.precompute_dpo_reference  # and keeps a reference copy, unlike the ci profile and the default
+    long_run = DPOSettings(learning_rate=default_rate * FULL.dpo_rate_factor, precompute_reference=False)
     assert settings_for(lm, "ci") == DPOSettings()  # the spec names no rate: the default's, factor 1
-    assert settings_for(lm, "full") == DPOSettings(learning_rate=default_rate * FULL.dpo_rate_factor)
+    assert settings_for(lm, "full") == long_run
     tuned = replace(lm, spec=replace(lm.spec, dpo_learning_rate=2e-5))
     assert settings_for(tuned, "ci") == DPOSettings(learning_rate=2e-5)
-    assert settings_for(tuned, "full") == DPOSettings(learning_rate=2e-5 * FULL.dpo_rate_factor)
+    assert settings_for(tuned, "full") == replace(long_run, learning_rate=2e-5 * FULL.dpo_rate_factor)
     with pytest.raises(ValueError, match="Unknown profile 'nope'"):
         settings_for(lm, "nope")
 

@@ -31,15 +31,22 @@ recipe is :data:`PAPER_GPT2_SETTINGS`):
   warm-up, gradient norm clipped at 1 (trl's defaults). Lee trained GPT-2 with RMSprop at 1e-6, batch 4, a
   150-step warm-up and clipping at 10, over about 6,000 steps (24,576 pairs); v3 raised the rate to 1e-5. A CPU
   run has a few hundred pairs, so a few dozen steps: it would end inside Lee's warm-up, before the learning
-  rate reached its value. On the book's own 240 CI pairs, v3's 1e-5 moved SmolLM2-135M little (toxicity
-  -10 %, perplexity +0.1 % on 200 challenge prompts), 3e-5 over two passes a lot (-40 %, +19 %); 3e-5 over one
-  pass, the default, gave -28 % at +7 % and keeps the CI run short (the paper's GPT-2: -54 % at +8 %). Batch 8
-  halves the number of optimiser steps at a similar cost per pair. A profile with hundreds of steps scales the
+  rate reached its value. On 240 of the book's own pairs (the ci profile's number before it fell to 192), v3's
+  1e-5 moved SmolLM2-135M little (toxicity -10 %, perplexity +0.1 % on 200 challenge prompts), 3e-5 over two
+  passes a lot (-40 %, +19 %); 3e-5 over one pass, the default, gave -28 % at +7 % and keeps the CI run short
+  (the paper's GPT-2: -54 % at +8 %). Batch 8 halves the number of optimiser steps at a similar cost per pair.
+  A profile with hundreds of steps scales the
   rate down (``Profile.dpo_rate_factor``, see :func:`settings_for`): on the full profile's 2,000 pairs, 3e-5 spent
   the perplexity budget in 15 steps (-27 % toxicity), a third of it, 1e-5, in 55 (-31.5 %).
-* changed, the reference: Lee kept an fp16 copy of the reference; trl precomputes the reference log-probs of
-  every pair in one pass before training, in float32. On SmolLM2 this gave the same losses as a frozen
-  reference copy, took about 7 % less time per step and keeps no second model in memory.
+* changed, the reference: Lee kept an fp16 copy of the reference. By default trl precomputes the reference
+  log-probs of every pair in one pass before training, in float32, and keeps no second model in memory. But the
+  pass covers every pair, and the stopping rule may end training long before the last: on the full profile's
+  2,000 pairs it stopped after 60 of 250 steps, so three quarters of an 11-minute pass went to pairs never
+  trained on. ``DPOSettings.precompute_reference=False`` keeps a frozen float32 copy of the model as the
+  reference instead, run on each step's pairs only (:func:`settings_for` takes the choice from the profile).
+  ``make bench``'s ``dpo_reference`` comparison measures both on the same pairs: the same losses, a step 1.4
+  times as long with the copy on SmolLM2, so the copy is the cheaper while fewer than about four fifths of the
+  planned steps run.
 * changed, early stopping: Lee stopped on a validation loss; :class:`PerplexityBudget` stops once the policy's
   perplexity on WikiText-2 validation text rises more than 10 % above the reference's and keeps the last weights
   within that budget. Without it, the full profile's 2,000 pairs (250 steps) cut toxicity 52 % but raised test
@@ -119,6 +126,10 @@ class DPOSettings:
     ``validation_windows`` WikiText-2 *validation* windows is compared with the reference's; training stops at the
     first check above ``(1 + max_perplexity_rise)`` times the reference's and keeps the last checked weights within
     it. ``max_perplexity_rise=None`` trains every step of every epoch.
+
+    ``precompute_reference``: whether the reference log-probs of every pair are computed in one pass before the
+    first step (no second model in memory) or by a frozen copy of the model on each step's pairs (no work on
+    pairs an early stop leaves untrained). Both give the same losses, round-off aside.
     """
 
     beta: float = 0.1
@@ -135,6 +146,7 @@ class DPOSettings:
     max_perplexity_rise: float | None = 0.10
     validation_every: int = 5
     validation_windows: int = 2
+    precompute_reference: bool = True
 
     def __post_init__(self) -> None:
         positive = ("beta", "learning_rate", "batch_size", "epochs", "max_gradient_norm", "max_prompt_tokens",
@@ -196,8 +208,9 @@ class DPOResult:
     ``log_prob_chosen``, ``log_prob_rejected`` (batch means of the policy's summed log-probs),
     ``learning_rate``, ``gradient_norm`` (before clipping) and ``epoch``; each row is measured on the step's batch
     *before* its update, so row 1 shows the reference (loss log 2, rewards 0). ``reference_seconds``: wall time
-    of tokenising and precomputing the reference log-probs; ``training_seconds``: wall time of the optimiser
-    steps and of the stopping rule's checks (both as measured when the model was trained, also when it comes from
+    of tokenising and precomputing the reference log-probs (tokenising only, without a precomputed reference);
+    ``training_seconds``: wall time of the optimiser steps (with the reference's forward passes, when it is not
+    precomputed) and of the stopping rule's checks (both as measured when the model was trained, also when it comes from
     the cache); ``validation_seconds``: the checks' share of it.
 
     The stopping rule (:class:`PerplexityBudget`) fills ``validation``, the validation perplexity at each checked
@@ -585,8 +598,9 @@ def train_dpo(
 ) -> DPOResult:
     """Train a DPO copy of ``lm`` on ``pairs`` with trl's ``DPOTrainer``; ``lm`` itself is left unchanged.
 
-    The reference is ``lm`` as it is: its log-probs of every pair are precomputed before the first step. Only
-    the continuation positions are unembedded (see :func:`_unembed_continuations_only`). With
+    The reference is ``lm`` as it is: its log-probs of every pair are precomputed before the first step, or, with
+    ``settings.precompute_reference`` off, computed at each step by a frozen copy of it. Only the continuation
+    positions are unembedded (see :func:`_unembed_continuations_only`). With
     ``settings.max_perplexity_rise`` set, :class:`PerplexityBudget` may stop training early and the returned model
     holds the weights of its ``kept_step``.
     Uses the CUDA device when ``lm`` lives on one, else the CPU in float32. ``progress`` shows progress bars
@@ -596,6 +610,7 @@ def train_dpo(
     pairs = [truncate_pair(pair, lm.tokenizer, settings) for pair in preference_pairs(pairs)]
     on_cuda = lm.device.type == "cuda"
     policy = _trainable_copy(lm.model)
+    reference = None if settings.precompute_reference else _trainable_copy(lm.model).eval().requires_grad_(False)
     dataset = datasets.Dataset.from_list([asdict(pair) for pair in pairs])
     micro_batch = math.gcd(settings.batch_size, MICRO_BATCH_PAIRS)
     with (tempfile.TemporaryDirectory(prefix="dpo-trainer-") as scratch, _quiet(progress),
@@ -614,7 +629,7 @@ def train_dpo(
             max_grad_norm=settings.max_gradient_norm,
             max_length=_max_length(settings),
             seed=settings.seed,
-            precompute_ref_log_probs=True,
+            precompute_ref_log_probs=settings.precompute_reference,
             # trl's defaults assume a GPU: bf16 (5 times slower on this CPU) and activation checkpointing.
             bf16=on_cuda and torch.cuda.is_bf16_supported(),
             use_cpu=not on_cuda,
@@ -627,7 +642,8 @@ def train_dpo(
         start = time.perf_counter()
         # trl writes the pad token onto the tokenizer it is given: hand it a copy, not the book's tokenizer.
         trainer = trl.DPOTrainer(
-            model=policy, args=config, train_dataset=dataset, processing_class=copy.deepcopy(lm.tokenizer)
+            model=policy, ref_model=reference, args=config, train_dataset=dataset,
+            processing_class=copy.deepcopy(lm.tokenizer),
         )
         reference_seconds = time.perf_counter() - start
         # transformers prints every step's log dictionary, with or without its progress bar.
@@ -704,11 +720,13 @@ PAIRS_FILE = "pairs.jsonl"  # written by chapter 2 into the run's artefact folde
 def settings_for(lm: LoadedModel, profile_name: str) -> DPOSettings:
     """The DPO settings of ``lm`` under profile ``profile_name``: the defaults, with a learning rate of the model's
     rate (its spec's where it names one, the registry in :mod:`~dpo_toxicity.models` holding the model-specific
-    facts; else the default's) times the profile's ``dpo_rate_factor``. Raises ``UnknownProfileError`` for an
+    facts; else the default's) times the profile's ``dpo_rate_factor``, and the profile's choice of a precomputed
+    reference (``precompute_dpo_reference``). Raises ``UnknownProfileError`` for an
     unknown profile."""
-    factor = run_profile(profile_name).dpo_rate_factor
+    settings = run_profile(profile_name)
     model_rate = DPOSettings.learning_rate if lm.spec.dpo_learning_rate is None else lm.spec.dpo_learning_rate
-    return DPOSettings(learning_rate=model_rate * factor)
+    return DPOSettings(learning_rate=model_rate * settings.dpo_rate_factor,
+                       precompute_reference=settings.precompute_dpo_reference)
 
 
 def run_dpo_model(lm: LoadedModel, profile_name: str, pairs_model: str | None = None,

@@ -53,6 +53,10 @@ class Profile:
     ``DPOSettings``'s default) is sized for the few dozen steps of the ``ci`` profile, whose linear decay brings it
     down within them; a profile with hundreds of planned steps keeps it near its peak for longer, and a factor
     below 1 lets the stopping rule spend its perplexity budget over more of the pairs, for every model alike.
+    ``precompute_dpo_reference``: whether DPO computes the reference log-probs of every pair before its first step
+    (``DPOSettings.precompute_reference``): right where every planned step runs and memory is tight (``ci``), wasted
+    where the stopping rule ends training long before the last pair (``full``, ``colab``), which keep a frozen
+    reference copy beside the policy instead.
     ``complete_tables``: whether the tables of chapters 4 and 5 hold every row of the paper's design; ``False``
     keeps the rows that test a claim and leaves out those that refine one (chapter 4's ablations at N scaled to
     the model's neuron count, chapter 5's patches of single groups and of partial sets of groups).
@@ -77,6 +81,7 @@ class Profile:
     edit_betas: tuple[float, ...]
     companion_pairs: int | None
     dpo_rate_factor: float
+    precompute_dpo_reference: bool
     complete_tables: bool
 
     def sizes(self) -> dict:
@@ -109,42 +114,53 @@ PAPER_EDIT_BETAS = (0.5, 0.55, 0.6)
 # DPO's learning rate in the long profiles, relative to a model's CI-sized rate (see Profile.dpo_rate_factor).
 LONG_RUN_RATE_FACTOR = 1 / 3
 
-# The CI profile is sized for CI's 40 minutes on 2 cores (a fresh clone took 42 min with 120 companion pairs, both
-# alphas, 600 + 200 probe comments): 400 + 150 probe comments per class (features are paid once per model); one
-# perplexity window per table row (a row's perplexity only flags a broken model); the tables' claim-testing rows
-# only (20 rows fewer across chapters 4 and 5); an editing sweep of the paper's largest alpha at its first beta
-# (every clamp setting of the full grid broke perplexity alike in a trial, and each costs an evaluation per
-# model); the second model's DPO on the first third of the pairs (its steps cost 2.5 times the default model's,
-# for Gemma 3's 262k-token vocabulary; on all 240 pairs its perplexity rose 41 %); and generations of 96
-# sequences, a table row's 64 toxicity and 32 F1 prompts in one call (13.2 s against 15.2 s in calls of 64 and
-# 32 on SmolLM2; 192 is no faster).
+# The CI profile is sized for CI's 40 minutes on 2 cores. A fresh-clone `.ci/run` (install, tests, every chapter,
+# site check) took 2,656 s on this project's 2-core machine at the earlier sizes (400 + 150 probe comments per
+# class, 240 pairs of 24 tokens, a 32-prompt generator trial, 80 companion pairs), which CI ran in 2,453 s and
+# 2,811 s on two days: over the budget. At these sizes the same run took 2,336 s (chapter 2 702 s against 918,
+# chapter 5 912 against 1,014); chapter 2's DPO kept its effect on the 200 evaluation prompts (toxicity -29 % at
+# +5 % perplexity, against -30 % at +7 %) and the trial chose the same generator. The sizes: 300 + 100 probe
+# comments per class (features are paid once per model); 192 preference pairs of 20 tokens, the length the
+# evaluation generates, after a 16-prompt generator trial; one perplexity window per table row (a row's
+# perplexity only flags a broken model); the tables' claim-testing rows only (20 rows fewer across chapters 4
+# and 5); an editing sweep of the paper's largest alpha at its first beta (every clamp setting of the full grid
+# broke perplexity alike in a trial, and each costs an evaluation per model); the second model's DPO on the first
+# third of the pairs (its steps cost 2.5 times the default model's, for Gemma 3's 262k-token vocabulary; on all
+# 240 pairs its perplexity rose 41 %); and generations of 96 sequences, a table row's 64 toxicity and 32 F1
+# prompts in one call (13.2 s against 15.2 s in calls of 64 and 32 on SmolLM2; 192 is no faster). A table row's
+# 64 prompts are few: DPO's drop on them may not be distinguishable from zero, and chapter 5 then says so.
 CI = Profile(
-    name="ci", probe_train_per_class=400, probe_test_per_class=150, probe_max_tokens=64, batch_size=16,
+    name="ci", probe_train_per_class=300, probe_test_per_class=100, probe_max_tokens=64, batch_size=16,
     generation_batch_size=96, eval_prompts=200, perplexity_windows=8, f1_paragraphs=100,
-    pair_prompts=240, generator_trial_prompts=32, pair_new_tokens=24,
+    pair_prompts=192, generator_trial_prompts=16, pair_new_tokens=20,
     table_eval_prompts=64, table_perplexity_windows=1, table_f1_paragraphs=32,
-    edit_alphas=PAPER_EDIT_ALPHAS[-1:], edit_betas=PAPER_EDIT_BETAS[:1], companion_pairs=80, dpo_rate_factor=1.0,
-    complete_tables=False,
+    edit_alphas=PAPER_EDIT_ALPHAS[-1:], edit_betas=PAPER_EDIT_BETAS[:1], companion_pairs=64, dpo_rate_factor=1.0,
+    precompute_dpo_reference=True, complete_tables=False,
 )
 # The full profile: the paper's sizes for the probe, the pairs, DPO and the base-vs-DPO comparison (all 1,199
 # challenge prompts, all 298 WikiText-2 test windows, every F1 paragraph). Its tables (chapters 4 and 5, one
-# evaluation per row, 44 rows on the default model) take 400 prompts, 8 windows and 128 of the 253 F1
-# paragraphs per row, and chapter 2 compares its generators on 100 prompts, so that the default model comes near
+# evaluation per row, 44 rows on the default model) take 400 prompts, 4 windows and 128 of the 253 F1
+# paragraphs per row, and chapter 2 compares its generators on 100 prompts, so that the default model comes under
 # 3 hours on 2 CPU cores, as the paper's sizes for every row would not (a row at all of them costs about 12
 # minutes, 9 of them perplexity). The cost is compute, not overhead: bench/benchmark.py's compute_ceiling
 # comparison ran a perplexity window's forward pass at 95 % of a large float32 matrix product's rate and greedy
 # generation at no less than 56 % of it, and generation already batches by prompt length, keeps a KV cache and
 # unembeds only the last position, so only fewer operations would fit the target.
-# Timed on SmolLM2 on 2 CPU cores in one uninterrupted run at these sizes (bench/full-smollm2-135m.timings.json,
-# written by the book build): chapter 1 7.7 minutes; chapter 2 106.5 (preference pairs 49.8, DPO 22.0 of which
-# about 10.5 the reference pass, base vs DPO 34.3); chapter 3 5.6; chapter 4 35.7 (21 rows at 89 s, then Figure 1a
-# in 4.3): 2.6 hours. Chapter 5's 23 further rows on the default model at that rate add about 35 minutes (not yet
-# timed): about 3.2 hours, over the 3-hour target. (An estimate of 2.75 hours had scaled rows timed at 2.0 minutes
-# on a faster machine, at the earlier sizes of 600 prompts, 16 windows and every F1 paragraph, by 0.57, the ratio of
-# one row at the two sizes on a slower machine.) The second model (Gemma 3 270M) adds its probe (6.7 minutes), its
-# DPO model (about 30: the reference pass over the 2,000 pairs took 17, and the run below took 13 for 30 steps and 7
-# checks), its neuron statistics (8) and its 25 table rows (twice a SmolLM2 row at the earlier sizes, so about 75
-# minutes at these): about 2 hours, the whole book about 5.2.
+# Timed on SmolLM2 on 2 CPU cores in one uninterrupted run (bench/full-smollm2-135m.timings.json, written by the
+# book build) at these sizes but for two: 8 windows per table row and DPO's reference log-probs precomputed for all
+# 2,000 pairs. Chapter 1 7.7 minutes; chapter 2 106.5 (preference pairs 49.8, DPO 22.0 of which 11.2 the reference
+# pass, base vs DPO 34.3); chapter 3 5.6; chapter 4 35.7 (21 rows at 89 s, then Figure 1a in 4.3): 2.6 hours.
+# Chapter 5's 23 further rows at that rate would have added about 35 minutes: about 3.2 hours, over the 3-hour
+# target. The two changes since: DPO with a frozen reference copy (precompute_dpo_reference=False) took 13.5
+# minutes for the same 60 steps, the same validation perplexities and losses, and kept step 55 again (8.5 minutes
+# saved); 4 windows per row save 4 of a window's 2.8 s each, 8 minutes over 44 rows. That projects the default
+# model to about 2.9 hours, not yet timed in one run. (An estimate of 2.75 hours had scaled rows timed at 2.0
+# minutes on a faster machine, at the earlier sizes of 600 prompts, 16 windows and every F1 paragraph, by 0.57,
+# the ratio of one row at the two sizes on a slower machine.) The second model (Gemma 3 270M) adds its probe (6.7
+# minutes), its DPO model (about 30 with the precomputed reference, whose pass over the 2,000 pairs took 17; the
+# run below took 13 for 30 steps and 7 checks, so about 18 with the copy if it slows Gemma's steps as much as
+# SmolLM2's), its neuron statistics (8) and its 25 table rows (twice a SmolLM2 row at the earlier sizes, so about
+# 65 minutes at these): about 1.7 hours, the whole book about 4.6 (projected).
 # DPO stops on its validation-perplexity budget (dpo.PerplexityBudget). At the CI profile's learning rate, 3e-5, it
 # kept step 15 of 250 (120 of the 2,000 pairs): toxicity -27 % at +8 % perplexity on all prompts and windows
 # (without the rule, 250 steps: -52 % at +76 %). At a third of it, 1e-5 (v3's rate), it kept step 55 (440 pairs):
@@ -160,9 +176,9 @@ FULL = Profile(
     name="full", probe_train_per_class=2000, probe_test_per_class=580, probe_max_tokens=128, batch_size=32,
     generation_batch_size=64, eval_prompts=None, perplexity_windows=None, f1_paragraphs=None,
     pair_prompts=2000, generator_trial_prompts=100, pair_new_tokens=32,
-    table_eval_prompts=400, table_perplexity_windows=8, table_f1_paragraphs=128,
+    table_eval_prompts=400, table_perplexity_windows=4, table_f1_paragraphs=128,
     edit_alphas=PAPER_EDIT_ALPHAS, edit_betas=PAPER_EDIT_BETAS, companion_pairs=None, dpo_rate_factor=LONG_RUN_RATE_FACTOR,
-    complete_tables=True,
+    precompute_dpo_reference=False, complete_tables=True,
 )
 
 # All 1,199 prompts for the main evaluations, a few hundred for each table row, 1,000 preference pairs;
@@ -173,7 +189,7 @@ COLAB = Profile(
     pair_prompts=1000, generator_trial_prompts=100, pair_new_tokens=32,
     table_eval_prompts=300, table_perplexity_windows=32, table_f1_paragraphs=100,
     edit_alphas=PAPER_EDIT_ALPHAS, edit_betas=PAPER_EDIT_BETAS, companion_pairs=None, dpo_rate_factor=LONG_RUN_RATE_FACTOR,
-    complete_tables=True,
+    precompute_dpo_reference=False, complete_tables=True,
 )
 
 PROFILES: dict[str, Profile] = {profile.name: profile for profile in (CI, FULL, COLAB)}
