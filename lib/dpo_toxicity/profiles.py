@@ -153,8 +153,9 @@ CI = Profile(
 # Chapter 5's 23 further rows at that rate would have added about 35 minutes: about 3.2 hours, over the 3-hour
 # target. The two changes since: DPO with a frozen reference copy (precompute_dpo_reference=False) took 13.5
 # minutes for the same 60 steps, the same validation perplexities and losses, and kept step 55 again (8.5 minutes
-# saved); 4 windows per row save 4 of a window's 2.8 s each, 8 minutes over 44 rows. That projects the default
-# model to about 2.9 hours, not yet timed in one run. (An estimate of 2.75 hours had scaled rows timed at 2.0
+# saved); a row at 4 windows took 84 s against 98 at 8, alternating on the same machine (bench full_table_row's
+# row, 14 % less: about 9 minutes over 44 rows at the timed run's 89 s). That projects the default model to about
+# 2.9 hours, not yet timed in one run. (An estimate of 2.75 hours had scaled rows timed at 2.0
 # minutes on a faster machine, at the earlier sizes of 600 prompts, 16 windows and every F1 paragraph, by 0.57,
 # the ratio of one row at the two sizes on a slower machine.) The second model (Gemma 3 270M) adds its probe (6.7
 # minutes), its DPO model (about 30 with the precomputed reference, whose pass over the 2,000 pairs took 17; the
