@@ -177,9 +177,9 @@ plt.close(fig)
 # ## DPO with trl
 #
 # trl's `DPOTrainer`, β = 0.1, on a copy of the model; the reference log-probabilities are
-# {glue:text}`dpo_reference`. `dpo_toxicity.dpo` explains which of the paper's optimiser choices we keep (β, 64-token
-# prompt and continuation, one pass) and which the CPU budget changes (AdamW instead of RMSprop at 1e-6 with
-# batch 4 over 24,576 pairs); here AdamW runs at {glue:text}`dpo_learning_rate:.0e` with
+# {glue:text}`dpo_reference`. `dpo_toxicity.dpo` explains which of the paper's optimiser choices we keep (β,
+# 64-token prompt and continuation, one pass) and which the CPU budget changes (AdamW instead of RMSprop at 1e-6
+# with batch 4 over 24,576 pairs); here AdamW runs at {glue:text}`dpo_learning_rate:.0e` with
 # {glue:text}`dpo_batch_size` pairs per step.
 #
 # DPO's loss has no natural end: once the pairs are ranked, the margin keeps widening by pushing rejected text

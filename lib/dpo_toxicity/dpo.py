@@ -35,9 +35,9 @@ recipe is :data:`PAPER_GPT2_SETTINGS`):
   1e-5 moved SmolLM2-135M little (toxicity -10 %, perplexity +0.1 % on 200 challenge prompts), 3e-5 over two
   passes a lot (-40 %, +19 %); 3e-5 over one pass, the default, gave -28 % at +7 % and keeps the CI run short
   (the paper's GPT-2: -54 % at +8 %). Batch 8 halves the number of optimiser steps at a similar cost per pair.
-  A profile with hundreds of steps scales the
-  rate down (``Profile.dpo_rate_factor``, see :func:`settings_for`): on the full profile's 2,000 pairs, 3e-5 spent
-  the perplexity budget in 15 steps (-27 % toxicity), a third of it, 1e-5, in 55 (-31.5 %).
+  A profile with hundreds of steps scales the rate down (``Profile.dpo_rate_factor``, see :func:`settings_for`):
+  on the full profile's 2,000 pairs, 3e-5 spent the perplexity budget in 15 steps (-27 % toxicity), a third of
+  it, 1e-5, in 55 (-31.5 %).
 * changed, the reference: Lee kept an fp16 copy of the reference. By default trl precomputes the reference
   log-probs of every pair in one pass before training, in float32, and keeps no second model in memory. But the
   pass covers every pair, and the stopping rule may end training long before the last: on the full profile's
@@ -210,8 +210,8 @@ class DPOResult:
     *before* its update, so row 1 shows the reference (loss log 2, rewards 0). ``reference_seconds``: wall time
     of tokenising and precomputing the reference log-probs (tokenising only, without a precomputed reference);
     ``training_seconds``: wall time of the optimiser steps (with the reference's forward passes, when it is not
-    precomputed) and of the stopping rule's checks (both as measured when the model was trained, also when it comes from
-    the cache); ``validation_seconds``: the checks' share of it.
+    precomputed) and of the stopping rule's checks (both as measured when the model was trained, also when it
+    comes from the cache); ``validation_seconds``: the checks' share of it.
 
     The stopping rule (:class:`PerplexityBudget`) fills ``validation``, the validation perplexity at each checked
     step (indexed by ``step``, 0 being the reference), and sets ``kept_step``, the step whose weights ``model``
@@ -721,12 +721,11 @@ def settings_for(lm: LoadedModel, profile_name: str) -> DPOSettings:
     """The DPO settings of ``lm`` under profile ``profile_name``: the defaults, with a learning rate of the model's
     rate (its spec's where it names one, the registry in :mod:`~dpo_toxicity.models` holding the model-specific
     facts; else the default's) times the profile's ``dpo_rate_factor``, and the profile's choice of a precomputed
-    reference (``precompute_dpo_reference``). Raises ``UnknownProfileError`` for an
-    unknown profile."""
-    settings = run_profile(profile_name)
+    reference (``precompute_dpo_reference``). Raises ``UnknownProfileError`` for an unknown profile."""
+    profile = run_profile(profile_name)
     model_rate = DPOSettings.learning_rate if lm.spec.dpo_learning_rate is None else lm.spec.dpo_learning_rate
-    return DPOSettings(learning_rate=model_rate * settings.dpo_rate_factor,
-                       precompute_reference=settings.precompute_dpo_reference)
+    return DPOSettings(learning_rate=model_rate * profile.dpo_rate_factor,
+                       precompute_reference=profile.precompute_dpo_reference)
 
 
 def run_dpo_model(lm: LoadedModel, profile_name: str, pairs_model: str | None = None,
