@@ -88,7 +88,7 @@ from dpo_toxicity.activations import encode, pooled_final_states
 from dpo_toxicity.architectures import all_value_vectors, architecture_of, output_projection
 from dpo_toxicity.attribution import NeuronActivations, mean_neuron_activations, neuron_table, unit_directions
 from dpo_toxicity import dpo
-from dpo_toxicity.dpo import DPOSettings, train_dpo
+from dpo_toxicity.dpo import DPOResult, DPOSettings, train_dpo
 from dpo_toxicity.evaluation import (
     NEW_TOKENS, PERPLEXITY_WINDOW, PROMPT_TOKENS, evaluation_suite, greedy_continuations, perplexity,
 )
@@ -444,6 +444,20 @@ def greedy_batch(lm: LoadedModel, sizes: Sizes, workdir: Path) -> Measured:
     return Measured(seconds[large], len(prompts), "prompts", details)
 
 
+def compared_dpo_runs(results: dict[str, DPOResult]) -> dict:
+    """What every DPO comparison reports of its runs (trained on the same pairs): pairs, seconds per step, the
+    reference pass's seconds, each step's loss, and whether the losses agree (they must)."""
+    first, *others = results.values()
+    return {
+        "pairs": first.n_pairs,
+        "seconds_per_step": {name: result.training_seconds / result.steps for name, result in results.items()},
+        "reference_seconds": {name: result.reference_seconds for name, result in results.items()},
+        "losses": {name: result.history["loss"].tolist() for name, result in results.items()},
+        "same_losses": all(bool(np.allclose(other.history["loss"], first.history["loss"], atol=1e-4))
+                           for other in others),
+    }
+
+
 # Comparison d: DPO with trl unembedding every position against the continuations only.
 
 
@@ -457,16 +471,9 @@ def dpo_unembedding(lm: LoadedModel, sizes: Sizes, workdir: Path) -> Measured:
         restore.callback(setattr, dpo, "_unembed_continuations_only", dpo._unembed_continuations_only)
         dpo._unembed_continuations_only = contextlib.nullcontext
         results["every_position"] = train_dpo(lm, pairs, settings)
-    per_step = {name: result.training_seconds / result.steps for name, result in results.items()}
-    details = {
-        "pairs": len(pairs),
-        "seconds_per_step": per_step,
-        "reference_seconds": {name: result.reference_seconds for name, result in results.items()},
-        "every_position_vs_continuations_only": per_step["every_position"] / per_step["continuations_only"],
-        "losses": {name: result.history["loss"].tolist() for name, result in results.items()},
-        "same_losses": bool(np.allclose(results["every_position"].history["loss"],
-                                        results["continuations_only"].history["loss"], atol=1e-4)),
-    }
+    details = compared_dpo_runs(results)
+    per_step = details["seconds_per_step"]
+    details["every_position_vs_continuations_only"] = per_step["every_position"] / per_step["continuations_only"]
     return Measured(results["continuations_only"].training_seconds, results["continuations_only"].steps,
                     "optimiser steps", details)
 
@@ -484,20 +491,15 @@ def dpo_reference(lm: LoadedModel, sizes: Sizes, workdir: Path) -> Measured:
     settings = DPOSettings(batch_size=sizes.dpo_batch, max_perplexity_rise=None)
     results = {"precomputed": train_dpo(lm, pairs, settings),
                "frozen_copy": train_dpo(lm, pairs, replace(settings, precompute_reference=False))}
-    per_step = {name: result.training_seconds / result.steps for name, result in results.items()}
+    details = compared_dpo_runs(results)
+    per_step = details["seconds_per_step"]
     pass_per_pair = results["precomputed"].reference_seconds / len(pairs)
     extra_per_step = per_step["frozen_copy"] - per_step["precomputed"]
-    details = {
-        "pairs": len(pairs),
-        "seconds_per_step": per_step,
-        "reference_seconds": {name: result.reference_seconds for name, result in results.items()},
+    details |= {
         "precomputed_pass_seconds_per_pair": pass_per_pair,
         "frozen_copy_vs_precomputed_step": per_step["frozen_copy"] / per_step["precomputed"],
         "break_even_share_of_steps": pass_per_pair * sizes.dpo_batch / extra_per_step if extra_per_step > 0
                                      else float("inf"),
-        "losses": {name: result.history["loss"].tolist() for name, result in results.items()},
-        "same_losses": bool(np.allclose(results["frozen_copy"].history["loss"],
-                                        results["precomputed"].history["loss"], atol=1e-4)),
     }
     return Measured(results["frozen_copy"].training_seconds, results["frozen_copy"].steps, "optimiser steps",
                     details)

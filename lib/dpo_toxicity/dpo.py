@@ -44,9 +44,9 @@ recipe is :data:`PAPER_GPT2_SETTINGS`):
   2,000 pairs it stopped after 60 of 250 steps, so three quarters of an 11-minute pass went to pairs never
   trained on. ``DPOSettings.precompute_reference=False`` keeps a frozen float32 copy of the model as the
   reference instead, run on each step's pairs only (:func:`settings_for` takes the choice from the profile).
-  ``make bench``'s ``dpo_reference`` comparison measures both on the same pairs: the same losses, a step 1.4
-  times as long with the copy on SmolLM2, so the copy is the cheaper while fewer than about four fifths of the
-  planned steps run.
+  ``make bench``'s ``dpo_reference`` comparison measures both on the same pairs: the same losses, a step 1.2 to
+  1.4 times as long with the copy on SmolLM2 (two runs of 2 steps each), so the copy is the cheaper while fewer
+  than about four fifths of the planned steps run, or at any share in the faster of the two runs.
 * changed, early stopping: Lee stopped on a validation loss; :class:`PerplexityBudget` stops once the policy's
   perplexity on WikiText-2 validation text rises more than 10 % above the reference's and keeps the last weights
   within that budget. Without it, the full profile's 2,000 pairs (250 steps) cut toxicity 52 % but raised test
