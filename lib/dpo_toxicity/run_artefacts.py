@@ -5,7 +5,10 @@ A *run* is one model under one profile; its artefacts live in ``artefact_dir(mod
 (chapter 2 writes the preference pairs and trains the DPO model). A chapter that needs the artefacts of a
 model the earlier chapters did not run, such as chapter 5's second model, calls :func:`model_run`: it loads
 what exists and computes what is missing with the same functions, so an interrupted run resumes from its last
-finished artefact.
+finished artefact. A saved artefact is reused only if it was computed from what the run has now: a probe from
+the model's weights and the profile's Jigsaw sample (:func:`saved_probe`), neuron statistics from both models'
+weights, the probe and the prompts (:func:`saved_statistics`). Anything else, left by an earlier profile size,
+DPO model or code, is computed again rather than silently mixed into this run.
 
 The second model is trained on the default model's preference pairs (``pairs_model``), as the EMNLP version
 trained Llama, Gemma and Mistral on the GPT-2 pairs instead of generating pairs per model.
@@ -13,6 +16,7 @@ trained Llama, Gemma and Mistral on the GPT-2 pairs instead of generating pairs 
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 
 import numpy as np
@@ -24,15 +28,17 @@ from .architectures import all_value_vectors
 from .attribution import NeuronActivations, load_neuron_table, mean_neuron_activations, neuron_table, save_neuron_table
 from .dpo import DPOResult, run_dpo_model
 from .models import LoadedModel, load_model
-from .paths import artefact_dir
+from .paths import artefact_dir, written_atomically
 from .probe import Probe, ProbeMetrics, metrics_dict, train_probe
 from .profiles import Profile
 from .profiles import profile as run_profile
+from .result_cache import digest, source_hash
 
 PROBE_FILE = "probe.npz"
 BASE_ACTIVATIONS_FILE = "activations_base.pt"
 DPO_ACTIVATIONS_FILE = "activations_dpo.pt"
 NEURON_TABLE_FILE = "neuron_table.csv.gz"
+STATISTICS_INPUTS_FILE = "neuron_statistics.json"  # the digest of what the three files above were computed from
 PROBE_REGULARISATION = 0.01  # chapter 1 explains the choice; its parameter cell starts from this value
 
 
@@ -63,9 +69,29 @@ def fit_probe(lm: LoadedModel, settings: Profile, regularisation: float = PROBE_
     probe = train_probe(train_features, train_labels, lm.name, lm.weights_hash, regularisation=regularisation)
     train_metrics = probe.evaluate(train_features, train_labels)
     test_metrics = probe.evaluate(test_features, test_labels)
-    probe.info.update(profile=settings.name, test=metrics_dict(test_metrics), train=metrics_dict(train_metrics))
+    probe.info.update(profile=settings.name, sample=probe_sample(settings), test=metrics_dict(test_metrics),
+                      train=metrics_dict(train_metrics))
     probe.save(artefact_dir(lm.name, settings.name) / PROBE_FILE)
     return ProbeFit(probe, train_metrics, test_metrics, test_features, test_labels)
+
+
+def probe_sample(settings: Profile) -> dict:
+    """The Jigsaw sample a probe is fitted on under ``settings``: what makes a saved probe this profile's."""
+    return {"train_per_class": settings.probe_train_per_class, "test_per_class": settings.probe_test_per_class,
+            "max_tokens": settings.probe_max_tokens}
+
+
+def saved_probe(lm: LoadedModel, settings: Profile) -> Probe | None:
+    """The run's saved probe if it was fitted on ``lm``'s weights and the profile's current sample, else None.
+
+    The regularisation is not compared: chapter 1 may choose another, and the later chapters use its probe.
+    """
+    path = artefact_dir(lm.name, settings.name) / PROBE_FILE
+    if not path.is_file():
+        return None
+    probe = Probe.load(path)
+    current = probe.weights_hash == lm.weights_hash and probe.info.get("sample") == probe_sample(settings)
+    return probe if current else None
 
 
 @dataclass
@@ -95,12 +121,35 @@ def neuron_statistics(lm: LoadedModel, dpo_lm: LoadedModel, probe: Probe, settin
     dpo = mean_neuron_activations(dpo_lm, prompts, batch_size=settings.generation_batch_size,
                                   progress="DPO" if progress else None)
     folder = artefact_dir(lm.name, settings.name)
+    (folder / STATISTICS_INPUTS_FILE).unlink(missing_ok=True)  # it vouches for the old files until the new are all in
     base.save(folder / BASE_ACTIVATIONS_FILE)
     dpo.save(folder / DPO_ACTIVATIONS_FILE)
     table = neuron_table(base, dpo, all_value_vectors(lm.model), all_value_vectors(dpo_lm.model),
                          probe.unit_direction(lm.shape[2]).double())
     save_neuron_table(table, folder / NEURON_TABLE_FILE)
+    with written_atomically(folder / STATISTICS_INPUTS_FILE) as partial:  # last: it vouches for the files above
+        partial.write_text(json.dumps({"inputs": statistics_inputs(lm, dpo_lm, probe, settings)}))
     return NeuronStatistics(base, dpo, table)
+
+
+def statistics_inputs(lm: LoadedModel, dpo_lm: LoadedModel, probe: Probe, settings: Profile) -> str:
+    """Digest of what the neuron statistics depend on: both models' weights, the probe's direction, the
+    attribution prompts and the source of the modules that compute them."""
+    return digest({"base": lm.weights_hash, "dpo": dpo_lm.weights_hash, "probe": probe.direction,
+                   "prompts": attribution_prompts(settings), "code": source_hash("attribution.py", "activations.py")})
+
+
+def saved_statistics(lm: LoadedModel, dpo_lm: LoadedModel, probe: Probe, settings: Profile) -> NeuronStatistics | None:
+    """The run's saved neuron statistics if they were computed from these models, probe and prompts, else None
+    (also when they predate the record of their inputs)."""
+    folder = artefact_dir(lm.name, settings.name)
+    record = folder / STATISTICS_INPUTS_FILE
+    current = statistics_inputs(lm, dpo_lm, probe, settings)
+    if not record.is_file() or json.loads(record.read_text())["inputs"] != current:
+        return None
+    return NeuronStatistics(NeuronActivations.load(folder / BASE_ACTIVATIONS_FILE),
+                            NeuronActivations.load(folder / DPO_ACTIVATIONS_FILE),
+                            load_neuron_table(folder / NEURON_TABLE_FILE))
 
 
 @dataclass
@@ -132,23 +181,18 @@ def model_run(model: str, profile: str, pairs_model: str | None = None, progress
 
     ``pairs_model`` names the run whose preference pairs train the DPO model (default: ``model`` itself, whose
     pairs chapter 2 generates); those pairs must exist, and borrowed ones are cut to the profile's
-    ``companion_pairs``. A missing probe is fitted with
-    :data:`PROBE_REGULARISATION`, a missing neuron table is computed; both are saved for the next call.
+    ``companion_pairs``. A missing or outdated probe (:func:`saved_probe`) is fitted with
+    :data:`PROBE_REGULARISATION`, missing or outdated neuron statistics (:func:`saved_statistics`) are computed;
+    both are saved for the next call.
     """
     settings = run_profile(profile)
     lm = load_model(model)
-    folder = artefact_dir(lm.name, settings.name)
-    probe = (Probe.load(folder / PROBE_FILE) if (folder / PROBE_FILE).is_file()
-             else fit_probe(lm, settings, progress=progress).probe)
+    probe = saved_probe(lm, settings) or fit_probe(lm, settings, progress=progress).probe
     probe.check_width(lm.shape[2])
     pairs_model = pairs_model or lm.name
     borrowed = pairs_model != lm.name
     dpo = run_dpo_model(lm, settings.name, pairs_model=pairs_model, progress=progress,
                         max_pairs=settings.companion_pairs if borrowed else None)
-    saved = [folder / name for name in (BASE_ACTIVATIONS_FILE, DPO_ACTIVATIONS_FILE, NEURON_TABLE_FILE)]
-    if all(path.is_file() for path in saved):
-        statistics = NeuronStatistics(NeuronActivations.load(saved[0]), NeuronActivations.load(saved[1]),
-                                      load_neuron_table(saved[2]))
-    else:
-        statistics = neuron_statistics(lm, dpo.model, probe, settings, progress=progress)
+    statistics = (saved_statistics(lm, dpo.model, probe, settings)
+                  or neuron_statistics(lm, dpo.model, probe, settings, progress=progress))
     return ModelRun(lm, settings, probe, dpo, statistics, pairs_model)
