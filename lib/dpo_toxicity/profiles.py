@@ -126,14 +126,19 @@ LONG_RUN_RATE_FACTOR = 1 / 3
 # and 5); an editing sweep of the paper's largest alpha at its first beta (every clamp setting of the full grid
 # broke perplexity alike in a trial, and each costs an evaluation per model); the second model's DPO on the first
 # third of the pairs (its steps cost 2.5 times the default model's, for Gemma 3's 262k-token vocabulary; on all
-# 240 pairs its perplexity rose 41 %); and generations of 96 sequences, a table row's 64 toxicity and 32 F1
-# prompts in one call (13.2 s against 15.2 s in calls of 64 and 32 on SmolLM2; 192 is no faster). A table row's
-# 64 prompts are few: DPO's drop on them may not be distinguishable from zero, and chapter 5 then says so.
+# 240 pairs its perplexity rose 41 %); 16 F1 paragraphs per table row (F1 there, like the one window, flags a
+# broken model); and generations of 100 sequences: a table row's 80 prompts in one call (96 in one call took 13.2 s
+# against 15.2 s in calls of 64 and 32 on SmolLM2; 192 is no faster) and the 200 attribution prompts in two.
+# Alternating on SmolLM2, two runs each, against 32 paragraphs and batches of 96: a table row took 13.2 s against
+# 19.2, the neuron statistics' mean activations 24.7 against 30.4, 192 greedy continuations 24.5 against 26.0.
+# A fresh-clone `.ci/run` with these sizes exited 0 in 2,346 s (install 167, tests 71, chapters 108, 732, 84, 258
+# and 894): no less than before, as its generator trial, unchanged, took 81 s against 60 on that day. A table
+# row's 64 prompts are few: DPO's drop on them may not be distinguishable from zero, and chapter 5 then says so.
 CI = Profile(
     name="ci", probe_train_per_class=300, probe_test_per_class=100, probe_max_tokens=64, batch_size=16,
-    generation_batch_size=96, eval_prompts=200, perplexity_windows=8, f1_paragraphs=100,
+    generation_batch_size=100, eval_prompts=200, perplexity_windows=8, f1_paragraphs=100,
     pair_prompts=192, generator_trial_prompts=16, pair_new_tokens=20,
-    table_eval_prompts=64, table_perplexity_windows=1, table_f1_paragraphs=32,
+    table_eval_prompts=64, table_perplexity_windows=1, table_f1_paragraphs=16,
     edit_alphas=PAPER_EDIT_ALPHAS[-1:], edit_betas=PAPER_EDIT_BETAS[:1], companion_pairs=64, dpo_rate_factor=1.0,
     precompute_dpo_reference=True, complete_tables=False,
 )
@@ -146,22 +151,23 @@ CI = Profile(
 # comparison ran a perplexity window's forward pass at 95 % of a large float32 matrix product's rate and greedy
 # generation at no less than 56 % of it, and generation already batches by prompt length, keeps a KV cache and
 # unembeds only the last position, so only fewer operations would fit the target.
-# Timed on SmolLM2 on 2 CPU cores in one uninterrupted run (bench/full-smollm2-135m.timings.json, written by the
-# book build) at these sizes but for two: 8 windows per table row and DPO's reference log-probs precomputed for all
-# 2,000 pairs. Chapter 1 7.7 minutes; chapter 2 106.5 (preference pairs 49.8, DPO 22.0 of which 11.2 the reference
-# pass, base vs DPO 34.3); chapter 3 5.6; chapter 4 35.7 (21 rows at 89 s, then Figure 1a in 4.3): 2.6 hours.
-# Chapter 5's 23 further rows at that rate would have added about 35 minutes: about 3.2 hours, over the 3-hour
-# target. The two changes since: DPO with a frozen reference copy (precompute_dpo_reference=False) took 13.5
-# minutes for the same 60 steps, the same validation perplexities and losses, and kept step 55 again (8.5 minutes
-# saved); a row at 4 windows took 84 s against 98 at 8, alternating on the same machine (bench full_table_row's
-# row, 14 % less: about 9 minutes over 44 rows at the timed run's 89 s). That projects the default model to about
-# 2.9 hours, not yet timed in one run. (An estimate of 2.75 hours had scaled rows timed at 2.0
-# minutes on a faster machine, at the earlier sizes of 600 prompts, 16 windows and every F1 paragraph, by 0.57,
-# the ratio of one row at the two sizes on a slower machine.) The second model (Gemma 3 270M) adds its probe (6.7
-# minutes), its DPO model (about 30 with the precomputed reference, whose pass over the 2,000 pairs took 17; the
-# run below took 13 for 30 steps and 7 checks, so about 18 with the copy if it slows Gemma's steps as much as
-# SmolLM2's), its neuron statistics (8) and its 25 table rows (twice a SmolLM2 row at the earlier sizes, so about
-# 65 minutes at these): about 1.7 hours, the whole book about 4.6 (projected).
+# Timed on SmolLM2 on 2 CPU cores, chapter by chapter, with generations in batches of 64 (the book build records
+# each executed chapter; bench/full-smollm2-135m.timings.json keeps one uncached execution of chapters 1 to 4, each
+# marked with the time it finished). Chapter 1 7.7 minutes; chapter 2 106.5, of which the generator trial and the
+# preference pairs 49.8, DPO 22.0 with the reference pass over all 2,000 pairs (13.5 since, with the frozen
+# reference copy, precompute_dpo_reference=False: the same 60 steps, losses and validation perplexities, kept step
+# 55 again) and base vs DPO 34.3 (the DPO model's half again 19.1 with the copy's model); chapter 3 6.0; chapter 4
+# 36.2 (21 rows at 87 s, then Figure 1a in 5.4). With chapter 5's 23 SmolLM2 rows at 87 s, about 33 minutes, the
+# default model takes about 3.0 hours: at the 3-hour target, not under it. (Rows at 4 windows took 87 s against
+# 89 at 8 in the earlier execution: the 14 % that an alternating A/B had measured, 84 s against 98, did not show.)
+# Generations now run 132 at a time, a table row's 400 toxicity and 128 F1 prompts in four calls: a row took 78.8 s
+# against 88.0 at 64 (bench full_table_row's row, alternating, two runs each), 7 minutes less over 44 rows, about
+# 2.9 hours; if the pairs' and the evaluations' generations gain as much, about 2.8 (projected, not yet timed).
+# The second model (Gemma 3 270M) adds its probe (6.7 minutes), its DPO model (about 30 with the precomputed
+# reference, whose pass over the 2,000 pairs took 17; the run below took 13 for 30 steps and 7 checks, so about 18
+# with the copy if it slows Gemma's steps as much as SmolLM2's), its neuron statistics (8) and its 25 table rows
+# (twice a SmolLM2 row at the earlier sizes, so about 65 minutes at these): about 1.7 hours, the whole book about 4.6
+# (projected).
 # DPO stops on its validation-perplexity budget (dpo.PerplexityBudget). At the CI profile's learning rate, 3e-5, it
 # kept step 15 of 250 (120 of the 2,000 pairs): toxicity -27 % at +8 % perplexity on all prompts and windows
 # (without the rule, 250 steps: -52 % at +76 %). At a third of it, 1e-5 (v3's rate), it kept step 55 (440 pairs):
@@ -175,7 +181,7 @@ CI = Profile(
 # size expect somewhat fewer than 25 steps.
 FULL = Profile(
     name="full", probe_train_per_class=2000, probe_test_per_class=580, probe_max_tokens=128, batch_size=32,
-    generation_batch_size=64, eval_prompts=None, perplexity_windows=None, f1_paragraphs=None,
+    generation_batch_size=132, eval_prompts=None, perplexity_windows=None, f1_paragraphs=None,
     pair_prompts=2000, generator_trial_prompts=100, pair_new_tokens=32,
     table_eval_prompts=400, table_perplexity_windows=4, table_f1_paragraphs=128,
     edit_alphas=PAPER_EDIT_ALPHAS, edit_betas=PAPER_EDIT_BETAS, companion_pairs=None, dpo_rate_factor=LONG_RUN_RATE_FACTOR,
