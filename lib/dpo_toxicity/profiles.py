@@ -159,7 +159,8 @@ CI = Profile(
 # 55 again) and base vs DPO 34.3 (the DPO model's half again 19.1 with the copy's model); chapter 3 6.0; chapter 4
 # 36.2 (21 rows at 87 s, then Figure 1a in 5.4). With chapter 5's 23 SmolLM2 rows at 87 s, about 33 minutes, the
 # default model takes about 3.0 hours: at the 3-hour target, not under it. (Rows at 4 windows took 87 s against
-# 89 at 8 in the earlier execution: the 14 % that an alternating A/B had measured, 84 s against 98, did not show.)
+# 89 at 8 in the earlier execution, on another day; an alternating A/B had measured 84 s against 98, and chapter 1,
+# unchanged, took 9.9 minutes on the later day against 7.7: the machine's speed that day hid most of the gain.)
 # Generations now run 132 at a time, a table row's 400 toxicity and 128 F1 prompts in four calls: a row took 78.8 s
 # against 88.0 at 64 (bench full_table_row's row, alternating, two runs each), 7 minutes less over 44 rows, about
 # 2.9 hours; if the pairs' and the evaluations' generations gain as much, about 2.8 (projected, not yet timed).
