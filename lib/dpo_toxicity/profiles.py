@@ -151,24 +151,23 @@ CI = Profile(
 # comparison ran a perplexity window's forward pass at 95 % of a large float32 matrix product's rate and greedy
 # generation at no less than 56 % of it, and generation already batches by prompt length, keeps a KV cache and
 # unembeds only the last position, so only fewer operations would fit the target.
-# Timed on SmolLM2 on 2 CPU cores, chapter by chapter, with generations in batches of 64 (the book build records
-# each executed chapter; bench/full-smollm2-135m.timings.json keeps one uncached execution of chapters 1 to 4, each
-# marked with the time it finished). Chapter 1 7.7 minutes; chapter 2 106.5, of which the generator trial and the
-# preference pairs 49.8, DPO 22.0 with the reference pass over all 2,000 pairs (13.5 since, with the frozen
-# reference copy, precompute_dpo_reference=False: the same 60 steps, losses and validation perplexities, kept step
-# 55 again) and base vs DPO 34.3 (the DPO model's half again 19.1 with the copy's model); chapter 3 6.0; chapter 4
-# 36.2 (21 rows at 87 s, then Figure 1a in 5.4). With chapter 5's 23 SmolLM2 rows at 87 s, about 33 minutes, the
-# default model takes about 3.0 hours: at the 3-hour target, not under it. (Rows at 4 windows took 87 s against
-# 89 at 8 in the earlier execution, on another day; an alternating A/B had measured 84 s against 98, and chapter 1,
-# unchanged, took 9.9 minutes on the later day against 7.7: the machine's speed that day hid most of the gain.)
+# Timed on SmolLM2 on 2 CPU cores, chapter by chapter (the book build records each executed chapter;
+# bench/full-smollm2-135m.timings.json keeps one uncached execution of each chapter, marked with the time it
+# finished). With generations in batches of 64: chapter 1 7.7 minutes; chapter 2 106.5, of which the generator
+# trial and the preference pairs 49.8, DPO 22.0 with the reference pass over all 2,000 pairs (13.5 since, with the
+# frozen reference copy, precompute_dpo_reference=False: the same 60 steps, losses and validation perplexities, kept
+# step 55 again) and base vs DPO 34.3 (the DPO model's half again 19.1 with the copy's model); chapter 3 6.0;
+# chapter 4 36.2 (21 rows at 87 s, then Figure 1a in 5.4). (Rows at 4 windows took 87 s against 89 at 8 in the
+# earlier execution, on another day; an alternating A/B had measured 84 s against 98, and chapter 1, unchanged, took
+# 9.9 minutes on the later day against 7.7: the machine's speed that day hid most of the gain.)
 # Generations now run 132 at a time, a table row's 400 toxicity and 128 F1 prompts in four calls: a row took 78.8 s
-# against 88.0 at 64 (bench full_table_row's row, alternating, two runs each), 7 minutes less over 44 rows, about
-# 2.9 hours; if the pairs' and the evaluations' generations gain as much, about 2.8 (projected, not yet timed).
-# The second model (Gemma 3 270M) adds its probe (6.7 minutes), its DPO model (about 30 with the precomputed
-# reference, whose pass over the 2,000 pairs took 17; the run below took 13 for 30 steps and 7 checks, so about 18
-# with the copy if it slows Gemma's steps as much as SmolLM2's), its neuron statistics (8) and its 25 table rows
-# (twice a SmolLM2 row at the earlier sizes, so about 65 minutes at these): about 1.7 hours, the whole book about 4.6
-# (projected).
+# against 88.0 at 64 (bench full_table_row's row, alternating, two runs each). Chapter 5, executed so, took 122.2
+# minutes: SmolLM2's 23 rows 26.3 (9 patching rows at 76 s and 2 more rows, with F1; 12 edits at 62 s, without),
+# the second model the other 96. The default model thus takes about 2.9 hours (7.7 + 98.0 + 6.0 + 36.2 + 26.3
+# minutes): under the 3-hour target by a few minutes only, as the machine's speed varies by a tenth between days.
+# The second model (Gemma 3 270M) took, in that execution, 9.7 minutes for its probe (with the chapter's start),
+# 16.9 for its DPO model (25 steps and 6 checks, frozen reference copy), 10.8 for its neuron statistics and
+# 58.6 for its 25 table rows (patching rows at 147 s, edits at 131): 1.6 hours, the whole book about 4.5.
 # DPO stops on its validation-perplexity budget (dpo.PerplexityBudget). At the CI profile's learning rate, 3e-5, it
 # kept step 15 of 250 (120 of the 2,000 pairs): toxicity -27 % at +8 % perplexity on all prompts and windows
 # (without the rule, 250 steps: -52 % at +76 %). At a third of it, 1e-5 (v3's rate), it kept step 55 (440 pairs):
@@ -179,7 +178,9 @@ CI = Profile(
 # (8 passes, so its rate decays as slowly as over the full profile's 250 steps; pairs repeat only after step 30),
 # it read +1.9 % at step 15, +7.3 % at 25 and +11.5 % at 30, so it kept step 25 (200 pairs). The same run at 1e-5
 # read +1.4 % at step 5 and +11.4 % at 10: the same kept step as on the full pairs, but a lower rise, so at full
-# size expect somewhat fewer than 25 steps.
+# size it expected somewhat fewer than 25 steps. The full profile's run read +4.7 % at step 15, +7.8 % at 20 and
+# +11.6 % at 25, so it kept step 20 (160 pairs): on 400 prompts and 4 windows, toxicity 0.36 to 0.24 at
+# perplexity 36.1 to 39.6.
 FULL = Profile(
     name="full", probe_train_per_class=2000, probe_test_per_class=580, probe_max_tokens=128, batch_size=32,
     generation_batch_size=132, eval_prompts=None, perplexity_windows=None, f1_paragraphs=None,
