@@ -241,7 +241,7 @@ def test_long_texts_are_truncated_to_the_token_budgets(lm):
 
 
 def test_run_dpo_model_reads_the_runs_pairs_and_names_chapter_2_when_missing(lm, tmp_path, monkeypatch):
-    from dpo_toxicity.dpo import PAIRS_FILE, run_dpo_model
+    from dpo_toxicity.dpo import PAIRS_FILE, run_dpo_model, settings_for
     from dpo_toxicity.pairs import save_pairs
     from dpo_toxicity.paths import artefact_dir
 
@@ -249,11 +249,11 @@ def test_run_dpo_model_reads_the_runs_pairs_and_names_chapter_2_when_missing(lm,
     with pytest.raises(FileNotFoundError, match="02_dpo"):
         run_dpo_model(lm, "ci")
     save_pairs(PAIRS, artefact_dir(lm.name, "ci") / PAIRS_FILE)
-    assert run_dpo_model(lm, "ci").folder == dpo_folder(lm, PAIRS, DPOSettings())
+    assert run_dpo_model(lm, "ci").folder == dpo_folder(lm, PAIRS, settings_for(lm, "ci"))
 
 
 def test_run_dpo_model_can_train_on_another_runs_pairs(lm, tmp_path, monkeypatch):
-    from dpo_toxicity.dpo import PAIRS_FILE, run_dpo_model
+    from dpo_toxicity.dpo import PAIRS_FILE, run_dpo_model, settings_for
     from dpo_toxicity.pairs import save_pairs
     from dpo_toxicity.paths import artefact_dir
 
@@ -262,25 +262,28 @@ def test_run_dpo_model_can_train_on_another_runs_pairs(lm, tmp_path, monkeypatch
     with pytest.raises(FileNotFoundError, match="'default-model'"):
         run_dpo_model(lm, "ci", pairs_model="default-model")
     save_pairs(PAIRS[:3], artefact_dir("default-model", "ci") / PAIRS_FILE)
-    assert run_dpo_model(lm, "ci", pairs_model="default-model").folder == dpo_folder(lm, PAIRS[:3], DPOSettings())
+    assert run_dpo_model(lm, "ci", pairs_model="default-model").folder == dpo_folder(lm, PAIRS[:3], settings_for(lm, "ci"))
     first_two = run_dpo_model(lm, "ci", pairs_model="default-model", max_pairs=2)
-    assert first_two.n_pairs == 2 and first_two.folder == dpo_folder(lm, PAIRS[:2], DPOSettings())
+    assert first_two.n_pairs == 2 and first_two.folder == dpo_folder(lm, PAIRS[:2], settings_for(lm, "ci"))
 
 
-def test_the_learning_rate_is_the_models_times_the_profiles_factor_and_the_reference_the_profiles(lm):
+def test_the_learning_rate_is_the_models_times_the_profiles_factor_and_the_reference_and_cadence_the_profiles(lm):
     from dataclasses import replace
 
     from dpo_toxicity.dpo import settings_for
-    from dpo_toxicity.profiles import FULL
+    from dpo_toxicity.profiles import CI, FULL
 
     default_rate = DPOSettings().learning_rate
     assert FULL.dpo_rate_factor < 1  # the long profile lowers the rate, or this test could not tell the two apart
     assert not FULL.precompute_dpo_reference  # and keeps a reference copy, unlike the ci profile and the default
-    long_run = DPOSettings(learning_rate=default_rate * FULL.dpo_rate_factor, precompute_reference=False)
-    assert settings_for(lm, "ci") == DPOSettings()  # the spec names no rate: the default's, factor 1
+    assert CI.dpo_validation_every != FULL.dpo_validation_every  # the two profiles check at different cadences
+    long_run = DPOSettings(learning_rate=default_rate * FULL.dpo_rate_factor, precompute_reference=False,
+                           validation_every=FULL.dpo_validation_every)
+    short_run = DPOSettings(validation_every=CI.dpo_validation_every)  # the spec names no rate: the default's
+    assert settings_for(lm, "ci") == short_run
     assert settings_for(lm, "full") == long_run
     tuned = replace(lm, spec=replace(lm.spec, dpo_learning_rate=2e-5))
-    assert settings_for(tuned, "ci") == DPOSettings(learning_rate=2e-5)
+    assert settings_for(tuned, "ci") == replace(short_run, learning_rate=2e-5)
     assert settings_for(tuned, "full") == replace(long_run, learning_rate=2e-5 * FULL.dpo_rate_factor)
     with pytest.raises(ValueError, match="Unknown profile 'nope'"):
         settings_for(lm, "nope")

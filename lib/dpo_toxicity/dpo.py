@@ -720,12 +720,14 @@ PAIRS_FILE = "pairs.jsonl"  # written by chapter 2 into the run's artefact folde
 def settings_for(lm: LoadedModel, profile_name: str) -> DPOSettings:
     """The DPO settings of ``lm`` under profile ``profile_name``: the defaults, with a learning rate of the model's
     rate (its spec's where it names one, the registry in :mod:`~dpo_toxicity.models` holding the model-specific
-    facts; else the default's) times the profile's ``dpo_rate_factor``, and the profile's choice of a precomputed
-    reference (``precompute_dpo_reference``). Raises ``UnknownProfileError`` for an unknown profile."""
+    facts; else the default's) times the profile's ``dpo_rate_factor``, the profile's choice of a precomputed
+    reference (``precompute_dpo_reference``) and its stopping rule's cadence (``dpo_validation_every``). Raises
+    ``UnknownProfileError`` for an unknown profile."""
     profile = run_profile(profile_name)
     model_rate = DPOSettings.learning_rate if lm.spec.dpo_learning_rate is None else lm.spec.dpo_learning_rate
     return DPOSettings(learning_rate=model_rate * profile.dpo_rate_factor,
-                       precompute_reference=profile.precompute_dpo_reference)
+                       precompute_reference=profile.precompute_dpo_reference,
+                       validation_every=profile.dpo_validation_every)
 
 
 def run_dpo_model(lm: LoadedModel, profile_name: str, pairs_model: str | None = None,
