@@ -262,9 +262,10 @@ def test_run_dpo_model_can_train_on_another_runs_pairs(lm, tmp_path, monkeypatch
     with pytest.raises(FileNotFoundError, match="'default-model'"):
         run_dpo_model(lm, "ci", pairs_model="default-model")
     save_pairs(PAIRS[:3], artefact_dir("default-model", "ci") / PAIRS_FILE)
-    assert run_dpo_model(lm, "ci", pairs_model="default-model").folder == dpo_folder(lm, PAIRS[:3], settings_for(lm, "ci"))
+    settings = settings_for(lm, "ci")
+    assert run_dpo_model(lm, "ci", pairs_model="default-model").folder == dpo_folder(lm, PAIRS[:3], settings)
     first_two = run_dpo_model(lm, "ci", pairs_model="default-model", max_pairs=2)
-    assert first_two.n_pairs == 2 and first_two.folder == dpo_folder(lm, PAIRS[:2], settings_for(lm, "ci"))
+    assert first_two.n_pairs == 2 and first_two.folder == dpo_folder(lm, PAIRS[:2], settings)
 
 
 def test_the_learning_rate_is_the_models_times_the_profiles_factor_and_the_reference_and_cadence_the_profiles(lm):
