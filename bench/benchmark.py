@@ -16,6 +16,10 @@ seeded sizes, calling the same library functions the chapters call:
 8. ``full_table_row``: one row of chapters 4 and 5's tables at the ``full`` profile's sizes (toxicity and F1
    generations, perplexity windows, scoring) with the neurons of 7 set to constants: those chapters evaluate one
    such row per intervention, so this is what their full-size run costs per row on the machine at hand.
+9. ``token_patching``: the mediation's teacher-forced margins (:mod:`dpo_toxicity.mediation`) on
+   ``margin_items`` items of 20-token continuations after challenge prompts: one unpatched pass, then one
+   neuron set (half the neurons of every layer) patched token by token in both directions. Per item: seconds per
+   item and pass, the unit that chapters 4 and 5's mediation costs scale with (passes = 2 + 2 x sets).
 
 Each stage runs in a fresh Python process (this script again, with ``--stage``), so its peak resident
 memory (``ru_maxrss``: the model, the data and the stage's own work) is its own and not the maximum of
@@ -93,6 +97,7 @@ from dpo_toxicity.evaluation import (
     NEW_TOKENS, PERPLEXITY_WINDOW, PROMPT_TOKENS, evaluation_suite, greedy_continuations, perplexity,
 )
 from dpo_toxicity.interventions import SetNeurons
+from dpo_toxicity.mediation import MarginItems, margins, patching_margins
 from dpo_toxicity.models import DEFAULT_MODEL, MODELS, LoadedModel, load_model
 from dpo_toxicity.pairs import (
     PreferencePair, SteeringDirections, candidate_generators, chosen_continuations, contrastive_direction,
@@ -130,6 +135,7 @@ class Sizes:
     perplexity_windows: int = 2
     statistics_prompts: int = 32
     patched_neurons: int = 200
+    margin_items: int = 32
     comparison_prompts: int = 16
     loop_neurons: int = 2000
     repeats: int = 3
@@ -138,7 +144,7 @@ class Sizes:
 
     SCALED: ClassVar[tuple[str, ...]] = (
         "probe_comments", "pair_prompts", "dpo_pairs", "eval_prompts", "perplexity_windows", "statistics_prompts",
-        "comparison_prompts",
+        "comparison_prompts", "margin_items",
     )
 
     def scaled(self, factor: int) -> Sizes:
@@ -191,7 +197,7 @@ def random_direction(lm: LoadedModel, seed: int = 0) -> torch.Tensor:
     return torch.randn(lm.shape[2], generator=torch.Generator().manual_seed(seed))
 
 
-# The eight stages. Each takes the loaded model, the sizes and a work folder, and returns what it measured.
+# The nine stages. Each takes the loaded model, the sizes and a work folder, and returns what it measured.
 
 
 def probe_features(lm: LoadedModel, sizes: Sizes, workdir: Path) -> Measured:
@@ -298,6 +304,27 @@ def full_table_row(lm: LoadedModel, sizes: Sizes, workdir: Path) -> Measured:
     details = {"toxicity_prompts": len(suite.toxicity_prompts), "f1_paragraphs": len(suite.f1_paragraphs),
                "perplexity_windows": suite.perplexity_windows, "neurons": len(intervention)}
     return Measured(watch.seconds, 1, "rows", details)
+
+
+def token_patching(lm: LoadedModel, sizes: Sizes, workdir: Path) -> Measured:
+    """Margins of ``margin_items`` items unpatched, then half of every layer's neurons patched both ways."""
+    prompts = data.seeded_subset(data.challenge_prompts(), sizes.margin_items, seed=0)
+    rng = np.random.default_rng(0)
+    vocabulary = len(lm.tokenizer)
+    items = MarginItems("bench", tuple(tuple(ids) for ids in lm.tokenizer(prompts, truncation=True, max_length=32)
+                                       .input_ids),
+                        *(tuple(tuple(rng.integers(100, vocabulary, 20).tolist()) for _ in prompts) for _ in range(2)))
+    n_layers, d_mlp, _ = lm.shape
+    half = pd.DataFrame({"layer": np.repeat(np.arange(n_layers), d_mlp // 2),
+                         "neuron": np.tile(np.arange(0, d_mlp, 2), n_layers)})
+    with Stopwatch() as unpatched:
+        margins(lm, items, batch_size=sizes.batch_size)
+    with Stopwatch() as patched:  # 2 capture passes and 2 patched passes
+        patching_margins(lm, lm, items, {"half": half}, batch_size=sizes.batch_size)
+    passes = 5
+    return Measured(unpatched.seconds + patched.seconds, len(items) * passes, "item-passes",
+                    {"unpatched_pass_seconds": unpatched.seconds, "capture_and_patch_seconds": patched.seconds,
+                     "patched_neurons": len(half)})
 
 
 # Comparison a: nnsight against a plain PyTorch hook.
@@ -590,6 +617,7 @@ STAGES = (
     Stage("neuron_statistics", neuron_statistics),
     Stage("patched_evaluation", patched_evaluation),
     Stage("full_table_row", full_table_row),
+    Stage("token_patching", token_patching),
     Stage("nnsight_vs_hook", nnsight_vs_hook, comparison=True),
     Stage("loop_vs_vectorised", loop_vs_vectorised, comparison=True),  # after neuron_statistics: reads its file
     Stage("greedy_batch", greedy_batch, comparison=True),

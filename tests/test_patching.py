@@ -4,7 +4,9 @@ import numpy as np
 import pandas as pd
 
 from dpo_toxicity.attribution import LABELS
-from dpo_toxicity.patching import ALL_GROUPS, PATCH_SETS, group_patch, toxic_neurons_patch
+from dpo_toxicity.patching import (
+    ALL_GROUPS, NULL_CONTROLLED, PATCH_SETS, group_patch, mediation_sets, toxic_neurons_patch,
+)
 
 rng = np.random.default_rng(0)
 TABLE = pd.DataFrame({
@@ -34,3 +36,16 @@ def test_toxic_neurons_patch_takes_the_highest_cosines():
     patch = toxic_neurons_patch(TABLE, top=10)
     top = TABLE.nlargest(10, "cosine")
     assert sorted(zip(patch.neurons["layer"], patch.neurons["neuron"])) == sorted(zip(top["layer"], top["neuron"]))
+
+
+def test_mediation_sets_name_the_groups_the_toxic_neurons_and_the_dampened_ones():
+    small = mediation_sets(TABLE, complete=False)
+    assert list(small) == ["TP−", "all four groups", "top 256 toxic"]
+    assert len(small["all four groups"]) == TABLE["group_by_delta"].isin(ALL_GROUPS.groups).sum()
+    top = TABLE.nlargest(256, "cosine")
+    assert sorted(zip(*small["top 256 toxic"].to_numpy().T)) == sorted(zip(top["layer"], top["neuron"]))
+    complete = mediation_sets(TABLE, complete=True)
+    assert {"TN+", "AP+", "AN−", "TP− + AN−", "top 128 toxic"} <= set(complete) and set(small) <= set(complete)
+    dampened = complete["dampened toxic (TP− by activation change)"]
+    assert len(dampened) == (TABLE["group_by_activation_change"] == "TP-").sum()
+    assert set(NULL_CONTROLLED) <= set(small)

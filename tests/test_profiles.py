@@ -1,10 +1,13 @@
 """Run profiles: the Colab profile's sizes fit the data, and the batch size scales with the device."""
 
+from dataclasses import replace
+
 import pytest
 import torch
 
 from dpo_toxicity import data
 from dpo_toxicity.profiles import MAX_GPU_BATCH, PROFILES, profile
+from dpo_toxicity.run_artefacts import attribution_prompts, mediation_prompts
 
 GIB = 2**30
 
@@ -15,7 +18,7 @@ def fake_free_memory(monkeypatch, free_bytes):
 
 def test_colab_profile_sits_between_ci_and_full():
     ci, colab, full = PROFILES["ci"], profile("colab"), PROFILES["full"]
-    assert colab.eval_prompts is None and colab.probe_train_per_class == 2000
+    assert colab.eval_prompts == 999 and colab.probe_train_per_class == 2000
     assert ci.pair_prompts < colab.pair_prompts < full.pair_prompts
     assert ci.table_eval_prompts < colab.table_eval_prompts <= 1199
 
@@ -49,3 +52,16 @@ def test_off_cuda_the_batch_size_is_the_profiles(name, monkeypatch):
 def test_on_cuda_the_batch_size_scales_with_free_memory_and_width(free_gib, width, expected, monkeypatch):
     fake_free_memory(monkeypatch, int(free_gib * GIB))
     assert profile("colab").batch_size_for(torch.device("cuda"), width) == expected
+
+
+@pytest.mark.parametrize("name", sorted(PROFILES))
+def test_every_profile_leaves_challenge_prompts_for_the_mediation(name):
+    settings = profile(name)
+    prompts = mediation_prompts(settings)
+    assert len(prompts) == settings.mediation_prompts
+    assert not set(prompts) & set(attribution_prompts(settings))
+
+
+def test_a_profile_without_prompts_left_for_the_mediation_is_refused():
+    with pytest.raises(ValueError, match="lower one of eval_prompts or mediation_prompts"):
+        mediation_prompts(replace(profile("full"), eval_prompts=None))

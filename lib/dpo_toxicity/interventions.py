@@ -9,6 +9,8 @@ one intervention per metric run and removes it when the trace ends, so edits nev
   With zeros this is **ablation**: the neuron's write ``m_i v_i`` vanishes, exactly as zeroing its value
   vector would. With post-DPO means it is the paper's **activation patching**; with scaled pre-DPO means,
   its **activation editing**.
+* :class:`PatchNeurons`: replace chosen neurons' activations, token by token, by another run's activations on the
+  same tokens: the activation patching of the interpretability literature (see :mod:`~dpo_toxicity.mediation`).
 * :class:`ScaleNeurons`: multiply chosen neurons' activations token by token by per-neuron factors.
 * :class:`ScaleKeys`: multiply chosen neurons' key vectors (input-side weights) by a factor, leaving biases
   alone, as Lee et al.'s "scale the key vectors of the top-7 toxic neurons". Implemented on the input
@@ -93,6 +95,42 @@ class SetNeurons:
             activations = output_projection(model, arch, layer).input
             target = activations if self.positions == "all" else activations[:, -1:]
             target[..., indices.to(activations.device)] = values.to(activations.device, activations.dtype)
+
+    def __len__(self) -> int:
+        return len(self.neurons)
+
+
+@dataclass
+class PatchNeurons:
+    """Replace the listed neurons' activations (``layer``, ``neuron``) at every position by a source run's:
+    ``source[layer]`` is that run's ``[batch, seq, d_mlp]`` activations of the very batch being traced.
+
+    Patching every neuron of every layer from a run of another model with the same value vectors reproduces that
+    model's MLP writes exactly; patching none changes nothing.
+    """
+
+    neurons: pd.DataFrame
+    source: dict[int, torch.Tensor] = field(repr=False)
+    name: str = "patch neurons"
+    _grouped: dict = field(init=False, repr=False)
+
+    def __post_init__(self) -> None:
+        self._grouped = _by_layer(self.neurons[["layer", "neuron"]].assign(value=0.0), "value")
+        missing = sorted(set(self._grouped) - set(self.source))
+        if missing:
+            raise ValueError(f"The source run has no activations for layers {missing}; capture every layer the "
+                             "neuron set names.")
+
+    def apply(self, model, arch: Architecture) -> None:
+        _check_layers(self._grouped, model, arch)
+        for layer, (indices, _) in sorted(self._grouped.items()):
+            activations = output_projection(model, arch, layer).input
+            source = self.source[layer]
+            if source.shape != activations.shape:
+                raise ValueError(f"Layer {layer}: the source activations are {tuple(source.shape)}, the traced batch's "
+                                 f"{tuple(activations.shape)}; patch from a run of the same tokens.")
+            index = indices.to(activations.device)
+            activations[..., index] = source[..., index].to(activations.device, activations.dtype)
 
     def __len__(self) -> int:
         return len(self.neurons)

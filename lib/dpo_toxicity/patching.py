@@ -1,9 +1,14 @@
-"""Group activation patching: the neuron sets of the EMNLP version's causal test (``paper-protocol.md`` §5).
+"""Group activation patching: the neuron sets of the EMNLP version's causal test.
 
-Each set's neurons are clamped, in the pre-trained model, to their post-DPO mean activations (a constant,
-:meth:`~dpo_toxicity.interventions.SetNeurons.patch`). If DPO works through the four groups of neurons whose
-projection onto the probe fell (TP−, TN+, AP+, AN−, grouped by ``Δ > 0`` as in the v3 notebooks), patching
-all four should reproduce DPO's toxicity drop, and patching the few most toxic neurons should not.
+If DPO works through the four groups of neurons whose projection onto the probe fell (TP−, TN+, AP+, AN−, grouped
+by ``Δ > 0`` as in the v3 notebooks), patching all four should reproduce DPO's effect, and patching the few most
+toxic neurons should not. Two ways of patching a set:
+
+* the paper's: each neuron clamped, in the pre-trained model, to its post-DPO *mean* activation, a constant at
+  every position (:func:`group_patch`, :func:`toxic_neurons_patch`, through
+  :meth:`~dpo_toxicity.interventions.SetNeurons.patch`);
+* the field's: each neuron's activation replaced, token by token, by the DPO model's activation on the same tokens
+  (and the reverse), on the sets :func:`mediation_sets` names (see :mod:`~dpo_toxicity.mediation`).
 """
 
 from __future__ import annotations
@@ -49,3 +54,24 @@ def toxic_neurons_patch(table: pd.DataFrame, top: int = 256) -> SetNeurons:
     """Clamp the ``top`` neurons by cosine with the probe to their post-DPO means (the repository's
     ``*_256_patch.csv``: reading (b) of the "toxic neurons explain 2.5 % to 24 %" statistic)."""
     return SetNeurons.patch(table.nlargest(top, "cosine"), name=f"patch top {top} toxic neurons")
+
+
+def mediation_sets(table: pd.DataFrame, complete: bool, toxic: tuple[int, ...] = (128, 256)) -> dict[str, pd.DataFrame]:
+    """The neuron sets patched token by token (columns ``layer``, ``neuron``), by name: the four groups together,
+    TP− alone and the top ``toxic`` neurons by cosine with the probe (the largest always; all of them with
+    ``complete``); with ``complete`` also each other group alone, the partial sets of :data:`PATCH_SETS` and every
+    dampened toxic neuron (TP− by activation change, chapter 4's patch)."""
+    def members(groups: tuple[str, ...], grouping: str = "delta") -> pd.DataFrame:
+        return table.loc[table[f"group_by_{grouping}"].isin(groups), ["layer", "neuron"]]
+
+    chosen = PATCH_SETS if complete else (PATCH_SETS[0], ALL_GROUPS)
+    sets = {patch_set.name: members(patch_set.groups) for patch_set in chosen}
+    for top in (toxic if complete else toxic[-1:]):
+        sets[f"top {top} toxic"] = table.nlargest(top, "cosine")[["layer", "neuron"]]
+    if complete:
+        sets["dampened toxic (TP− by activation change)"] = members(("TP-",), "activation_change")
+    return sets
+
+
+# The sets every profile compares with random sets of their size: those the claims ledger judges.
+NULL_CONTROLLED = (ALL_GROUPS.name, "top 256 toxic")

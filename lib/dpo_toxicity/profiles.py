@@ -64,6 +64,11 @@ class Profile:
     ``complete_tables``: whether the tables of chapters 4 and 5 hold every row of the paper's design; ``False``
     keeps the rows that test a claim and leaves out those that refine one (chapter 4's ablations at N scaled to
     the model's neuron count, chapter 5's patches of single groups and of partial sets of groups).
+    ``mediation_prompts``: challenge prompts, none of them among the neuron statistics' (``eval_prompts``), whose
+    base and DPO greedy continuations make the mediation's behaviour items (:mod:`~dpo_toxicity.mediation`);
+    ``mediation_pairs``: preference pairs chapter 2 generates beside the training pairs and DPO never trains on,
+    the mediation's preference items; ``mediation_random_draws``: random neuron sets drawn per set size, the null
+    band a patched set's recovered fraction is read against.
     """
 
     name: str
@@ -88,6 +93,9 @@ class Profile:
     precompute_dpo_reference: bool
     dpo_validation_every: int
     complete_tables: bool
+    mediation_prompts: int
+    mediation_pairs: int
+    mediation_random_draws: int
 
     def sizes(self) -> dict:
         """The profile as a plain mapping, for provenance tables."""
@@ -156,9 +164,10 @@ CI = Profile(
     table_eval_prompts=64, table_perplexity_windows=1, table_f1_paragraphs=16,
     edit_alphas=PAPER_EDIT_ALPHAS[-1:], edit_betas=PAPER_EDIT_BETAS[:1], companion_pairs=64, dpo_rate_factor=1.0,
     precompute_dpo_reference=True, dpo_validation_every=10, complete_tables=False,
+    mediation_prompts=48, mediation_pairs=16, mediation_random_draws=2,
 )
-# The full profile: the paper's sizes for the probe, the pairs, DPO and the base-vs-DPO comparison (all 1,199
-# challenge prompts, all 298 WikiText-2 test windows, every F1 paragraph). Its tables (chapters 4 and 5, one
+# The full profile: the paper's sizes for the probe, the pairs, DPO and the base-vs-DPO comparison (999 of the 1,199
+# challenge prompts, the other 200 held out for the mediation's behaviour items, all 298 WikiText-2 test windows, every F1 paragraph). Its tables (chapters 4 and 5, one
 # evaluation per row, 44 rows on the default model) take 400 prompts, 4 windows and 128 of the 253 F1
 # paragraphs per row, and chapter 2 compares its generators on 100 prompts, so that the default model comes under
 # 3 hours on 2 CPU cores, as the paper's sizes for every row would not (a row at all of them costs about 12
@@ -198,22 +207,25 @@ CI = Profile(
 # perplexity 36.1 to 39.6.
 FULL = Profile(
     name="full", probe_train_per_class=2000, probe_test_per_class=580, probe_max_tokens=128, batch_size=32,
-    generation_batch_size=132, eval_prompts=None, perplexity_windows=None, f1_paragraphs=None,
+    generation_batch_size=132, eval_prompts=999, perplexity_windows=None, f1_paragraphs=None,
     pair_prompts=2000, generator_trial_prompts=100, pair_new_tokens=32,
     table_eval_prompts=400, table_perplexity_windows=4, table_f1_paragraphs=128,
     edit_alphas=PAPER_EDIT_ALPHAS, edit_betas=PAPER_EDIT_BETAS, companion_pairs=None, dpo_rate_factor=LONG_RUN_RATE_FACTOR,
     precompute_dpo_reference=False, dpo_validation_every=5, complete_tables=True,
+    # WikiText-2 validation has 2,270 usable sentences: 170 are left after the 100 trial and 2,000 training prompts.
+    mediation_prompts=200, mediation_pairs=170, mediation_random_draws=20,
 )
 
 # All 1,199 prompts for the main evaluations, a few hundred for each table row, 1,000 preference pairs;
 # 580 held-out comments per class (the test pools hold 584 labelled toxic).
 COLAB = Profile(
     name="colab", probe_train_per_class=2000, probe_test_per_class=580, probe_max_tokens=128, batch_size=32,
-    generation_batch_size=64, eval_prompts=None, perplexity_windows=None, f1_paragraphs=None,
+    generation_batch_size=64, eval_prompts=999, perplexity_windows=None, f1_paragraphs=None,
     pair_prompts=1000, generator_trial_prompts=100, pair_new_tokens=32,
     table_eval_prompts=300, table_perplexity_windows=32, table_f1_paragraphs=100,
     edit_alphas=PAPER_EDIT_ALPHAS, edit_betas=PAPER_EDIT_BETAS, companion_pairs=None, dpo_rate_factor=LONG_RUN_RATE_FACTOR,
     precompute_dpo_reference=False, dpo_validation_every=5, complete_tables=True,
+    mediation_prompts=200, mediation_pairs=200, mediation_random_draws=20,
 )
 
 PROFILES: dict[str, Profile] = {profile.name: profile for profile in (CI, FULL, COLAB)}

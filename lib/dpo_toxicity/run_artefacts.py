@@ -111,6 +111,19 @@ def attribution_prompts(settings: Profile) -> list[str]:
     return data.seeded_subset(data.challenge_prompts(), settings.eval_prompts, seed=0)
 
 
+def mediation_prompts(settings: Profile) -> list[str]:
+    """The challenge prompts of the mediation's behaviour items: a seeded subset of ``mediation_prompts`` of those
+    the neuron statistics do not average over (:func:`attribution_prompts`), so the items test the neuron sets on
+    prompts they were not chosen on. Raises ``ValueError`` when too few prompts are left."""
+    used = set(attribution_prompts(settings))
+    unused = [prompt for prompt in data.challenge_prompts() if prompt not in used]
+    if len(unused) < settings.mediation_prompts:
+        raise ValueError(f"Profile {settings.name!r} leaves {len(unused)} challenge prompts outside the neuron "
+                         f"statistics' {len(used)}, fewer than its mediation_prompts ({settings.mediation_prompts}): "
+                         "lower one of eval_prompts or mediation_prompts.")
+    return data.seeded_subset(unused, settings.mediation_prompts, seed=1)
+
+
 def neuron_statistics(lm: LoadedModel, dpo_lm: LoadedModel, probe: Probe, settings: Profile,
                       progress: bool = True) -> NeuronStatistics:
     """Mean activations of both models on the profile's challenge prompts and the neuron table along the probe;
