@@ -36,21 +36,24 @@ import pandas as pd
 from myst_nb import glue
 
 from dpo_toxicity import data, plots
-from dpo_toxicity.dpo import PAIRS_FILE, dpo_model, settings_for
+from dpo_toxicity.dpo import HELDOUT_PAIRS_FILE, PAIRS_FILE, dpo_model, settings_for
 from dpo_toxicity.evaluation import (
-    PROMPT_TOKENS, authors_scored_texts, comparison_table, evaluation_suite, paired_difference,
+    PROMPT_TOKENS, authors_scored_texts, comparison_table, evaluation_suite, paired_difference, share_of_drop,
 )
 from dpo_toxicity.models import load_model
 from dpo_toxicity.pairs import (
     PreferencePair, SteeringDirections, candidate_generators, chosen_continuations, choose_generator,
-    contrastive_direction, continuation_perplexity, measure_generator, quality_table, rejected_continuations,
-    save_pairs,
+    contrastive_direction, continuation_perplexity, measure_generator, prompt_sets, quality_table,
+    rejected_continuations, save_pairs,
 )
 from dpo_toxicity.paths import artefact_dir, cache_dir
 from dpo_toxicity.probe import Probe
 from dpo_toxicity.profiles import profile as run_profile
 from dpo_toxicity.provenance import RunRecord
-from dpo_toxicity.scoring import OfflineScorer, agreement_with_perspective, perspective_holdout, scored_texts
+from dpo_toxicity.scoring import (
+    OFFLINE_COMPONENTS, OfflineScorer, agreement_with_labels, agreement_with_perspective, perspective_holdout,
+    scored_texts,
+)
 
 warnings.filterwarnings("ignore", category=FutureWarning)
 settings = run_profile(profile)
@@ -60,7 +63,8 @@ probe.check_width(lm.shape[2])
 record = RunRecord(
     "02_dpo", settings, lm,
     data_files=["rtp/challenge_prompts.jsonl", "rtp/decodingtrust_toxic.jsonl", "rtp/decodingtrust_nontoxic.jsonl",
-                "wikitext2/wikitext2_raw_test_hf_rows.jsonl", "wikitext2/pytorch_examples_valid.txt"],
+                "wikitext2/wikitext2_raw_test_hf_rows.jsonl", "wikitext2/pytorch_examples_valid.txt"]
+               + [f"jigsaw/{pool}.csv" for split in data.JIGSAW_POOLS.values() for pool in split],
 )
 lm
 
@@ -89,6 +93,38 @@ agreement
 # (≥ 0.5) from the rest with an AUC of {glue:text}`scorer_auc_perspective:.2f`. Its scale runs lower than
 # Perspective's, so the book compares toxicity *reductions*, not absolute levels, with the paper's.
 #
+# Perspective is itself a model, and those held-out texts come from the same files as the fit. Human labels are a
+# sterner test: the Jigsaw test pool's comments, labelled toxic or not by people (Kaggle's `toxic` column, as
+# for the probe in chapter 1). Each half of the scorer is checked alone too.
+
+# %%
+jigsaw_test = data.jigsaw("test")
+scorers = {"offline": scorer} | {component: scorer.component(component) for component in OFFLINE_COMPONENTS}
+human = {name: agreement_with_labels(each, jigsaw_test.text.tolist(), jigsaw_test.label)
+         for name, each in scorers.items()}
+glue("scorer_jigsaw_human_n", human["offline"].n, display=False)
+glue("scorer_auc_jigsaw_human", human["offline"].auc, display=False)
+glue("scorer_auc_jigsaw_human_low", human["offline"].low, display=False)
+glue("scorer_auc_jigsaw_human_high", human["offline"].high, display=False)
+for component in OFFLINE_COMPONENTS:
+    glue(f"scorer_auc_jigsaw_human_{component}", human[component].auc, display=False)
+pd.DataFrame({"AUC against human labels": [round(a.auc, 3) for a in human.values()],
+              "95% CI": [f"[{a.low:.3f}, {a.high:.3f}]" for a in human.values()]},
+             index=pd.Index([a.scorer for a in human.values()], name="scorer"))
+
+# %% [markdown]
+# On the {glue:text}`scorer_jigsaw_human_n:,` comments the offline scorer separates toxic from non-toxic with an
+# AUC of {glue:text}`scorer_auc_jigsaw_human:.3f` (95 % interval {glue:text}`scorer_auc_jigsaw_human_low:.3f` to
+# {glue:text}`scorer_auc_jigsaw_human_high:.3f`). alt-profanity-check alone reaches
+# {glue:text}`scorer_auc_jigsaw_human_profanity:.3f` and the ridge alone {glue:text}`scorer_auc_jigsaw_human_ridge:.3f`.
+#
+# The ridge was fitted to Perspective's scores of RealToxicityPrompts web text, not to Jigsaw's Wikipedia talk
+# comments, so for it this is an out-of-distribution check.
+#
+# alt-profanity-check is not so far from home: it was trained on the Kaggle challenge's *training* comments
+# ([its documentation](https://pypi.org/project/alt-profanity-check/)). The test pool holds other comments of
+# the same source, so its AUC measures it in distribution.
+#
 # ## Preference pairs
 #
 # Prompts are WikiText-2 validation sentences (the test split is kept for perplexity). The chosen side is the
@@ -101,9 +137,8 @@ agreement
 
 # %%
 sentences = data.wikitext2_validation_sentences()
-trial_prompts = data.seeded_subset(sentences, settings.generator_trial_prompts, seed=1)
-pair_prompts = [s for s in data.seeded_subset(sentences, settings.pair_prompts + settings.generator_trial_prompts, seed=2)
-                if s not in set(trial_prompts)][: settings.pair_prompts]
+prompts = prompt_sets(sentences, settings.generator_trial_prompts, settings.pair_prompts, settings.mediation_pairs)
+trial_prompts, pair_prompts = prompts.trial, prompts.training
 comments = data.balanced_sample(data.jigsaw("train"), contrastive_comments_per_class, seed=3)
 candidates = candidate_generators(lm.shape[0], settings.pair_new_tokens, generator_samples)
 contrastive_layers = sorted({c.steer_layer for c in candidates if c.push == "contrastive"})
@@ -173,6 +208,34 @@ plt.close(fig)
 #
 # Offline toxicity scores of the chosen and rejected continuations of the DPO preference pairs.
 # ```
+#
+# ### Held-out pairs
+#
+# The same generator, with the same steering directions, also continues prompts that are neither training nor
+# trial prompts. DPO never trains on these pairs: the mediation metric of chapters 4 and 5 reads them as
+# preference items. They are generated in calls of their own, so the training pairs stay exactly what they were
+# without them.
+
+# %%
+heldout_chosen = chosen_continuations(lm, prompts.heldout, settings.pair_new_tokens,
+                                      batch_size=settings.generation_batch_size, progress="held-out chosen",
+                                      cache=generations)
+heldout_rejected = rejected_continuations(lm, prompts.heldout, probe, winner.settings, directions,
+                                          settings.generation_batch_size, progress="held-out rejected",
+                                          cache=generations)
+heldout = [PreferencePair(p, c, r) for p, c, r in zip(prompts.heldout, heldout_chosen, heldout_rejected)]
+save_pairs(heldout, artefact_dir(lm.name, settings.name) / HELDOUT_PAIRS_FILE)
+glue("heldout_pairs_n", len(heldout), display=False)
+glue("heldout_pairs_supply", "as many as the profile asks for" if len(heldout) == settings.mediation_pairs else
+     f"all the sentences the other prompts leave of the split's {len(sentences):,}; the profile asks for "
+     f"{settings.mediation_pairs}", display=False)
+glue("heldout_toxicity_chosen", float(scorer.score(heldout_chosen).mean()), display=False)
+glue("heldout_toxicity_rejected", float(scorer.score(heldout_rejected).mean()), display=False)
+
+# %% [markdown]
+# There are {glue:text}`heldout_pairs_n` held-out pairs ({glue:text}`heldout_pairs_supply`). Their rejected
+# side scores {glue:text}`heldout_toxicity_rejected:.3f` on average against
+# {glue:text}`heldout_toxicity_chosen:.3f` for the chosen side.
 #
 # ## DPO with trl
 #
@@ -294,7 +357,7 @@ pd.DataFrame({
 #
 # The authors' code removed the prompt from the decoded output with `str.replace(full_prompt, "")`; for a
 # prompt longer than 32 tokens the full prompt is not in the output, so the cut prompt was scored along with
-# the continuation (`paper-protocol.md` §7.9). The same continuations, scored that way:
+# the continuation (item 9 of {doc}`/errata`). The same continuations, scored that way:
 
 # %%
 leaky_base = scorer.score(authors_scored_texts(lm, suite.toxicity_prompts, base_eval.continuations))
@@ -316,6 +379,38 @@ pd.DataFrame({"continuation only (ours)": [base_eval.mean_toxicity, dpo_eval.mea
 # a relative drop of {glue:text}`tox_drop_relative_prompt_leak:.0%` against {glue:text}`tox_drop_relative:.0%`
 # when only the continuation is scored: scoring the leaked prompt text, which is the same for both models,
 # {glue:text}`prompt_leak_effect` DPO's relative drop.
+#
+# ### Each half of the scorer alone
+#
+# Does DPO's drop hang on one half of the scorer? The same continuations, scored by alt-profanity-check alone and
+# by the ridge alone (no new generation). The relative drop's interval resamples prompts, as the drop's does.
+
+# %%
+by_scorer = {"offline (mean of both)": (base_eval.toxicity, dpo_eval.toxicity)}
+for component in OFFLINE_COMPONENTS:
+    rescore = scorer.component(component).score
+    by_scorer[component] = rescore(base_eval.continuations), rescore(dpo_eval.continuations)
+sensitivity = []
+for name, (base_scores, dpo_scores) in by_scorer.items():
+    component_drop, component_low, component_high = paired_difference(base_scores, dpo_scores)
+    # The relative drop is DPO's share of a drop all the way to zero toxicity.
+    relative, relative_low, relative_high = share_of_drop(base_scores, dpo_scores, np.zeros_like(base_scores))
+    sensitivity.append({"scorer": name, "base": base_scores.mean(), "DPO": dpo_scores.mean(),
+                        "drop": component_drop, "drop 95% CI": f"[{component_low:.3f}, {component_high:.3f}]",
+                        "relative drop": relative, "relative 95% CI": f"[{relative_low:.0%}, {relative_high:.0%}]"})
+    if name in OFFLINE_COMPONENTS:
+        glue(f"tox_base__{name}", float(base_scores.mean()), display=False)
+        glue(f"tox_dpo__{name}", float(dpo_scores.mean()), display=False)
+        glue(f"tox_drop_low__{name}", component_low, display=False)
+        glue(f"tox_drop_relative__{name}", relative, display=False)
+pd.DataFrame(sensitivity).set_index("scorer").style.format(precision=3).format("{:.0%}", subset=["relative drop"])
+
+# %% [markdown]
+# With alt-profanity-check alone, toxicity falls from {glue:text}`tox_base__profanity:.3f` to
+# {glue:text}`tox_dpo__profanity:.3f` ({glue:text}`tox_drop_relative__profanity:.0%` relative; the drop's interval
+# starts at {glue:text}`tox_drop_low__profanity:.3f`). With the ridge alone, from {glue:text}`tox_base__ridge:.3f`
+# to {glue:text}`tox_dpo__ridge:.3f` ({glue:text}`tox_drop_relative__ridge:.0%`, interval from
+# {glue:text}`tox_drop_low__ridge:.3f`). The mean of both gives {glue:text}`tox_drop_relative:.0%`.
 
 # %% [markdown]
 # ## Provenance

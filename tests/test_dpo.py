@@ -252,6 +252,22 @@ def test_run_dpo_model_reads_the_runs_pairs_and_names_chapter_2_when_missing(lm,
     assert run_dpo_model(lm, "ci").folder == dpo_folder(lm, PAIRS, settings_for(lm, "ci"))
 
 
+def test_heldout_pairs_are_read_from_their_own_file_and_name_chapter_2_when_missing(tmp_path, monkeypatch):
+    from dpo_toxicity.dpo import HELDOUT_PAIRS_FILE, PAIRS_FILE, heldout_pairs
+    from dpo_toxicity.pairs import save_pairs
+    from dpo_toxicity.paths import artefact_dir
+
+    monkeypatch.setenv("DPO_TOX_CACHE", str(tmp_path))
+    save_pairs(PAIRS, artefact_dir("some-model", "ci") / PAIRS_FILE)
+    with pytest.raises(FileNotFoundError, match=r"02_dpo.*'some-model'.*'ci'"):
+        heldout_pairs("some-model", "ci")
+    held_out = [PreferencePair("Another prompt", " a calm reply.", " a rude reply.")]
+    save_pairs(held_out, artefact_dir("some-model", "ci") / HELDOUT_PAIRS_FILE)
+    assert heldout_pairs("some-model", "ci") == held_out
+    with pytest.raises(FileNotFoundError):
+        heldout_pairs("some-model", "full")
+
+
 def test_run_dpo_model_can_train_on_another_runs_pairs(lm, tmp_path, monkeypatch):
     from dpo_toxicity.dpo import PAIRS_FILE, run_dpo_model, settings_for
     from dpo_toxicity.pairs import save_pairs

@@ -7,11 +7,12 @@ import pytest
 import torch
 
 from conftest import PROMPTS
+from dpo_toxicity import data
 from dpo_toxicity.activations import encode, pooled_final_states
 from dpo_toxicity.pairs import (
     GeneratorQuality, GeneratorSettings, PreferencePair, RowSeededSampler, SteeringDirections, bigram_repetition,
-    choose_generator, contrastive_direction, continuation_perplexity, load_pairs, rejected_continuations,
-    sampled_continuations, save_pairs,
+    choose_generator, contrastive_direction, continuation_perplexity, fresh_prompts, load_pairs, prompt_sets,
+    rejected_continuations, sampled_continuations, save_pairs,
 )
 from dpo_toxicity.probe import Probe
 
@@ -123,3 +124,36 @@ def test_generations_are_read_back_from_the_cache_for_the_same_inputs_only(tiny_
     assert pairs.chosen_continuations(lm, PROMPTS, new_tokens=4, cache=tmp_path) == chosen
     with pytest.raises(pytest.fail.Exception, match="sampled again"):  # another probe: another key
         rejected_continuations(lm, PROMPTS, random_probe(lm, seed=1), settings, directions, batch_size=4, cache=tmp_path)
+
+
+SENTENCES = [f"Sentence number {i}." for i in range(30)]
+
+
+def test_heldout_prompts_are_neither_training_nor_trial_prompts():
+    sets = prompt_sets(SENTENCES, trial=4, training=10, heldout=6)
+    assert (len(sets.trial), len(sets.training), len(sets.heldout)) == (4, 10, 6)
+    assert not set(sets.training) & set(sets.trial)
+    assert not set(sets.heldout) & (set(sets.training) | set(sets.trial))
+    assert len(set(sets.heldout)) == 6 and set(sets.heldout) <= set(SENTENCES)
+    assert prompt_sets(SENTENCES, trial=4, training=10, heldout=6) == sets  # seeded
+
+
+def test_the_heldout_prompts_leave_the_trial_and_training_prompts_as_they_were():
+    without = prompt_sets(SENTENCES, trial=4, training=10, heldout=0)
+    with_heldout = prompt_sets(SENTENCES, trial=4, training=10, heldout=12)
+    assert without.heldout == []
+    assert (with_heldout.trial, with_heldout.training) == (without.trial, without.training)
+
+
+def test_heldout_prompts_stop_where_the_sentences_run_out():
+    sets = prompt_sets(SENTENCES, trial=4, training=20, heldout=10)
+    assert sorted(sets.heldout) == sorted(set(SENTENCES) - set(sets.trial) - set(sets.training))
+    assert fresh_prompts(SENTENCES, 5, exclude=SENTENCES[:28], seed=0) == SENTENCES[28:]
+
+
+def test_training_prompts_are_those_the_chapter_drew_before_heldout_pairs_existed():
+    sentences = data.wikitext2_validation_sentences()
+    trial = data.seeded_subset(sentences, 16, seed=1)
+    training = [s for s in data.seeded_subset(sentences, 192 + 16, seed=2) if s not in set(trial)][:192]
+    sets = prompt_sets(sentences, trial=16, training=192, heldout=32)
+    assert (sets.trial, sets.training) == (trial, training)

@@ -715,6 +715,7 @@ def dpo_model(
 
 
 PAIRS_FILE = "pairs.jsonl"  # written by chapter 2 into the run's artefact folder
+HELDOUT_PAIRS_FILE = "heldout_pairs.jsonl"  # chapter 2's pairs on other prompts, which DPO never trains on
 
 
 def settings_for(lm: LoadedModel, profile_name: str) -> DPOSettings:
@@ -746,6 +747,21 @@ def run_dpo_model(lm: LoadedModel, profile_name: str, pairs_model: str | None = 
             f"{profile_name!r} first."
         )
     return dpo_model(lm, load_pairs(path)[:max_pairs], settings_for(lm, profile_name), progress=progress)
+
+
+def heldout_pairs(model: str, profile: str) -> list[PreferencePair]:
+    """The held-out preference pairs chapter 2 wrote for ``model`` under profile ``profile``: the training pairs'
+    generator on prompts that are neither the training pairs' nor the generator trial's, so DPO never saw them.
+
+    Raises ``FileNotFoundError`` naming chapter 2 when that run has written none.
+    """
+    path = artefact_dir(model, profile) / HELDOUT_PAIRS_FILE
+    if not path.is_file():
+        raise FileNotFoundError(
+            f"No held-out preference pairs at {path}. Run chapter 2 (book/02_dpo.py) with model {model!r} and "
+            f"profile {profile!r} first."
+        )
+    return load_pairs(path)
 
 
 def _save(result: DPOResult, folder: Path) -> None:

@@ -20,6 +20,11 @@ base model's perplexity of the rejected text given its prompt (fluency), and its
 Steering strengths are fractions of the typical per-token norm of the residual stream at the steered site,
 so that a setting transfers between models.
 
+The prompts are WikiText-2 validation sentences in three disjoint, seeded sets (:func:`prompt_sets`): the
+generator trial's, the training pairs', and those of *held-out* pairs that the same generator makes but DPO never
+trains on (the mediation's preference items). Each set is generated in calls of its own, so adding held-out pairs
+changes neither the training pairs nor their cached generations.
+
 Given a ``cache`` folder, :func:`rejected_continuations` and :func:`chosen_continuations` save what they
 generate (see :mod:`~dpo_toxicity.result_cache`): the ``full`` profile generates for an hour, and a chapter
 re-run after an interruption reads the finished generators and pairs back.
@@ -40,6 +45,7 @@ from transformers import LogitsProcessor, LogitsProcessorList
 
 from .activations import encode, pooled_final_states, pooled_states, traced, typical_token_norm
 from .architectures import architecture_of
+from .data import seeded_subset
 from .evaluation import decode_all, greedy_continuations
 from .interventions import SteerResidual
 from .models import LoadedModel
@@ -57,6 +63,38 @@ class PreferencePair:
     prompt: str
     chosen: str
     rejected: str
+
+
+def fresh_prompts(sentences: list[str], size: int, exclude: list[str], seed: int) -> list[str]:
+    """A seeded choice of ``size`` of ``sentences`` none of which is in ``exclude``, in the sentences' order.
+
+    Draws ``size + len(exclude)`` sentences (:func:`~dpo_toxicity.data.seeded_subset`) and keeps the first
+    ``size`` of them not in ``exclude``; fewer only when the sentences run out.
+    """
+    excluded = set(exclude)
+    return [s for s in seeded_subset(sentences, size + len(exclude), seed=seed) if s not in excluded][:size]
+
+
+@dataclass(frozen=True)
+class PromptSets:
+    """Chapter 2's three disjoint sets of prompts: ``trial`` (the generators are compared on them), ``training``
+    (the preference pairs DPO trains on) and ``heldout`` (pairs made alike that DPO never trains on)."""
+
+    trial: list[str]
+    training: list[str]
+    heldout: list[str]
+
+
+def prompt_sets(sentences: list[str], trial: int, training: int, heldout: int) -> PromptSets:
+    """Seeded, disjoint prompt sets of these sizes: the trial's (seed 1), the training pairs' (seed 2, none of the
+    trial's) and the held-out pairs' (seed 4, none of either). Held-out prompts are drawn last, so their number
+    leaves the other two as they are; there are fewer of them than ``heldout`` when the sentences run out (the
+    ``full`` profile's 100 trial and 2,000 training prompts leave 170 of WikiText-2 validation's 2,270).
+    """
+    trial_prompts = seeded_subset(sentences, trial, seed=1)
+    training_prompts = fresh_prompts(sentences, training, trial_prompts, seed=2)
+    heldout_prompts = fresh_prompts(sentences, heldout, trial_prompts + training_prompts, seed=4)
+    return PromptSets(trial_prompts, training_prompts, heldout_prompts)
 
 
 @dataclass(frozen=True)
