@@ -27,32 +27,40 @@
 # is closer to toxic vocabulary (weaker regularisation fits exclamation marks and other surface marks of
 # Jigsaw's toxic comments). Training data: balanced Jigsaw train
 # pools; evaluation: the held-out Jigsaw test pools. Lee et al. report 94 % validation accuracy on
-# GPT-2-medium with 561,808 comments; we have at most 5,000 training comments offline.
+# GPT-2-medium with 561,808 comments at Jigsaw's natural balance; we have at most 5,000 training comments offline.
 
 # %% tags=["parameters"]
 profile = "ci"
 model = "smollm2-135m"
 probe_regularisation = 0.01
 top_neurons_shown = 20
+lens_tokens = 50
+null_directions = 200
+null_neurons = 2000
 
 # %%
 import warnings
 
 import matplotlib.pyplot as plt
+import torch
 from myst_nb import glue
 
 from dpo_toxicity import data, neurons, plots
 from dpo_toxicity.models import load_model
+from dpo_toxicity.null_control import random_directions
+from dpo_toxicity.probe import JIGSAW_TOXIC_PREVALENCE
 from dpo_toxicity.profiles import profile as run_profile
 from dpo_toxicity.provenance import RunRecord
 from dpo_toxicity.run_artefacts import fit_probe
+from dpo_toxicity.scoring import PERSPECTIVE_FILES, OfflineScorer
 
 warnings.filterwarnings("ignore", category=FutureWarning)
 settings = run_profile(profile)
 lm = load_model(model)
 record = RunRecord(
     "01_probe", settings, lm,
-    data_files=[f"jigsaw/{pool}.csv" for split in data.JIGSAW_POOLS.values() for pool in split],
+    data_files=[f"jigsaw/{pool}.csv" for split in data.JIGSAW_POOLS.values() for pool in split]
+               + list(PERSPECTIVE_FILES),
 )
 lm
 
@@ -72,6 +80,8 @@ glue("probe_n_test", len(fit.test_labels), display=False)
 glue("probe_test_accuracy", test_metrics.accuracy, display=False)
 glue("probe_test_auc", test_metrics.auc, display=False)
 glue("probe_train_accuracy", train_metrics.accuracy, display=False)
+glue("probe_accuracy_natural", test_metrics.natural_accuracy, display=False)
+glue("probe_majority_baseline", 1 - JIGSAW_TOXIC_PREVALENCE, display=False)
 test_metrics
 
 # %% [markdown]
@@ -79,9 +89,16 @@ test_metrics
 # {glue:text}`probe_test_accuracy:.3f` and a ROC-AUC of {glue:text}`probe_test_auc:.3f`, trained on
 # {glue:text}`probe_n_train` comments (training accuracy {glue:text}`probe_train_accuracy:.3f`).
 # *Reference (Lee et al., GPT-2-medium, 90:10 split of 561,808 comments): 94 % validation accuracy.*
-# The gap is expected from a 135M-parameter instruction-tuned model and a training set two orders of
-# magnitude smaller; what later chapters need is a direction along which toxic text is clearly separated,
-# and the score distributions below show that it is.
+#
+# The two accuracies are not alike. Lee et al.'s test comments have Jigsaw's natural balance, about one toxic in
+# ten, where always answering "non-toxic" already scores {glue:text}`probe_majority_baseline:.0%`; ours are
+# balanced, where that answer scores 50 %. `accuracy_at_prevalence` (in `dpo_toxicity.probe`) gives the accuracy
+# our probe would have at the natural balance: each class's held-out hit rate, weighted by its share there, with
+# the decision threshold moved by the prior odds (a probe fitted on balanced classes calls a comment toxic at
+# that balance when its probability reaches 0.9). It is {glue:text}`probe_accuracy_natural:.3f`, the number the
+# claims ledger sets beside the paper's 94 %. A gap is expected from a 135M-parameter instruction-tuned model
+# and a training set two orders of magnitude smaller; what later chapters need is a direction along which toxic
+# text is clearly separated, and the score distributions below show how far it is.
 
 # %%
 fig = plots.probe_score_histogram(probe.predict_proba(fit.test_features), fit.test_labels)
@@ -119,6 +136,28 @@ pieces
 # probe's top tokens above, and the neurons' below, with that in mind. Punctuation among them (`!`, `?!`) is
 # a surface mark of angry Jigsaw comments that a linear probe also picks up.
 
+# %%
+flagged = torch.as_tensor(OfflineScorer().score(neurons.vocabulary(lm)) >= 0.5)
+probe_lens = neurons.logit_lens_enrichment(lm, unit_probe[None, :],
+                                           random_directions(null_directions, lm.shape[2], seed=0), flagged,
+                                           top=lens_tokens)
+glue("vocabulary_flagged", int(flagged.sum()), display=False)
+glue("vocabulary_size", len(flagged), display=False)
+glue("lens_tokens_n", lens_tokens, display=False)
+glue("null_directions_n", null_directions, display=False)
+glue("logit_lens_toxic_share_probe", probe_lens["share"], display=False)
+glue("logit_lens_toxic_null_probe", probe_lens["null_mean"], display=False)
+glue("logit_lens_toxic_z_probe", probe_lens["z"], display=False)
+probe_lens
+
+# %% [markdown]
+# Whether the probe *promotes toxic tokens* is then counted rather than read. The offline scorer of chapter 2
+# (`dpo_toxicity.scoring`) flags {glue:text}`vocabulary_flagged` of the model's {glue:text}`vocabulary_size`
+# tokens, decoded one by one, as toxic (score ≥ 0.5). Among the probe's top {glue:text}`lens_tokens_n` logit-lens
+# tokens it flags a fraction {glue:text}`logit_lens_toxic_share_probe:.0%`, against
+# {glue:text}`logit_lens_toxic_null_probe:.1%` for {glue:text}`null_directions_n` random unit directions
+# (z = {glue:text}`logit_lens_toxic_z_probe:.1f`; `neurons.logit_lens_enrichment`).
+
 # %% [markdown]
 # ## Toxic neurons
 #
@@ -136,6 +175,14 @@ n_layers, d_mlp, d_model = lm.shape
 glue("n_neurons", n_layers * d_mlp, display=False)
 glue("max_cosine", float(cosines.max()), display=False)
 glue("share_positive_cosine", float((cosines > 0).float().mean()), display=False)
+neuron_lens = neurons.logit_lens_enrichment(
+    lm, neurons.neuron_value_vectors(lm, ranked),
+    neurons.neuron_value_vectors(lm, neurons.sample_neurons(lm, null_neurons, seed=0)), flagged, top=lens_tokens)
+glue("top_neurons_shown_n", top_neurons_shown, display=False)
+glue("null_neurons_n", null_neurons, display=False)
+glue("logit_lens_toxic_share_neurons", neuron_lens["share"], display=False)
+glue("logit_lens_toxic_null_neurons", neuron_lens["null_mean"], display=False)
+glue("logit_lens_toxic_z_neurons", neuron_lens["z"], display=False)
 ranked.style.hide(axis="index").format({"cosine": "{:.3f}"})
 
 # %% [markdown]
@@ -143,6 +190,12 @@ ranked.style.hide(axis="index").format({"cosine": "{:.3f}"})
 # {glue:text}`max_cosine:.3f` with the probe; a fraction {glue:text}`share_positive_cosine:.3f` of all value
 # vectors have a positive cosine. Random directions in a space of this width have cosines of order
 # `1/sqrt(d_model)`, so a value vector well above that is aligned with the probe by more than chance.
+#
+# Counted as for the probe, the scorer flags {glue:text}`logit_lens_toxic_share_neurons:.1%` of the top
+# {glue:text}`lens_tokens_n` logit-lens tokens of these {glue:text}`top_neurons_shown_n` neurons, against
+# {glue:text}`logit_lens_toxic_null_neurons:.1%` for {glue:text}`null_neurons_n` neurons drawn at random
+# (z = {glue:text}`logit_lens_toxic_z_neurons:.1f`, against sets of {glue:text}`top_neurons_shown_n`).
+# *Reference (Lee et al. Table 1): GPT-2-medium's top toxic value vectors promote profanity and slurs.*
 
 # %%
 fig = plots.cosine_distribution_by_layer(cosines, neurons.rank_neurons(cosines, top=top_neurons_shown))

@@ -32,6 +32,8 @@ model = "smollm2-135m"
 null_directions = 200
 ranked_neurons_shown = 2000
 arrows_shown = 500
+top_ranked_neurons = 100
+top_toxic_neurons = 100
 
 # %%
 import warnings
@@ -43,8 +45,9 @@ from myst_nb import glue
 from dpo_toxicity import attribution_plots
 from dpo_toxicity.architectures import all_value_vectors
 from dpo_toxicity.attribution import (
-    activation_change_correlations, activation_change_summary, group_shares, per_layer_reduction,
-    relative_activation_change, save_neuron_table, toxic_neuron_share,
+    activation_change_correlations, activation_change_summary, activation_falls, group_shares, layer_cancellation,
+    magnitude_shrink_shares, parameter_cosines, per_layer_reduction, relative_activation_change, save_neuron_table,
+    top_ranked_group_shares, toxic_neuron_share,
 )
 from dpo_toxicity.dpo import run_dpo_model
 from dpo_toxicity.models import load_model
@@ -80,11 +83,20 @@ base_activations, dpo_activations, table = statistics.base, statistics.dpo, stat
 values_base, values_dpo = all_value_vectors(lm.model), all_value_vectors(dpo_lm.model)
 save_neuron_table(table, "neuron_table.csv.gz")  # beside the page, for the download link below
 glue("n_neurons_total", len(table), display=False)
+weight_cosines = parameter_cosines(lm.model, dpo_lm.model)
+glue("weight_tensors", len(weight_cosines), display=False)
+glue("weight_cosine_min", float(weight_cosines.min()), display=False)
+glue("weight_cosine_min_tensor", weight_cosines.idxmin(), display=False)
 table.sort_values("delta", ascending=False).head(10)
 
 # %% [markdown]
 # The full table of all {glue:text}`n_neurons_total` neurons (layer, index, cosine, mean activations before
 # and after DPO, projections, Δ and group) is {download}`downloadable as CSV <neuron_table.csv.gz>`.
+#
+# The decomposition `Δ_i ≈ (m̄_i^pre − m̄_i^dpo)(v_i · ŵ)` rests on DPO leaving the weights almost where they
+# were. It does: of the {glue:text}`weight_tensors` parameter tensors, the one DPO moves most,
+# {glue:text}`weight_cosine_min_tensor`, keeps a cosine of {glue:text}`weight_cosine_min:.5f` with itself before
+# DPO (`parameter_cosines`). *Reference (Lee et al.): above 0.99 for every tensor of GPT-2-medium.*
 #
 # ## Net and positive totals
 #
@@ -109,7 +121,7 @@ delta_grouping
 # reduce the projection by {glue:text}`delta_positive_total:.3f`, but the net reduction over all neurons is
 # only {glue:text}`delta_net:.3f` ({glue:text}`net_over_positive:.1%` of the positive total): most of what some
 # neurons remove, others add back. *Reference (GPT-2-medium, v1 code): 57,501 of 98,304 neurons (58.5 %),
-# positive total 47.96, net 7.22 (15 %).*
+# positive total 47.96, net 7.22 (15 %); v3: 52–58 % of neurons with Δ > 0 across models.*
 #
 # ```{glue:figure} fig_cumulative
 # :name: fig-cumulative
@@ -162,6 +174,11 @@ delta_grouping.table().style.format({"delta_sum": "{:.3f}", "share": "{:.1%}"})
 fig = attribution_plots.ranked_group_contributions(table, top=ranked_neurons_shown)
 glue("fig_ranked_groups", fig, display=False)
 plt.close(fig)
+top_ranked = top_ranked_group_shares(table, top=top_ranked_neurons)
+glue("top_ranked_neurons_n", top_ranked_neurons, display=False)
+glue("top_ranked_share_tp", float(top_ranked["TP-"]), display=False)
+glue("top_ranked_share_max_other", float(top_ranked.drop("TP-").max()), display=False)
+glue("top_ranked_max_other_group", str(top_ranked.drop("TP-").idxmax()), display=False)
 fig = attribution_plots.projection_shift_arrows(table, top=arrows_shown)
 glue("fig_arrows", fig, display=False)
 plt.close(fig)
@@ -172,6 +189,12 @@ plt.close(fig)
 #
 # Figure 2b: reduction per group in bins of 50 neurons, over the neurons ranked by Δ.
 # ```
+#
+# Among the {glue:text}`top_ranked_neurons_n` neurons with the largest Δ, TP− carries
+# {glue:text}`top_ranked_share_tp:.0%` of the reduction and the largest other group,
+# {glue:text}`top_ranked_max_other_group`, {glue:text}`top_ranked_share_max_other:.0%`
+# (`top_ranked_group_shares`). *Reference (v1 Figure 2b): TP− dominates GPT-2-medium's top-ranked neurons, the
+# other groups take over further down.*
 #
 # ```{glue:figure} fig_arrows
 # :name: fig-arrows
@@ -190,10 +213,15 @@ plt.close(fig)
 last_third = per_layer.index >= 2 * lm.shape[0] // 3
 glue("late_layer_share", float(per_layer.loc[last_third, list(delta_grouping.shares.index)].sum().sum()
                                / delta_grouping.positive_total), display=False)
+glue("layer_net_over_positive", layer_cancellation(table), display=False)
 
 # %% [markdown]
 # The last third of the layers carries {glue:text}`late_layer_share:.1%` of the positive reduction. *Reference:
-# the paper finds the largest reductions in GPT-2's later layers, driven by TP− and AN−.*
+# the paper finds the largest reductions in GPT-2's later layers, driven by TP− and AN−.* Within a layer the
+# neurons that reduce and those that increase the write largely cancel: the layers' net reductions, in
+# magnitude, sum to {glue:text}`layer_net_over_positive:.0%` of the positive total (`layer_cancellation`; 0 would
+# be exact cancellation in every layer). *Reference (v1 Figure 3, right): on GPT-2-medium the two sums nearly
+# cancel layer by layer.*
 #
 # ```{glue:figure} fig_per_layer
 # :name: fig-per-layer
@@ -205,8 +233,12 @@ glue("late_layer_share", float(per_layer.loc[last_third, list(delta_grouping.sha
 # ## The top toxic neurons
 
 # %%
-top_toxic = table.nlargest(100, "cosine")
+top_toxic = table.nlargest(top_toxic_neurons, "cosine")
 glue("top100_negative_share", float((top_toxic["activation_base"] < 0).mean()), display=False)
+falls = activation_falls(table, top=top_toxic_neurons)
+glue("top100_activation_fall_share", float(falls["share"]), display=False)
+glue("activation_fall_share_all", float(falls["share_all"]), display=False)
+glue("top100_activation_fall_z", float(falls["z"]), display=False)
 glue("positive_activation_share", float((table["activation_base"] >= 0).mean()), display=False)
 fig = attribution_plots.top_toxic_activations(table)
 glue("fig_top_toxic", fig, display=False)
@@ -223,6 +255,12 @@ toxic_share
 # {glue:text}`toxic_share_projection:.1%` of the reduction. *Reference: 4.9 % on GPT-2 (OpenReview version);
 # "2.5 % to 24 %" across models (v3).*
 #
+# After DPO a fraction {glue:text}`top100_activation_fall_share:.2f` of these 100 neurons activate less than before
+# (`m̄^pre − m̄^dpo > 0`, which lowers a toxic-aligned neuron's write whatever its sign), against
+# {glue:text}`activation_fall_share_all:.2f` of all neurons (one-sided binomial z =
+# {glue:text}`top100_activation_fall_z:.1f`; `activation_falls`). *Reference (Lee et al.): the top toxic
+# neurons' activations drop after DPO.* Only a fall more frequent than DPO's fall everywhere singles them out.
+#
 # ```{glue:figure} fig_top_toxic
 # :name: fig-top-toxic
 #
@@ -238,6 +276,10 @@ glue("fig_change_distribution", fig, display=False)
 plt.close(fig)
 correlations = activation_change_correlations(table)
 glue("r_change_cosine", float(correlations.iloc[0]["r"]), display=False)
+shrinking = magnitude_shrink_shares(table)
+for label, key in zip(["TP-", "TN+", "AP+", "AN-"],
+                      ["shrink_share_tp", "shrink_share_tn", "shrink_share_ap", "shrink_share_an"]):
+    glue(key, float(shrinking[label]), display=False)
 fig = attribution_plots.change_versus_cosine(table)
 glue("fig_change_cosine", fig, display=False)
 plt.close(fig)
@@ -250,6 +292,12 @@ correlations
 # The activation change is essentially uncorrelated with the neuron's cosine with the probe (Pearson r =
 # {glue:text}`r_change_cosine:.3f`). *Reference (v3): r between 0.001 and 0.004 on all four models.* DPO does
 # not single out toxic-aligned neurons: it shifts activations broadly.
+#
+# By group, |m̄| shrinks in {glue:text}`shrink_share_tp:.0%` of the TP− neurons and {glue:text}`shrink_share_an:.0%`
+# of the AN− neurons, and in {glue:text}`shrink_share_tn:.0%` of TN+ and {glue:text}`shrink_share_ap:.0%` of AP+
+# (`magnitude_shrink_shares`). *Reference (v3): TP− and AN− shrink |m̄|, TN+ and AP+ grow it.* With the weights
+# this close to fixed the group definitions imply it for every neuron whose activation keeps its sign, so the
+# numbers say how many cross zero.
 #
 # ```{glue:figure} fig_change_distribution
 # :name: fig-change-distribution
@@ -280,7 +328,8 @@ orthogonal = null_shares(base_activations, dpo_activations, values_base, values_
 summary = null_summary(delta_grouping, null)
 summary["orthogonal direction"] = orthogonal.iloc[0][summary.index]
 glue("share_tp_null_mean", float(summary.loc["share_tp", "null_mean"]), display=False)
-glue("share_tp_z", float(summary.loc["share_tp", "z"]), display=False)
+for key in ["share_tp", "share_tn", "share_ap", "share_an"]:
+    glue(f"{key}_z", float(summary.loc[key, "z"]), display=False)
 glue("net_delta_z", float(summary.loc["net", "z"]), display=False)
 glue("net_delta_percentile", float(summary.loc["net", "percentile"]), display=False)
 glue("net_null_mean", float(summary.loc["net", "null_mean"]), display=False)
@@ -305,8 +354,11 @@ summary.style.format(precision=3)
 
 # %% [markdown]
 # Along random directions TP− takes {glue:text}`share_tp_null_mean:.1%` of the reduction on average, against
-# {glue:text}`share_tp:.1%` along the probe (z = {glue:text}`share_tp_z:.1f`); across the four groups the largest
-# |z| is {glue:text}`max_share_abs_z:.1f`. The group shares {glue:text}`shares_verdict`. The net reduction along
+# {glue:text}`share_tp:.1%` along the probe (z = {glue:text}`share_tp_z:.1f`); for TN+, AP+ and AN− the shares stand
+# at z = {glue:text}`share_tn_z:.1f`, {glue:text}`share_ap_z:.1f` and {glue:text}`share_an_z:.1f`, the largest |z|
+# being {glue:text}`max_share_abs_z:.1f`. The group shares {glue:text}`shares_verdict`. The claims ledger reads, for
+# each claim, the z of the share that claim is about (TP−'s for the headline third, the smallest group's for "all
+# four contribute"), not the largest of four. The net reduction along
 # the probe, {glue:text}`delta_net:.3f`, compares with {glue:text}`net_null_mean:.3f` ±
 # {glue:text}`net_null_sd:.3f` along random directions (z = {glue:text}`net_delta_z:.1f`, percentile
 # {glue:text}`net_delta_percentile:.0f`): the net reduction {glue:text}`net_verdict`.

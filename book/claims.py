@@ -16,8 +16,8 @@
 # One row per claim of the paper {cite}`yang2024ablation,yang2025dpo` and its predecessor
 # {cite}`lee2024mechanistic`, judged on the numbers the chapters of this run glued. Nothing here is computed
 # anew: the ledger reads the executed chapter notebooks beside this one and applies to each claim a rule that
-# is stated in the row (`dpo_toxicity.ledger` holds the claims and the rules, each unit-tested on hand-made
-# values).
+# is stated in the row (`dpo_toxicity.paper_claims` holds the claims, `dpo_toxicity.verdicts` the rules, each
+# unit-tested on hand-made values).
 #
 # **How to read a row.** *paper* is the claim's source and the paper's value, a reference measured on other
 # models (GPT-2-medium; in v3 also Llama-3.1-8B, Gemma-2-2B and Mistral-7B) with another scorer. The *ours*
@@ -32,10 +32,20 @@
 # - **not reproduced**: it contradicts the claim;
 # - **not specific to toxicity**: it matches, but random directions give the same, so it describes how DPO
 #   moves activations rather than anything about toxicity;
-# - **not testable here**: a value is missing (its chapter has not run or does not glue it) or the evaluation
-#   cannot decide (for instance DPO's own drop is not positive on the prompts a share of it is measured on).
+# - **not testable here**: a value is missing (its chapter has not run or does not glue it) or the data cannot
+#   decide (an interval that holds both the claim and its negation, on every metric the claim is judged on).
 #
-# *why* gives the reason, model by model; *chapter* links to where the value is computed.
+# *why* gives the reason, model by model; *chapter* links to where the value is computed. A rule reads the
+# statistic its claim is about, judges a row against DPO through differences paired over prompts, checks
+# perplexity on the same windows before anything a broken model could fake, and treats the paper's "only up to"
+# as a bound.
+#
+# **Two metrics.** The claims about what a set of neurons does for DPO's effect (ablation falls short of DPO,
+# patching the four groups reproduces it, toxic neurons account for only a small part of it) are judged on
+# generated toxicity, the paper's metric, and on the mediation metric of chapter 5 (the fraction of DPO's shift
+# of a teacher-forced log-probability margin that an intervention recovers). Such a row gives both verdicts; its
+# own verdict is that of the metric that can decide, named in *why* ("decided by the mediation metric"), their
+# common verdict, or *partly* where both decide and disagree.
 
 # %% tags=["parameters"]
 profile = "ci"
@@ -47,9 +57,9 @@ from pathlib import Path
 from IPython.display import HTML
 from myst_nb import glue
 
-from dpo_toxicity.ledger import (
-    NOT_REPRODUCED, NOT_SPECIFIC, NOT_TESTABLE, PARTLY, REPRODUCED, ledger_html, ledger_table, verdict_counts,
-)
+from dpo_toxicity.ledger import ledger_html, ledger_table, scorer_sensitivity, verdict_counts
+from dpo_toxicity.paper_claims import key_glossary
+from dpo_toxicity.verdicts import NOT_REPRODUCED, NOT_SPECIFIC, NOT_TESTABLE, PARTLY, REPRODUCED
 
 # The book runs every chapter with its staged folder as working directory: the executed chapters are siblings.
 table = ledger_table(Path("."), model=model)
@@ -69,3 +79,27 @@ HTML(ledger_html(table))
 # profile evaluates on a few hundred prompts, so a verdict that rests on a small difference can change with
 # the `full` profile. How the book departs from the paper's protocol, and which artefacts of the authors' code
 # it does not copy, is listed in {doc}`/errata`.
+#
+# ## How much the verdicts owe to the scorer
+#
+# The offline scorer is the mean of two models (chapter 2). Every claim whose values rest on scored toxicity is
+# judged again below with each of the two alone, the chapters having re-scored the same continuations: a verdict
+# that holds under both halves does not hang on one of them.
+
+# %%
+sensitivity = scorer_sensitivity(Path("."))
+glue("claims_scorer_judged", len(sensitivity), display=False)
+glue("claims_scorer_sensitive", int(sensitivity["changes"].sum()), display=False)
+sensitivity
+
+# %% [markdown]
+# Of the {glue:text}`claims_scorer_judged` claims that rest on scored toxicity,
+# {glue:text}`claims_scorer_sensitive` change verdict when one half of the scorer judges alone.
+#
+# ## The values, key by key
+#
+# Each value in the *ours* columns is a number a chapter glued under the name shown; this index says what each
+# one holds and which chapter computes it (`dpo_toxicity.paper_claims.KEY_MEANINGS`).
+
+# %% tags=["hide-output"]
+key_glossary()

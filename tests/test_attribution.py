@@ -9,9 +9,10 @@ from conftest import PROMPTS
 from dpo_toxicity.activations import encode
 from dpo_toxicity.architectures import all_value_vectors, architecture_of, decoder_layers, output_projection
 from dpo_toxicity.attribution import (
-    LABELS, REDUCING, NeuronActivations, activation_change_correlations, activation_change_summary, group_shares,
-    layer_projection, load_neuron_table, mean_neuron_activations, neuron_table, per_layer_reduction,
-    relative_activation_change, save_neuron_table, toxic_neuron_share,
+    LABELS, REDUCING, NeuronActivations, activation_change_correlations, activation_change_summary, activation_falls,
+    group_shares, layer_cancellation, layer_projection, load_neuron_table, magnitude_shrink_shares,
+    mean_neuron_activations, neuron_table, parameter_cosines, per_layer_reduction, relative_activation_change,
+    save_neuron_table, top_ranked_group_shares, toxic_neuron_share,
 )
 from dpo_toxicity.interventions import SetNeurons
 from dpo_toxicity.null_control import (
@@ -179,6 +180,71 @@ def test_toxic_neuron_share_counts_dampened_neurons_among_the_highest_cosines():
     share = toxic_neuron_share(table, top=20)
     assert share["neurons"] == len(dampened) > 0
     assert share["share"] == pytest.approx(dampened.delta.sum() / table.delta[table.delta > 0].sum())
+
+
+def hand_table(cosines, before, after):
+    """A neuron table from hand-made numbers: one value vector per cosine, (c, sqrt(1 − c²)) against the probe
+    (1, 0), unchanged by DPO, so that Δ = (m̄^pre − m̄^dpo) c exactly. Arguments are ``[n_layers, d_mlp]`` lists."""
+    cosine = torch.tensor(cosines, dtype=torch.float64)
+    values = torch.stack([cosine, (1 - cosine**2).sqrt()], dim=-1)
+    empty = torch.zeros(cosine.shape[0], 2, dtype=torch.float64)
+    base = NeuronActivations(torch.tensor(before, dtype=torch.float64), empty, 1)
+    dpo = NeuronActivations(torch.tensor(after, dtype=torch.float64), empty, 1)
+    return neuron_table(base, dpo, values, values, torch.tensor([1.0, 0.0]))
+
+
+def test_top_ranked_group_shares_split_the_largest_reductions():
+    # Δ: TP− 3, AN− 2 (cosine −1, m̄ −2 → 0), TP− 1, TN+ 0.5 (m̄ −1 → −1.5), then AP+ 0.1, out of the top 3
+    table = hand_table([[1.0, -1.0, 1.0, 1.0, -1.0]], [[3.0, -2.0, 1.0, -1.0, 0.1]],
+                       [[0.0, 0.0, 0.0, -1.5, 0.2]])
+    shares = top_ranked_group_shares(table, top=3)
+    assert list(shares.index) == list(REDUCING)
+    np.testing.assert_allclose(shares.to_numpy(), [4 / 6, 0.0, 0.0, 2 / 6])
+    assert top_ranked_group_shares(table, top=5).sum() == pytest.approx(1.0)
+
+
+def test_layer_cancellation_sums_each_layers_net_in_magnitude():
+    # layer 0: Δ = 3 and −1 (net 2); layer 1: Δ = 2 and −2 (net 0); positive total 5
+    table = hand_table([[1.0, 1.0], [1.0, 1.0]], [[3.0, 0.0], [2.0, 0.0]], [[0.0, 1.0], [0.0, 2.0]])
+    assert layer_cancellation(table) == pytest.approx(2 / 5)
+    assert layer_cancellation(table) >= abs(table.delta.sum()) / table.delta[table.delta > 0].sum()
+
+
+def test_magnitude_shrink_shares_count_neurons_whose_activation_shrinks_in_magnitude():
+    # TP−: 1 → 0.5 shrinks, 1 → −2 crosses zero and grows; TN+: −1 → −2 grows; AP+: 1 → 3 grows;
+    # AN−: −2 → −1 shrinks
+    table = hand_table([[1.0, 1.0, 1.0, -1.0, -1.0]], [[1.0, 1.0, -1.0, 1.0, -2.0]],
+                       [[0.5, -2.0, -2.0, 3.0, -1.0]])
+    assert list(table.group_by_delta) == ["TP-", "TP-", "TN+", "AP+", "AN-"]
+    np.testing.assert_allclose(magnitude_shrink_shares(table).to_numpy(), [0.5, 0.0, 0.0, 1.0])
+
+
+def test_activation_falls_compares_the_most_toxic_neurons_with_all():
+    # the two highest cosines both fall; of all eight neurons, two of eight fall
+    cosines = [[0.9, 0.8, 0.1, 0.2, -0.3, -0.1, 0.05, -0.5]]
+    table = hand_table(cosines, [[1.0] * 8], [[0.0, 0.5, 1.0, 1.5, 2.0, 1.0, 1.0, 1.2]])
+    falls = activation_falls(table, top=2)
+    assert falls["share"] == 1.0 and falls["share_all"] == pytest.approx(0.25)
+    assert falls["z"] == pytest.approx((1.0 - 0.25) / np.sqrt(0.25 * 0.75 / 2))
+
+
+def test_parameter_cosines_are_one_per_tensor_and_match_torch():
+    generator = torch.Generator().manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Linear(5, 4), torch.nn.Linear(4, 3))
+    moved = torch.nn.Sequential(torch.nn.Linear(5, 4), torch.nn.Linear(4, 3))
+    moved.load_state_dict(model.state_dict())
+    with torch.no_grad():
+        moved[0].weight.add_(0.3 * torch.randn(4, 5, generator=generator))
+        model[1].bias.zero_()
+        moved[1].bias.zero_()
+    cosines = parameter_cosines(model, moved, chunk=3)  # slices smaller than a tensor: the sums still add up
+    assert list(cosines.index) == ["0.weight", "0.bias", "1.weight", "1.bias"]
+    before, after = model[0].weight.detach().flatten(), moved[0].weight.detach().flatten()
+    expected = torch.nn.functional.cosine_similarity(before, after, dim=0)
+    assert cosines["0.weight"] == pytest.approx(float(expected), rel=1e-6)
+    assert cosines["0.bias"] == pytest.approx(1.0) and cosines["1.bias"] == 1.0  # equal, and equal zeros
+    with pytest.raises(ValueError, match="different parameters"):
+        parameter_cosines(model, torch.nn.Linear(5, 4))
 
 
 @pytest.mark.parametrize("suffix", [".parquet", ".csv.gz"])

@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from dpo_toxicity.probe import Probe, ProbeWidthError, train_probe
+from dpo_toxicity.probe import JIGSAW_TOXIC_PREVALENCE, Probe, ProbeWidthError, accuracy_at_prevalence, train_probe
 
 
 def planted(n=2000, d=48, seed=0):
@@ -63,3 +63,26 @@ def test_probe_round_trips_through_its_file(tmp_path):
 def test_missing_probe_file_names_the_chapter_that_makes_it(tmp_path):
     with pytest.raises(FileNotFoundError, match="01_probe"):
         Probe.load(tmp_path / "probe.npz")
+
+
+def test_accuracy_at_prevalence_moves_the_threshold_and_reweights_the_classes():
+    toxic, clean = [0.95, 0.8, 0.6, 0.3], [0.05, 0.2, 0.92, 0.4]
+    probabilities, labels = np.array(toxic + clean), np.array([1] * 4 + [0] * 4)
+    # fitted on balanced classes, used at 10 % toxic: toxic when P >= 0.9, so TPR 1/4 and TNR 3/4
+    assert accuracy_at_prevalence(probabilities, labels, 0.1, 0.5) == pytest.approx(0.1 * 0.25 + 0.9 * 0.75)
+    # at the balance it was fitted on, the plain accuracy at 0.5
+    assert accuracy_at_prevalence(probabilities, labels, 0.5, 0.5) == pytest.approx(0.75)
+    with pytest.raises(ValueError, match="both classes"):
+        accuracy_at_prevalence(probabilities[:4], labels[:4], 0.1, 0.5)
+
+
+def test_natural_accuracy_of_a_useless_probe_is_the_majority_class():
+    features, labels, _ = planted()
+    probe = train_probe(features, labels, "synthetic", "none")
+    assert probe.info["train_prevalence"] == pytest.approx(labels.mean())
+    metrics = probe.evaluate(features, labels)
+    assert metrics.natural_accuracy > 1 - JIGSAW_TOXIC_PREVALENCE  # a good probe beats always answering non-toxic
+    shuffled = np.random.default_rng(5).permutation(labels)
+    useless = train_probe(features[:1000], shuffled[:1000], "synthetic", "none")
+    natural = useless.evaluate(features[1000:], shuffled[1000:]).natural_accuracy
+    assert natural == pytest.approx(1 - JIGSAW_TOXIC_PREVALENCE, abs=0.02)

@@ -9,7 +9,8 @@ and the positions at which the model produces its 20 greedy tokens, its write al
 Each model is measured on its own greedy continuation: ``P_i^pre`` uses the pre-DPO model's ``m̄_i`` and
 ``v_i``, ``P_i^dpo`` the DPO model's; ``ŵ`` is the same. The per-neuron *reduction* is
 ``Δ_i = P_i^pre − P_i^dpo``: positive when the neuron writes less toxicity after DPO. Since DPO barely moves
-the weights, ``Δ_i ≈ (m̄_i^pre − m̄_i^dpo)(v_i · ŵ)``: a reduction is an activation change times an alignment.
+the weights, ``Δ_i ≈ (m̄_i^pre − m̄_i^dpo)(v_i · ŵ)``: a reduction is an activation change times an alignment
+(:func:`parameter_cosines` measures how little the weights move).
 
 **Two totals.** Summed over all neurons, ``Δ`` gives the *net* reduction of the MLPs' write along ``ŵ``. The
 paper divides by another total, the sum over the neurons with ``Δ_i > 0`` only (GPT-2: 47.96 against a net of
@@ -350,6 +351,18 @@ def toxic_neuron_share(table: pd.DataFrame, top: int = 128, grouping: str = "act
                       "share": delta_sum / float(delta[delta > 0].sum())})
 
 
+def top_ranked_group_shares(table: pd.DataFrame, top: int = 100, grouping: str = "delta") -> pd.Series:
+    """Each reducing group's part of ``ΣΔ`` over the ``top`` neurons with the largest ``Δ`` (Figure 2b's first bins).
+
+    The paper's Figure 2b shows TP− carrying most of the reduction among the top-ranked neurons, the other
+    groups taking over further down the ranking. Shares are over the ``top`` neurons' total ``Δ``, indexed by
+    :data:`REDUCING`; under the ``delta`` grouping they sum to one.
+    """
+    highest = table.nlargest(top, "delta")
+    sums = highest.groupby(_grouping_column(grouping), observed=False)["delta"].sum()
+    return sums.reindex(list(REDUCING)).fillna(0.0) / float(highest["delta"].sum())
+
+
 def layer_projection(mean_mlp_output: torch.Tensor, direction: torch.Tensor) -> torch.Tensor:
     """Per-layer projection of the mean MLP output onto the unit ``direction``: ``[n_layers]`` float64.
 
@@ -368,6 +381,17 @@ def per_layer_reduction(table: pd.DataFrame, grouping: str = "delta") -> pd.Data
     result["reduced"] = delta.where(delta > 0, 0.0).groupby(table["layer"]).sum()
     result["increased"] = delta.where(delta < 0, 0.0).groupby(table["layer"]).sum()
     return result
+
+
+def layer_cancellation(table: pd.DataFrame) -> float:
+    """How much of each layer's reduction its own increases leave standing: ``Σ_l |Σ_{i∈l} Δ_i| / Σ_{Δ>0} Δ``.
+
+    0 when every layer's positive and negative ``Δ`` cancel exactly, 1 when no neuron has ``Δ < 0``. Figure 3
+    (right) of the paper shows them nearly cancelling layer by layer; it is never below the overall
+    ``|net| / positive total``, which sums before taking the magnitude.
+    """
+    layers = per_layer_reduction(table)
+    return float((layers["reduced"] + layers["increased"]).abs().sum() / layers["reduced"].sum())
 
 
 def relative_activation_change(table: pd.DataFrame, lower: float = 10, upper: float = 90) -> pd.Series:
@@ -393,6 +417,32 @@ def activation_change_summary(table: pd.DataFrame, grouping: str = "delta") -> p
     ).set_index("group")
 
 
+def magnitude_shrink_shares(table: pd.DataFrame, grouping: str = "delta") -> pd.Series:
+    """Per reducing group, the fraction of its neurons whose mean activation shrinks in magnitude under DPO.
+
+    ``|m̄^dpo| < |m̄^pre|``, indexed by :data:`REDUCING`. The EMNLP version reads its distributions as TP− and AN−
+    shrinking ``|m̄|`` and TN+ and AP+ growing it; with the weights nearly unchanged the groups' definitions imply
+    as much for every neuron whose activation keeps its sign, so this checks how many cross zero.
+    """
+    shrinks = table["activation_dpo"].abs() < table["activation_base"].abs()
+    return shrinks.groupby(table[_grouping_column(grouping)], observed=False).mean().reindex(list(REDUCING))
+
+
+def activation_falls(table: pd.DataFrame, top: int = 100) -> pd.Series:
+    """Whether the ``top`` neurons most aligned with the probe activate less after DPO than neurons at large.
+
+    A neuron's activation *falls* when ``m̄^pre − m̄^dpo > 0``; for a toxic-aligned neuron that lowers its write
+    along the probe, whatever the sign of ``m̄`` (Lee et al.: the toxic neurons' activations drop after DPO).
+    Returns ``share`` (of the ``top`` by cosine), ``share_all`` (of all neurons) and ``z``, the one-sided
+    binomial z-score ``(share − share_all) / sqrt(share_all (1 − share_all) / top)``: how far the toxic
+    neurons stand from what DPO does to any ``top`` neurons.
+    """
+    share = float((table.nlargest(top, "cosine")["activation_change"] > 0).mean())
+    share_all = float((table["activation_change"] > 0).mean())
+    z = (share - share_all) / np.sqrt(share_all * (1 - share_all) / top)
+    return pd.Series({"share": share, "share_all": share_all, "z": float(z)})
+
+
 def activation_change_correlations(table: pd.DataFrame) -> pd.DataFrame:
     """Pearson ``r`` (and two-sided ``p``) of the activation change with the cosine and with ``m̄^pre``.
 
@@ -411,3 +461,28 @@ def activation_change_correlations(table: pd.DataFrame) -> pd.DataFrame:
         result = stats.pearsonr(x[finite], y[finite])
         rows.append({"x": x_name, "y": y_name, "r": float(result.statistic), "p": float(result.pvalue)})
     return pd.DataFrame(rows)
+
+
+def parameter_cosines(model_a: torch.nn.Module, model_b: torch.nn.Module, chunk: int = 2**22) -> pd.Series:
+    """The cosine between each parameter tensor of two models of one architecture, by parameter name (float64).
+
+    Lee et al. find every tensor of GPT-2-medium at a cosine above 0.99 before and after DPO: DPO barely moves the
+    weights, which is why ``Δ_i`` is an activation change times an alignment. Sums run in float64 over slices of
+    ``chunk`` values, so memory stays small even for a 262k-token embedding. Two all-zero tensors count as equal
+    (cosine 1). Raises ``ValueError`` when the models' parameter names differ.
+    """
+    parameters_b = dict(model_b.named_parameters())
+    names_a = [name for name, _ in model_a.named_parameters()]
+    if sorted(names_a) != sorted(parameters_b):
+        raise ValueError("The two models have different parameters; compare a model with its own DPO copy.")
+    cosines = {}
+    for name, tensor_a in model_a.named_parameters():
+        dot = norm_a = norm_b = 0.0
+        for part_a, part_b in zip(tensor_a.detach().flatten().split(chunk),
+                                  parameters_b[name].detach().flatten().split(chunk)):
+            part_a, part_b = part_a.to("cpu", torch.float64), part_b.to("cpu", torch.float64)
+            dot += float(part_a @ part_b)
+            norm_a += float(part_a @ part_a)
+            norm_b += float(part_b @ part_b)
+        cosines[name] = 1.0 if norm_a == norm_b == 0 else dot / max(np.sqrt(norm_a * norm_b), 1e-300)
+    return pd.Series(cosines, name="cosine", dtype=np.float64)

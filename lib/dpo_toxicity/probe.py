@@ -7,6 +7,11 @@ the "toxic direction". The book does the same with scikit-learn on the offline J
 
 A :class:`Probe` is an artefact: it records the model it was trained on (name and weights hash) and its
 held-out metrics, is saved atomically, and refuses to be used with a model of another width.
+
+**Accuracy depends on the class balance.** Lee et al.'s 94 % was measured on Jigsaw's natural balance, about
+one toxic comment in ten, where always answering "non-toxic" already scores 90 %; the book fits and tests on
+balanced samples (chance 50 %). :func:`accuracy_at_prevalence` gives the accuracy a probe would have at another
+prevalence, so the two numbers can be compared like with like.
 """
 
 from __future__ import annotations
@@ -22,6 +27,8 @@ from sklearn.metrics import accuracy_score, roc_auc_score
 
 from .paths import written_atomically
 
+JIGSAW_TOXIC_PREVALENCE = 0.1  # about a tenth of Jigsaw's comments are labelled toxic: Lee et al.'s test balance
+
 
 class ProbeWidthError(ValueError):
     """The probe's width does not match the model's residual stream."""
@@ -29,11 +36,13 @@ class ProbeWidthError(ValueError):
 
 @dataclass(frozen=True)
 class ProbeMetrics:
-    """Accuracy (threshold 0.5) and ROC-AUC of a probe on labelled features."""
+    """Accuracy (threshold 0.5) and ROC-AUC of a probe on labelled features, and ``natural_accuracy``: the
+    accuracy at Jigsaw's natural toxic prevalence (:data:`JIGSAW_TOXIC_PREVALENCE`, :func:`accuracy_at_prevalence`)."""
 
     accuracy: float
     auc: float
     n: int
+    natural_accuracy: float
 
 
 @dataclass
@@ -76,12 +85,14 @@ class Probe:
         return 1.0 / (1.0 + np.exp(-(features.astype(np.float64) @ self.direction + self.bias)))
 
     def evaluate(self, features: np.ndarray, labels: np.ndarray) -> ProbeMetrics:
-        """Accuracy at 0.5 and ROC-AUC on labelled features."""
+        """Accuracy at 0.5, ROC-AUC and the accuracy at Jigsaw's natural prevalence on labelled features."""
         probabilities = self.predict_proba(features)
         return ProbeMetrics(
             accuracy=float(accuracy_score(labels, probabilities >= 0.5)),
             auc=float(roc_auc_score(labels, probabilities)),
             n=int(len(labels)),
+            natural_accuracy=accuracy_at_prevalence(probabilities, labels, JIGSAW_TOXIC_PREVALENCE,
+                                                    self.info["train_prevalence"]),
         )
 
     def save(self, path: Path) -> Path:
@@ -127,7 +138,8 @@ def train_probe(
         raise ValueError("train_probe needs labels of both classes (0 = non-toxic, 1 = toxic).")
     classifier = LogisticRegression(C=regularisation, max_iter=2000, random_state=seed)
     classifier.fit(features.astype(np.float64), labels)
-    info = {"n_train": int(len(labels)), "regularisation_C": regularisation}
+    info = {"n_train": int(len(labels)), "regularisation_C": regularisation,
+            "train_prevalence": float(np.mean(labels))}
     return Probe(
         direction=classifier.coef_[0].astype(np.float32),
         bias=float(classifier.intercept_[0]),
@@ -135,6 +147,27 @@ def train_probe(
         weights_hash=weights_hash,
         info=info,
     )
+
+
+def accuracy_at_prevalence(probabilities: np.ndarray, labels: np.ndarray, prevalence: float,
+                           train_prevalence: float) -> float:
+    """The accuracy a probe would have on comments of which a fraction ``prevalence`` is toxic.
+
+    A probe fitted where a fraction ``train_prevalence`` was toxic has that prior in its bias; at another
+    prevalence the Bayes rule moves its decision threshold by the change in prior log-odds (fitted on balanced
+    classes and used at 10 % toxic: toxic when ``P ≥ 0.9``). The accuracy is then ``prevalence × TPR +
+    (1 − prevalence) × TNR``, each rate measured on the labelled test comments of its class, whatever their
+    balance. At ``prevalence = train_prevalence`` on a test set of that balance it is the plain accuracy.
+    """
+    probabilities, labels = np.asarray(probabilities, np.float64), np.asarray(labels)
+    if len(np.unique(labels)) != 2:
+        raise ValueError("accuracy_at_prevalence needs test comments of both classes (0 = non-toxic, 1 = toxic).")
+    threshold_logit = np.log(train_prevalence / (1 - train_prevalence)) - np.log(prevalence / (1 - prevalence))
+    with np.errstate(divide="ignore"):
+        toxic = np.log(probabilities) - np.log1p(-probabilities) >= threshold_logit
+    true_positive_rate = float(toxic[labels == 1].mean())
+    true_negative_rate = float((~toxic[labels == 0]).mean())
+    return prevalence * true_positive_rate + (1 - prevalence) * true_negative_rate
 
 
 def metrics_dict(metrics: ProbeMetrics) -> dict:
