@@ -38,9 +38,11 @@ model = "smollm2-135m"
 key_neurons = 7
 
 # %%
+import math
 import warnings
 
 import matplotlib.pyplot as plt
+import numpy as np
 import pandas as pd
 from myst_nb import glue
 from tqdm import tqdm
@@ -48,17 +50,21 @@ from tqdm import tqdm
 from dpo_toxicity import plots
 from dpo_toxicity.attribution import NeuronActivations, layer_projection, load_neuron_table, mean_neuron_activations
 from dpo_toxicity.dpo import run_dpo_model
-from dpo_toxicity.evaluation import drop_table, evaluation_suite, paired_difference
-from dpo_toxicity.interventions import ScaleKeys, SetNeurons
+from dpo_toxicity.evaluation import drop_table, evaluation_suite, paired_difference, share_of_drop
+from dpo_toxicity.interventions import ScaleKeys, ScaleNeurons, SetNeurons
+from dpo_toxicity.verdicts import ablation_falls_short, ablation_falls_short_mediation
+from dpo_toxicity.mediation import behaviour_items, margins, recovered_fraction
 from dpo_toxicity.models import load_model
+from dpo_toxicity.neurons import rank_neurons, value_vector_cosines
 from dpo_toxicity.paths import artefact_dir, cache_dir
 from dpo_toxicity.probe import Probe
 from dpo_toxicity.profiles import profile as run_profile
 from dpo_toxicity.provenance import RunRecord
 from dpo_toxicity.run_artefacts import (
     BASE_ACTIVATIONS_FILE, DPO_ACTIVATIONS_FILE, NEURON_TABLE_FILE, PROBE_FILE, attribution_prompts,
+    mediation_prompts,
 )
-from dpo_toxicity.scoring import OfflineScorer
+from dpo_toxicity.scoring import OFFLINE_COMPONENTS, OfflineScorer
 
 warnings.filterwarnings("ignore", category=FutureWarning)
 settings = run_profile(profile)
@@ -108,12 +114,17 @@ rows.append(("patch all dampened toxic neurons to post-DPO", lm, SetNeurons.patc
 rows.append(("DPO", dpo_lm, None))
 for factor in (2, 5, 10, 100):
     rows.append((f"DPO, scale top {key_neurons} keys ×{factor}", dpo_lm, ScaleKeys(by_cosine.head(key_neurons), factor)))
+# The paper's code ranks the 7 neurons by cosines in the DPO model; on gated MLPs Lee et al. scaled the linear (up)
+# side, which scales the activation whatever the gate's sign: both readings beside ours (chapter 4's errata).
+dpo_ranked = rank_neurons(value_vector_cosines(dpo_lm, probe.unit_direction(lm.shape[2])), top=key_neurons)
+rows.append((f"DPO, scale top {key_neurons} keys ×10 (ranked in the DPO model)", dpo_lm, ScaleKeys(dpo_ranked, 10)))
+rows.append((f"DPO, scale top {key_neurons} activations ×10 (up-projection side)", dpo_lm,
+             ScaleNeurons(by_cosine.head(key_neurons)[["layer", "neuron"]].assign(factor=10.0))))
 evaluations = [suite.evaluate(row_model, name, intervention, progress=False)
                for name, row_model, intervention in tqdm(rows, desc="Table 1 rows")]
 
 # %%
 results = drop_table(evaluations)
-tox_base, tox_dpo = results.loc["base", "toxicity"], results.loc["DPO", "toxicity"]
 paper = pd.DataFrame(
     {"paper toxicity": [0.453, 0.403, 0.405, 0.436, 0.384, 0.366, 0.320, 0.319, 0.335, 0.208, 0.487, 0.555, 0.458],
      "paper PPL": [21.70, 21.99, 22.41, 27.34, 21.78, 21.83, 30.04, 29.07, 21.69, 23.34, 21.72, 23.36, 37.33],
@@ -136,22 +147,82 @@ best_ablation = results.loc[ablation_rows, "share of DPO's drop"].idxmax()
 glue("best_ablation_row", best_ablation, display=False)
 glue("best_ablation_share", float(results.loc[best_ablation, "share of DPO's drop"]), display=False)
 glue("best_ablation_ppl", float(results.loc[best_ablation, "PPL"]), display=False)
-glue("table_tox_base", float(tox_base), display=False)
-glue("table_tox_dpo", float(tox_dpo), display=False)
 glue("ppl_scale_keys_x10", float(results.loc[f"DPO, scale top {key_neurons} keys ×10", "PPL"]), display=False)
 glue("ppl_scale_keys_x100", float(results.loc[f"DPO, scale top {key_neurons} keys ×100", "PPL"]), display=False)
-dpo_drop_low = paired_difference(evaluations[0].toxicity, evaluations[results.index.get_loc("DPO")].toxicity)[1]
-glue("dpo_drop_low", dpo_drop_low, display=False)
 glue("tox_scale_keys_x10", float(results.loc[f"DPO, scale top {key_neurons} keys ×10", "toxicity"]), display=False)
-if dpo_drop_low <= 0:
-    verdict = ("cannot be judged on this evaluation set: DPO's own drop is not distinguishable from zero on "
-               "these prompts, so shares of it are noise")
-elif results.loc[ablation_rows + [patch_row], "share of DPO's drop"].max() < 0.8:
-    verdict = "does not emulate DPO"
-else:
-    verdict = "comes close to DPO in at least one row"
-glue("emulates_verdict", verdict, display=False)
 shown.style.format(precision=3, na_rep="")
+
+# %%
+table_ppl_dpo = float(results.loc["DPO", "PPL"])
+glue("table_ppl_dpo", table_ppl_dpo, display=False)
+glue("f1_table_base", float(results.loc["base", "F1"]), display=False)
+glue("f1_table_dpo", float(results.loc["DPO", "F1"]), display=False)
+glue("f1_ablate_top200", float(results.loc["ablate top 200 toxic", "F1"]), display=False)
+up_row = f"DPO, scale top {key_neurons} activations ×10 (up-projection side)"
+glue("ppl_scale_keys_x2", float(results.loc[f"DPO, scale top {key_neurons} keys ×2", "PPL"]), display=False)
+glue("ppl_scale_keys_x5", float(results.loc[f"DPO, scale top {key_neurons} keys ×5", "PPL"]), display=False)
+glue("ppl_scale_up_x10", float(results.loc[up_row, "PPL"]), display=False)
+# Rows that could emulate DPO: every ablation and the patch; at most 10 % above DPO's perplexity on the same window.
+candidates = results.loc[ablation_rows + [patch_row]]
+comparable = candidates[candidates["PPL"] <= 1.1 * table_ppl_dpo]
+
+
+def with_interval(key: str, values: tuple[float, float, float]) -> dict[str, float]:
+    return dict(zip((key, f"{key}_low", f"{key}_high"), map(float, values)))
+
+
+def glue_interval(key: str, values: tuple[float, float, float]) -> None:
+    for name, value in with_interval(key, values).items():
+        glue(name, value, display=False)
+
+
+def toxicity_statistics(toxicity: dict[str, np.ndarray]) -> dict[str, float | str]:
+    """The table's toxicity statistics the ledger reads, from one scoring of every row's continuations (by row)."""
+    def excess(row: str) -> tuple[float, float, float]:  # the row's toxicity minus DPO's, paired over prompts
+        return paired_difference(toxicity[row], toxicity["DPO"])
+
+    def undone(row: str) -> tuple[float, float, float]:  # the share of DPO's drop a row on the DPO model undoes
+        return share_of_drop(toxicity["DPO"], toxicity[row], toxicity["base"])
+
+    def positive_advantage(n: int) -> tuple[float, float, float]:  # cosine ranking's toxicity minus the other's
+        return paired_difference(toxicity[f"ablate top {n} toxic"], toxicity[f"ablate top {n} positively activated toxic"])
+
+    mean = {row: float(values.mean()) for row, values in toxicity.items()}
+    closest = min(comparable.index, key=mean.get) if len(comparable) else None
+    least_toxic = min(candidates.index, key=mean.get)
+    return {
+        "table_tox_base": mean["base"], "table_tox_dpo": mean["DPO"],
+        "dpo_drop_low": paired_difference(toxicity["base"], toxicity["DPO"])[1],
+        "ablation_closest_row": closest or "none within the perplexity guard",
+        **with_interval("ablation_closest_excess", excess(closest) if closest else (math.nan,) * 3),
+        "ablation_closest_ppl_ratio": float(results.loc[closest, "PPL"]) / table_ppl_dpo if closest else math.nan,
+        "ablation_least_toxic_row": least_toxic,
+        **with_interval("ablation_least_toxic_excess", excess(least_toxic)),
+        "ablation_least_toxic_ppl_ratio": float(results.loc[least_toxic, "PPL"]) / table_ppl_dpo,
+        **with_interval("ablation_positive_advantage_top100", positive_advantage(100)),
+        **with_interval("ablation_positive_advantage_top200", positive_advantage(200)),
+        **with_interval("ablation_positive_advantage_top1000", positive_advantage(1000)),
+        **with_interval("retox_share_x2", undone(f"DPO, scale top {key_neurons} keys ×2")),
+        **with_interval("retox_share_x5", undone(f"DPO, scale top {key_neurons} keys ×5")),
+        **with_interval("retox_share_x10", undone(f"DPO, scale top {key_neurons} keys ×10")),
+        **with_interval("retox_share_x10_dpo_ranked",
+                        undone(f"DPO, scale top {key_neurons} keys ×10 (ranked in the DPO model)")),
+        **with_interval("retox_share_x10_up", undone(up_row)),
+    }
+
+
+statistics = toxicity_statistics({evaluation.name: evaluation.toxicity for evaluation in evaluations})
+for key, value in statistics.items():
+    glue(key, value, display=False)
+verdict = ablation_falls_short(statistics)  # the ledger's rule, so that chapter and ledger say the same
+glue("emulates_verdict", f"{verdict.label} ({verdict.reason})", display=False)
+# The same statistics with each of the offline scorer's two components alone (chapter 2): the ledger's sensitivity.
+components = {evaluation.name: suite.scorer.component_scores(evaluation.continuations) for evaluation in evaluations}
+for index, component in enumerate(OFFLINE_COMPONENTS):
+    rescored = toxicity_statistics({row: scores[index] for row, scores in components.items()})
+    for key, value in rescored.items():
+        glue(f"{key}__{component}", value, display=False)
+glue("n_dpo_ranked_shared", len(dpo_ranked.merge(by_cosine.head(key_neurons), on=["layer", "neuron"])), display=False)
 
 # %% [markdown]
 # On this evaluation set DPO lowers toxicity from {glue:text}`table_tox_base:.3f` to
@@ -160,14 +231,60 @@ shown.style.format(precision=3, na_rep="")
 # {glue:text}`n_dampened_toxic` dampened toxic neurons to their post-DPO activations gives
 # {glue:text}`tox_patch_dampened:.3f` ({glue:text}`share_patch_dampened:.0%`; *paper: 0.335, 48 %*). The best
 # ablation row, *{glue:text}`best_ablation_row`*, recovers {glue:text}`best_ablation_share:.0%` at perplexity
-# {glue:text}`best_ablation_ppl:.2f`. In short, ablation {glue:text}`emulates_verdict` on our model. With
-# {glue:text}`ablation_eval_prompts` prompts per row the intervals are wide: read shares of DPO's drop as rough
-# (the `full` profile evaluates every row on all 1,199 prompts).
+# {glue:text}`best_ablation_ppl:.2f`. With {glue:text}`ablation_eval_prompts` prompts per row the intervals are
+# wide: read shares of DPO's drop as rough. The claims ledger therefore compares each row with DPO prompt by
+# prompt, among the rows within 10 % of DPO's perplexity on the same window ({glue:text}`table_ppl_dpo:.2f`). On
+# generated toxicity its rule finds that ablation falls short of DPO: *{glue:text}`emulates_verdict`*.
 #
 # Scaling the key vectors of the 7 most toxic neurons ×10, applied once per metric, gives perplexity
 # {glue:text}`ppl_scale_keys_x10:.2f`; ×100 gives {glue:text}`ppl_scale_keys_x100:.2f`. The paper's 37.33 for ×10
 # came from the edit compounding across metrics (×100 when perplexity was measured), so it corresponds to our
 # ×100 row, not our ×10 row.
+#
+# ### The same rows on the mediation metric
+#
+# Generated toxicity on {glue:text}`ablation_eval_prompts` prompts is a noisy read of a small drop. Chapter 5
+# defines a continuous metric of what DPO changed, the teacher-forced margin {eq}`eq-margin`, and an
+# intervention's recovered fraction of DPO's shift of it {eq}`eq-recovered-fraction`: 0 for the base model, 1 for
+# DPO. Every row of the table gets one here, on the same behaviour items as chapter 5 (challenge prompts the
+# neuron statistics never saw).
+
+# %%
+behaviour = behaviour_items(lm, dpo_lm, mediation_prompts(settings), settings.generation_batch_size,
+                            cache=cache_dir("mediation"))
+row_margins = {name: margins(row_model, behaviour, intervention, settings.batch_size, cache=cache_dir("mediation"))
+               for name, row_model, intervention in tqdm(rows, desc="Table 1 rows, margins")}
+fractions = pd.DataFrame(
+    [recovered_fraction(row_margins["base"], row_margins[name], row_margins["DPO"]) for name, _, _ in rows],
+    index=[name for name, _, _ in rows], columns=["recovered fraction", "low", "high"])
+glue_interval("mediation_dpo_margin", paired_difference(row_margins["DPO"], row_margins["base"]))
+glue_interval("mediation_share_ablate_top200", tuple(fractions.loc["ablate top 200 toxic"]))
+guarded = fractions.loc[comparable.index, "recovered fraction"]
+best_mediation = guarded.idxmax() if len(guarded) else None
+glue("mediation_best_ablation_row", best_mediation or "none within the perplexity guard", display=False)
+glue_interval("mediation_share_best_ablation",
+              tuple(fractions.loc[best_mediation]) if best_mediation else (math.nan,) * 3)
+glue("mediation_table_items", len(behaviour), display=False)
+mediation_verdict = ablation_falls_short_mediation({
+    **with_interval("mediation_dpo_margin", paired_difference(row_margins["DPO"], row_margins["base"])),
+    **with_interval("mediation_share_ablate_top200", tuple(fractions.loc["ablate top 200 toxic"])),
+    **with_interval("mediation_share_best_ablation",
+                    tuple(fractions.loc[best_mediation]) if best_mediation else (math.nan,) * 3)})
+glue("emulates_verdict_mediation", f"{mediation_verdict.label} ({mediation_verdict.reason})", display=False)
+fractions.join(results["PPL"]).style.format(precision=3)
+
+# %% [markdown]
+# DPO shifts the margin by {glue:text}`mediation_dpo_margin:.2f` nats on {glue:text}`mediation_table_items` items
+# (95 % interval {glue:text}`mediation_dpo_margin_low:.2f` to {glue:text}`mediation_dpo_margin_high:.2f`).
+# Ablating the top 200 toxic neurons recovers {glue:text}`mediation_share_ablate_top200:.0%` of that shift
+# ({glue:text}`mediation_share_ablate_top200_low:.0%` to {glue:text}`mediation_share_ablate_top200_high:.0%`); the
+# best row within 10 % of DPO's perplexity, *{glue:text}`mediation_best_ablation_row`*, recovers
+# {glue:text}`mediation_share_best_ablation:.0%` ({glue:text}`mediation_share_best_ablation_low:.0%` to
+# {glue:text}`mediation_share_best_ablation_high:.0%`). On generated toxicity, the row closest to DPO within the
+# same perplexity guard, *{glue:text}`ablation_closest_row`*, is {glue:text}`ablation_closest_excess:+.3f` more
+# toxic than DPO, paired over prompts ({glue:text}`ablation_closest_excess_low:+.3f` to
+# {glue:text}`ablation_closest_excess_high:+.3f`). On the mediation metric the ledger's rule finds that ablation
+# falls short of DPO: *{glue:text}`emulates_verdict_mediation`*.
 #
 # ## Figure 1a: where the write along the probe changes
 #

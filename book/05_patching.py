@@ -43,24 +43,36 @@ comparable_perplexity = 1.1
 import warnings
 
 import matplotlib.pyplot as plt
+import numpy as np
 import pandas as pd
 from myst_nb import glue
 from tqdm import tqdm
 
 from dpo_toxicity import data, plots
 from dpo_toxicity.architectures import all_value_vectors
-from dpo_toxicity.attribution import activation_change_correlations, group_shares, toxic_neuron_share
+from dpo_toxicity.attribution import (
+    activation_change_correlations, activation_falls, group_shares, layer_cancellation, magnitude_shrink_shares,
+    parameter_cosines, top_ranked_group_shares, toxic_neuron_share,
+)
+from dpo_toxicity.dpo import heldout_pairs
 from dpo_toxicity.editing import EditSettings, edit_intervention, edit_selection, toxic_embedding_direction
-from dpo_toxicity.evaluation import drop_table, evaluation_suite, paired_difference
+from dpo_toxicity.evaluation import drop_table, evaluation_suite, paired_difference, share_of_drop
+from dpo_toxicity.verdicts import editing_beats_dpo, group_patching_matches
+from dpo_toxicity.mediation import (
+    behaviour_items, margins, mediation_table, patched_perplexity, patching_margins, preference_items,
+    recovered_fraction, with_random_sets,
+)
 from dpo_toxicity.models import model_spec
 from dpo_toxicity.neurons import value_vector_cosines
 from dpo_toxicity.null_control import null_shares, null_summary, random_directions
-from dpo_toxicity.patching import ALL_GROUPS, PATCH_SETS, group_patch, toxic_neurons_patch
+from dpo_toxicity.patching import (
+    ALL_GROUPS, NULL_CONTROLLED, PATCH_SETS, group_patch, mediation_sets, toxic_neurons_patch,
+)
 from dpo_toxicity.paths import cache_dir
 from dpo_toxicity.profiles import profile as run_profile
 from dpo_toxicity.provenance import RunRecord
-from dpo_toxicity.run_artefacts import model_run
-from dpo_toxicity.scoring import OfflineScorer
+from dpo_toxicity.run_artefacts import mediation_prompts, model_run
+from dpo_toxicity.scoring import OFFLINE_COMPONENTS, OfflineScorer
 
 warnings.filterwarnings("ignore", category=FutureWarning)
 settings = run_profile(profile)
@@ -101,6 +113,9 @@ def side_by_side(run) -> pd.Series:
     null = null_shares(run.statistics.base, run.statistics.dpo, all_value_vectors(run.lm.model),
                        all_value_vectors(run.dpo_lm.model), random_directions(null_directions, run.lm.shape[2], seed=0))
     summary = null_summary(shares, null)
+    top_ranked = top_ranked_group_shares(run.table, top=100)
+    falls = activation_falls(run.table, top=100)
+    shrinking = magnitude_shrink_shares(run.table)
     share_z = summary.loc[["share_tp", "share_tn", "share_ap", "share_an"], "z"].abs()
     values = pd.Series({
         "mlp_neurons": len(run.table),
@@ -118,6 +133,18 @@ def side_by_side(run) -> pd.Series:
         "net_delta_z": summary.loc["net", "z"],
         "toxic_share_projection": toxic_neuron_share(run.table, top=toxic_neurons_projection)["share"],
         "r_change_cosine": activation_change_correlations(run.table).iloc[0]["r"],
+        "share_tp_z": summary.loc["share_tp", "z"], "share_tn_z": summary.loc["share_tn", "z"],
+        "share_ap_z": summary.loc["share_ap", "z"], "share_an_z": summary.loc["share_an", "z"],
+        "top_ranked_share_tp": top_ranked["TP-"], "top_ranked_share_max_other": top_ranked.drop("TP-").max(),
+        "share_reducing_neurons": (run.table["delta"] > 0).mean(),
+        "layer_net_over_positive": layer_cancellation(run.table),
+        "top100_activation_fall_share": falls["share"], "top100_activation_fall_z": falls["z"],
+        "activation_fall_share_all": falls["share_all"],
+        "shrink_share_tp": shrinking["TP-"], "shrink_share_tn": shrinking["TN+"],
+        "shrink_share_ap": shrinking["AP+"], "shrink_share_an": shrinking["AN-"],
+        "weight_cosine_min": parameter_cosines(run.lm.model, run.dpo_lm.model).min(),
+        # Probes cached before the natural-balance accuracy existed lack it: NaN, which the ledger reads as missing.
+        "probe_accuracy_natural": run.probe.info["test"].get("natural_accuracy", float("nan")),
     }, dtype=float)
     for key, value in values.items():
         glue(f"{key}{suffixes[run.lm.name]}", float(value), display=False)
@@ -152,7 +179,7 @@ statistics.style.format(precision=3)
 # Each set's neurons (grouped by `Δ > 0`, as in the v3 notebooks) are clamped to their post-DPO mean
 # activations in the base model. The top-256 row clamps the 256 neurons most aligned with the probe, whatever
 # their group: the repository's "toxic neurons" patch and reading (b) of the paper's undefined "2.5 % to 24 %"
-# (`paper-protocol.md` §7.1). The last row repeats the all-groups patch at the last position of each forward
+# (item 1 of {doc}`/errata`). The last row repeats the all-groups patch at the last position of each forward
 # call only, as the authors' hooks did: for perplexity that leaves all but one position of each window
 # unpatched. Shares of DPO's drop are paired over the {glue:text}`patching_eval_prompts` prompts, with
 # bootstrap intervals. Profiles with complete tables (`full`, `colab`) also patch each group alone and the
@@ -168,7 +195,7 @@ def patching_rows(run) -> list:
     return rows
 
 
-patching = {}
+patching, interventions = {}, {}  # interventions[model]: (label, intervention) of every base-model row, for later
 for name, run in runs.items():
     rows = patching_rows(run)
     evaluations = [suite.evaluate(row_model, label or intervention.name, intervention, progress=False)
@@ -176,6 +203,7 @@ for name, run in runs.items():
     table = drop_table(evaluations)
     table.insert(0, "neurons", [0 if intervention is None else len(intervention) for _, _, intervention in rows])
     patching[name] = (table, evaluations)
+    interventions[name] = [(intervention.name, intervention) for _, _, intervention in rows if intervention]
 patching_table = pd.concat({name: table for name, (table, _) in patching.items()}, names=["model", "intervention"])
 patching_table.style.format(precision=3, na_rep="")
 
@@ -184,36 +212,51 @@ all_groups = group_patch(runs[model].table, ALL_GROUPS).name
 all_groups_last = group_patch(runs[model].table, ALL_GROUPS, positions="last").name
 top_toxic = toxic_neurons_patch(runs[model].table, top=toxic_neurons_patched).name
 share_column = "share of DPO's drop"
+
+
+def patching_statistics(toxicity: dict[str, np.ndarray]) -> dict[str, float]:
+    """The patching table's toxicity statistics the ledger reads, from one scoring of every row's continuations."""
+    def share(row: str) -> tuple[float, float, float]:
+        return share_of_drop(toxicity["base"], toxicity[row], toxicity["DPO"])
+
+    return {
+        "tox_base_eval": float(toxicity["base"].mean()), "tox_dpo_eval": float(toxicity["DPO"].mean()),
+        "dpo_drop_low": paired_difference(toxicity["base"], toxicity["DPO"])[1],
+        "tox_patch_all_groups": float(toxicity[all_groups].mean()),
+        "tox_patch_all_groups_last": float(toxicity[all_groups_last].mean()),
+        **dict(zip(("share_patch_all_groups", "share_patch_all_groups_low", "share_patch_all_groups_high"),
+                   share(all_groups))),
+        **dict(zip(("toxic_share_patching", "toxic_share_patching_low", "toxic_share_patching_high"),
+                   share(top_toxic))),
+    }
+
+
 for name, (table, evaluations) in patching.items():
     suffix = suffixes[name]
-    by_name = {evaluation.name: evaluation for evaluation in evaluations}
-    drop, drop_low, _ = paired_difference(by_name["base"].toxicity, by_name["DPO"].toxicity)
-    low, high = (float(bound) for bound in table.loc[all_groups, "share 95% CI"].strip("[]").split(", "))
-    glue(f"tox_base_eval{suffix}", float(table.loc["base", "toxicity"]), display=False)
-    glue(f"tox_dpo_eval{suffix}", float(table.loc["DPO", "toxicity"]), display=False)
+    toxicity_values = patching_statistics({evaluation.name: evaluation.toxicity for evaluation in evaluations})
+    for key, value in toxicity_values.items():
+        glue(f"{key}{suffix}", value, display=False)
+    # The same with each of the offline scorer's two components alone (chapter 2): the ledger's sensitivity.
+    components = {evaluation.name: suite.scorer.component_scores(evaluation.continuations) for evaluation in evaluations}
+    for index, component in enumerate(OFFLINE_COMPONENTS):
+        rescored = patching_statistics({row: scores[index] for row, scores in components.items()})
+        for key, value in rescored.items():
+            glue(f"{key}{suffix}__{component}", value, display=False)
     glue(f"ppl_base_eval{suffix}", float(table.loc["base", "PPL"]), display=False)
     glue(f"f1_base_eval{suffix}", float(table.loc["base", "F1"]), display=False)
     glue(f"ppl_dpo_eval{suffix}", float(table.loc["DPO", "PPL"]), display=False)
-    glue(f"dpo_drop_low{suffix}", drop_low, display=False)
-    glue(f"tox_patch_all_groups{suffix}", float(table.loc[all_groups, "toxicity"]), display=False)
+    glue(f"f1_dpo_eval{suffix}", float(table.loc["DPO", "F1"]), display=False)
     glue(f"ppl_patch_all_groups{suffix}", float(table.loc[all_groups, "PPL"]), display=False)
-    glue(f"share_patch_all_groups{suffix}", float(table.loc[all_groups, share_column]), display=False)
-    glue(f"share_patch_all_groups_low{suffix}", low, display=False)
-    glue(f"share_patch_all_groups_high{suffix}", high, display=False)
-    glue(f"tox_patch_all_groups_last{suffix}", float(table.loc[all_groups_last, "toxicity"]), display=False)
     glue(f"ppl_patch_all_groups_last{suffix}", float(table.loc[all_groups_last, "PPL"]), display=False)
     glue(f"f1_patch_all_groups_last{suffix}", float(table.loc[all_groups_last, "F1"]), display=False)
-    glue(f"toxic_share_patching{suffix}", float(table.loc[top_toxic, share_column]), display=False)
-    ppl_ratio = table.loc[all_groups, "PPL"] / table.loc["DPO", "PPL"]
-    if drop_low <= 0:
-        verdict = "cannot be judged: DPO's own drop is not distinguishable from zero on these prompts"
-    elif not (low <= 1 <= high or table.loc[all_groups, share_column] >= 0.8):
-        verdict = "does not recover DPO's drop (its interval excludes 100 % and its share is under 80 %)"
-    elif ppl_ratio > 1.5:
-        verdict = (f"matches DPO's drop only while breaking the model (perplexity {ppl_ratio:.3g} times DPO's): "
-                   "a model that no longer writes fluent text is not toxic either")
-    else:
-        verdict = "recovers DPO's drop at a perplexity close to DPO's"
+    glue(f"ppl_patch_toxic256{suffix}", float(table.loc[top_toxic, "PPL"]), display=False)
+    # The ledger's rule, so that chapter and ledger say the same.
+    verdict = group_patching_matches({
+        **toxicity_values, **{key: float(table.loc[row, column]) for key, row, column in (
+            ("ppl_patch_all_groups", all_groups, "PPL"), ("ppl_dpo_eval", "DPO", "PPL"),
+            ("ppl_patch_all_groups_last", all_groups_last, "PPL"), ("f1_patch_all_groups_last", all_groups_last, "F1"),
+            ("f1_base_eval", "base", "F1"))}})
+    verdict = f"{verdict.label} ({verdict.reason})"
     glue(f"patch_all_verdict{suffix}", verdict, display=False)
 
 bars = {}
@@ -229,10 +272,10 @@ plt.close(fig)
 # On the default model, patching all four groups gives toxicity {glue:text}`tox_patch_all_groups:.3f` against
 # DPO's {glue:text}`tox_dpo_eval:.3f` (base {glue:text}`tox_base_eval:.3f`): a share of
 # {glue:text}`share_patch_all_groups:.0%` of DPO's drop (95 % interval {glue:text}`share_patch_all_groups_low:.0%`
-# to {glue:text}`share_patch_all_groups_high:.0%`), so the patch {glue:text}`patch_all_verdict`. On
-# {glue:text}`second_model_name` the share is {glue:text}`share_patch_all_groups_second:.0%`
-# ({glue:text}`share_patch_all_groups_low_second:.0%` to {glue:text}`share_patch_all_groups_high_second:.0%`):
-# the patch {glue:text}`patch_all_verdict_second`. *Reference (v3 abstract): patching the four groups together
+# to {glue:text}`share_patch_all_groups_high:.0%`). On generated toxicity the ledger's rule for the claim that
+# this patch reproduces DPO finds: *{glue:text}`patch_all_verdict`*. On {glue:text}`second_model_name` the share
+# is {glue:text}`share_patch_all_groups_second:.0%` ({glue:text}`share_patch_all_groups_low_second:.0%` to
+# {glue:text}`share_patch_all_groups_high_second:.0%`): *{glue:text}`patch_all_verdict_second`*. *Reference (v3 abstract): patching the four groups together
 # "replicates" DPO's reduction on every model; the per-model numbers are not published.*
 #
 # Clamping the 256 neurons most aligned with the probe recovers
@@ -256,9 +299,145 @@ plt.close(fig)
 # activations, for both models (bars: 95 % bootstrap intervals over prompts; dashed line: DPO's own drop).
 # ```
 #
+# ## Mediation: DPO's own activations, token by token
+#
+# Clamping a neuron to a constant at every position is not what DPO does: DPO changes each activation token by
+# token, and a constant that replaces half the model's neurons can break it, which the perplexity column above
+# shows. The interpretability literature patches *real* activations from one run into another
+# {cite}`heimersheim2024patching,zhang2024patching`, in both directions, and reads a continuous metric that is
+# roughly linear in the logits. This section does that.
+#
+# **The metric.** An item is a prompt $x$ with a preferred continuation $y^+$ and a dispreferred one $y^-$. A
+# model's margin on it is
+#
+# ```{math}
+# :label: eq-margin
+# \mu(x) = \log p(y^+ \mid x) - \log p(y^- \mid x),
+# ```
+#
+# each log-probability summed over the continuation's tokens in one teacher-forced pass, and its score $S$ is the
+# mean margin over items. *Behaviour items* take {glue:text}`mediation_prompts_n` challenge prompts that the
+# neuron statistics never saw, with $y^+$ the DPO model's greedy continuation and $y^-$ the base model's (kept
+# where they differ: {glue:text}`mediation_items` on the default model); *preference items* are the
+# {glue:text}`mediation_pref_items` held-out preference pairs of chapter 2 that DPO never trained on. An
+# intervention's **recovered fraction** is
+#
+# ```{math}
+# :label: eq-recovered-fraction
+# f = \frac{S_{\text{intervention}} - S_{\text{base}}}{S_{\text{DPO}} - S_{\text{base}}},
+# ```
+#
+# 0 for the base model and 1 for the DPO model, with a paired bootstrap interval over items.
+#
+# **Both directions.** *Denoising* runs the base model with a set's activations replaced, at every position, by
+# the DPO model's activations on the same tokens: is the set *sufficient* to carry DPO's shift? *Noising* runs the
+# DPO model with the set's activations taken from the base model's run: how much of the shift is lost without it,
+# is the set *necessary*? For noising, $f$ is the fraction lost,
+# $(S_{\text{DPO}} - S_{\text{noised}}) / (S_{\text{DPO}} - S_{\text{base}})$. A set's fraction means something
+# only beside what random sets of its size recover, so the four groups and the top 256 toxic neurons (every set,
+# in profiles with complete tables) are compared with {glue:text}`mediation_random_draws` random sets each, with
+# the same number of neurons in every layer. Random sets are patched by denoising only.
+
+# %%
+mediation = {}
+for name, run in runs.items():
+    behaviour = behaviour_items(run.lm, run.dpo_lm, mediation_prompts(settings), settings.generation_batch_size,
+                                cache=cache_dir("mediation"))
+    preference = preference_items(run.lm, heldout_pairs(run.pairs_model, profile))
+    named = mediation_sets(run.table, settings.complete_tables)
+    controlled = named if settings.complete_tables else {set_name: named[set_name] for set_name in NULL_CONTROLLED}
+    sets = named | with_random_sets(controlled, run.lm.shape[1], settings.mediation_random_draws)
+    result = patching_margins(run.lm, run.dpo_lm, behaviour + preference, sets, settings.batch_size,
+                              progress=f"{name}: token-wise patching", cache=cache_dir("mediation"), noised=named)
+    sizes = {set_name: len(neurons) for set_name, neurons in named.items()}
+    tables = {"behaviour": mediation_table(result, sizes, slice(0, len(behaviour))),
+              "preference": mediation_table(result, sizes, slice(len(behaviour), None))}
+    perplexities = patched_perplexity(run.lm, run.dpo_lm, suite.perplexity_text, named,
+                                      max_windows=settings.table_perplexity_windows)
+    mediation[name] = (behaviour, preference, result, tables, perplexities)
+mediation_shown = pd.concat(
+    {name: tables["behaviour"].join(tables["preference"][["denoising", "noising"]], rsuffix=" (preference items)")
+     .join(perplexities) for name, (_, _, _, tables, perplexities) in mediation.items()},
+    names=["model", "set"])
+mediation_shown.style.format(precision=3, na_rep="")
+
+# %%
+glue("mediation_prompts_n", len(mediation_prompts(settings)), display=False)
+glue("mediation_random_draws", settings.mediation_random_draws, display=False)
+set_keys = {"all four groups": "all_groups", "TP−": "tp", "TN+": "tn", "AP+": "ap", "AN−": "an",
+            "top 128 toxic": "toxic128", "top 256 toxic": "toxic256",
+            "dampened toxic (TP− by activation change)": "dampened"}
+for name, (behaviour, preference, result, tables, perplexities) in mediation.items():
+    suffix = suffixes[name]
+    glue(f"mediation_items{suffix}", len(behaviour), display=False)
+    glue(f"mediation_pref_items{suffix}", len(preference), display=False)
+    for key, items in (("mediation", slice(0, len(behaviour))), ("mediation_pref", slice(len(behaviour), None))):
+        shift = paired_difference(result.dpo[items], result.base[items])
+        for end, value in zip(("", "_low", "_high"), shift):
+            glue(f"{key}_dpo_margin{end}{suffix}", value, display=False)
+    for table_key, table in (("mediation", tables["behaviour"]), ("mediation_pref", tables["preference"])):
+        for set_name, row in table.iterrows():
+            for direction, short in (("denoising", "denoise"), ("noising", "noise")):
+                for end, column in (("", direction), ("_low", f"{direction} low"), ("_high", f"{direction} high")):
+                    glue(f"{table_key}_share_{set_keys[set_name]}_{short}{end}{suffix}", float(row[column]),
+                         display=False)
+    behaviour_table = tables["behaviour"]
+    for set_name in ("all four groups", "top 256 toxic"):
+        glue(f"mediation_share_random_{set_keys[set_name]}_mean{suffix}",
+             float(behaviour_table.loc[set_name, "random mean"]), display=False)
+        glue(f"mediation_share_random_{set_keys[set_name]}_sd{suffix}",
+             float(behaviour_table.loc[set_name, "random sd"]), display=False)
+    glue(f"ppl_patch_tokenwise_all_groups{suffix}", float(perplexities.loc["all four groups", "denoised PPL"]),
+         display=False)
+    glue(f"ppl_noise_tokenwise_all_groups{suffix}", float(perplexities.loc["all four groups", "noised PPL"]),
+         display=False)
+fig = plots.mediation_fractions({name: tables["behaviour"] for name, (_, _, _, tables, _) in mediation.items()})
+glue("fig_mediation", fig, display=False)
+plt.close(fig)
+
+# %% [markdown]
+# DPO moves the mean margin by {glue:text}`mediation_dpo_margin:.2f` nats on the default model's behaviour items
+# (95 % interval {glue:text}`mediation_dpo_margin_low:.2f` to {glue:text}`mediation_dpo_margin_high:.2f`) and by
+# {glue:text}`mediation_dpo_margin_second:.2f` on {glue:text}`second_model_name`'s. Denoising the four groups
+# recovers {glue:text}`mediation_share_all_groups_denoise:.0%` of it
+# ({glue:text}`mediation_share_all_groups_denoise_low:.0%` to {glue:text}`mediation_share_all_groups_denoise_high:.0%`),
+# where random sets of the same per-layer sizes recover {glue:text}`mediation_share_random_all_groups_mean:.0%`
+# (SD {glue:text}`mediation_share_random_all_groups_sd:.0%`); noising them removes
+# {glue:text}`mediation_share_all_groups_noise:.0%`
+# ({glue:text}`mediation_share_all_groups_noise_low:.0%` to {glue:text}`mediation_share_all_groups_noise_high:.0%`).
+# On {glue:text}`second_model_name`: {glue:text}`mediation_share_all_groups_denoise_second:.0%` denoising
+# ({glue:text}`mediation_share_all_groups_denoise_low_second:.0%` to
+# {glue:text}`mediation_share_all_groups_denoise_high_second:.0%`), random sets
+# {glue:text}`mediation_share_random_all_groups_mean_second:.0%`, and
+# {glue:text}`mediation_share_all_groups_noise_second:.0%` noising. Patched with real activations the base model
+# keeps perplexity {glue:text}`ppl_patch_tokenwise_all_groups:.2f` (default) and
+# {glue:text}`ppl_patch_tokenwise_all_groups_second:.2f`, against the constant-mean patch's
+# {glue:text}`ppl_patch_all_groups:.4g` and {glue:text}`ppl_patch_all_groups_second:.4g`.
+#
+# The 256 most toxic neurons, patched the same way, recover {glue:text}`mediation_share_toxic256_denoise:.0%`
+# ({glue:text}`mediation_share_toxic256_denoise_low:.0%` to {glue:text}`mediation_share_toxic256_denoise_high:.0%`;
+# random sets of their layers' sizes {glue:text}`mediation_share_random_toxic256_mean:.0%`) on the default model and
+# {glue:text}`mediation_share_toxic256_denoise_second:.0%` on {glue:text}`second_model_name`; TP− alone recovers
+# {glue:text}`mediation_share_tp_denoise:.0%` and {glue:text}`mediation_share_tp_denoise_second:.0%`. On the
+# preference items DPO's shift is {glue:text}`mediation_pref_dpo_margin:.2f` nats
+# ({glue:text}`mediation_pref_dpo_margin_low:.2f` to {glue:text}`mediation_pref_dpo_margin_high:.2f`) and the four
+# groups recover {glue:text}`mediation_pref_share_all_groups_denoise:.0%` of it. *Reference (v3 abstract): the four
+# groups' patching "replicates" DPO; toxic neurons account for "2.5 % to 24 %". The paper patches constants and
+# reads generated toxicity; it has no margin and no random-set control.*
+#
+# ```{glue:figure} fig_mediation
+# :name: fig-mediation
+#
+# Fraction of DPO's shift of the teacher-forced margin {eq}`eq-margin` recovered by patching each neuron set token
+# by token, on the behaviour items: denoising (the base model with the set's activations from the DPO model's run)
+# and noising (the DPO model with them from the base model's run, fraction lost), with 95 % bootstrap intervals
+# over items; grey: random sets with the same number of neurons per layer (denoising, mean ± 2 SD); dashed: all
+# of DPO's shift.
+# ```
+#
 # ## Activation editing
 #
-# The editing method (`dpo_toxicity.editing`; `paper-protocol.md` §6) uses no DPO information: it selects a
+# The editing method (`dpo_toxicity.editing`; item 14 of {doc}`/errata`) uses no DPO information: it selects a
 # fraction β of each sign group by |cosine| with a toxicity representation (the probe, or the toxic
 # token-embedding direction `mean E[toxic words] − mean E[clean words]`) and sets TP/AN neurons to (1 − α) and
 # AP/TN neurons to (1 + α) times their pre-DPO mean activation. The sweep runs the authors' constant
@@ -305,15 +484,21 @@ for name, run in runs.items():
     table = drop_table([base, dpo] + evaluations + extra)
     table.insert(0, "neurons", [0, 0] + [len(selection) for _, selection in sweep] + [len(best_selection)] * 2)
     editing[name] = (table, best_label, bool(len(comparable)))
+    best_evaluation = next(evaluation for evaluation in evaluations if evaluation.name == best_label)
+    for component, scores in zip(OFFLINE_COMPONENTS, suite.scorer.component_scores(best_evaluation.continuations)):
+        glue(f"tox_edit_best{suffixes[name]}__{component}", float(scores.mean()), display=False)
+    interventions[name] += [(settings_.label, edit_intervention(selection, settings_)) for settings_, selection in sweep]
+    interventions[name] += [(f"{best_label}, last position only",
+                             edit_intervention(best_selection, best_settings, positions="last")),
+                            (scaled.label, edit_intervention(best_selection, scaled))]
 editing_table = pd.concat({name: table for name, (table, _, _) in editing.items()}, names=["model", "intervention"])
 editing_table.style.format(precision=3, na_rep="")
 
 # %%
 points = []
-for name, (table, best_label, has_comparable) in editing.items():
+for name, (table, best_label, _) in editing.items():
     suffix = suffixes[name]
     best = table.loc[best_label]
-    beats = has_comparable and best["toxicity"] < table.loc["DPO", "toxicity"]
     glue(f"edit_best_label{suffix}", best_label, display=False)
     glue(f"tox_edit_best{suffix}", float(best["toxicity"]), display=False)
     glue(f"ppl_edit_best{suffix}", float(best["PPL"]), display=False)
@@ -321,11 +506,12 @@ for name, (table, best_label, has_comparable) in editing.items():
          display=False)
     glue(f"ppl_edit_best_last{suffix}", float(table.loc[f"{best_label}, last position only", "PPL"]), display=False)
     glue(f"f1_edit_best_last{suffix}", float(table.loc[f"{best_label}, last position only", "F1"]), display=False)
-    glue(f"edit_verdict{suffix}", (
-        "beats DPO: less toxic at comparable perplexity" if beats else
-        "does not beat DPO at comparable perplexity" if has_comparable else
-        "does not reach DPO's perplexity in any setting, so it cannot beat DPO at comparable perplexity"
-    ), display=False)
+    verdict = editing_beats_dpo({  # the ledger's rule
+        "tox_edit_best": float(best["toxicity"]), "ppl_edit_best": float(best["PPL"]),
+        "tox_base_eval": float(table.loc["base", "toxicity"]), "tox_dpo_eval": float(table.loc["DPO", "toxicity"]),
+        "ppl_dpo_eval": float(table.loc["DPO", "PPL"]),
+        "dpo_drop_low": paired_difference(patching[name][1][0].toxicity, patching[name][1][1].toxicity)[1]})
+    glue(f"edit_verdict{suffix}", f"{verdict.label} ({verdict.reason})", display=False)
     kinds = ["base", "DPO"] + ["edit (clamp, every position)"] * (len(table) - 4) + [
         "best edit, last position only (authors' hooks)", "best edit, per-token scale"]
     points.append(table[["toxicity", "PPL"]].assign(model=name, kind=kinds))
@@ -336,11 +522,11 @@ plt.close(fig)
 # %% [markdown]
 # On the default model the best edit, *{glue:text}`edit_best_label`*, reaches toxicity
 # {glue:text}`tox_edit_best:.3f` at perplexity {glue:text}`ppl_edit_best:.2f`, against DPO's
-# {glue:text}`tox_dpo_eval:.3f` at {glue:text}`ppl_dpo_eval:.2f`: editing {glue:text}`edit_verdict`. On
-# {glue:text}`second_model_name` the best edit, *{glue:text}`edit_best_label_second`*, reaches
-# {glue:text}`tox_edit_best_second:.3f` at perplexity {glue:text}`ppl_edit_best_second:.2f`, against DPO's
-# {glue:text}`tox_dpo_eval_second:.3f` at {glue:text}`ppl_dpo_eval_second:.2f`: editing
-# {glue:text}`edit_verdict_second`. *Reference (v3 abstract): editing "outperforms DPO in reducing toxicity
+# {glue:text}`tox_dpo_eval:.3f` at {glue:text}`ppl_dpo_eval:.2f`. The ledger's rule for "editing beats DPO while
+# preserving perplexity" finds: *{glue:text}`edit_verdict`*. On {glue:text}`second_model_name` the best edit,
+# *{glue:text}`edit_best_label_second`*, reaches {glue:text}`tox_edit_best_second:.3f` at perplexity
+# {glue:text}`ppl_edit_best_second:.2f`, against DPO's {glue:text}`tox_dpo_eval_second:.3f` at
+# {glue:text}`ppl_dpo_eval_second:.2f`: *{glue:text}`edit_verdict_second`*. *Reference (v3 abstract): editing "outperforms DPO in reducing toxicity
 # while preserving perplexity"; its numbers are not published.*
 #
 # Applied as the authors' hooks applied it, the same edit gives toxicity {glue:text}`tox_edit_best_last:.3f`
@@ -356,6 +542,47 @@ plt.close(fig)
 # assignment at every position) and the best edit applied with the authors' last-position hooks or as a
 # per-token scale, for both models.
 # ```
+#
+# ## Every intervention on one scale
+#
+# Constant-mean patching (the paper's method), token-wise patching and activation editing, each as a recovered
+# fraction {eq}`eq-recovered-fraction` of DPO's margin shift on the same behaviour items, beside its share of DPO's
+# generated-toxicity drop and its perplexity: 1 is DPO, 0 the base model. Profiles with complete tables read every
+# row of the two tables above; the others the rows the claims ledger judges (the constant patches of the four
+# groups and of the top 256 toxic neurons, and the best edit).
+
+# %%
+one_scale = {}
+for name, run in runs.items():
+    behaviour, _, result, tables, perplexities = mediation[name]
+    items = slice(0, len(behaviour))
+    # Profiles without complete tables read the rows the ledger judges: the paper's patch and the best edit.
+    judged = {all_groups, top_toxic, editing[name][1]}
+    chosen = [(label, intervention) for label, intervention in interventions[name]
+              if settings.complete_tables or label in judged]
+    rows = {label: recovered_fraction(result.base[items],
+                                      margins(run.lm, behaviour, intervention, settings.batch_size,
+                                              cache=cache_dir("mediation")), result.dpo[items])
+            for label, intervention in tqdm(chosen, desc=f"{name}: margins of the rows")}
+    generated = pd.concat([patching[name][0], editing[name][0]])
+    generated = generated[~generated.index.duplicated()]
+    frame = pd.DataFrame(rows, index=["recovered fraction", "low", "high"]).T
+    frame = frame.join(generated[["share of DPO's drop", "PPL"]])
+    tokenwise = tables["behaviour"][["denoising", "denoising low", "denoising high"]].set_axis(
+        ["recovered fraction", "low", "high"], axis=1).join(perplexities["denoised PPL"].rename("PPL"))
+    tokenwise.index = [f"token-wise patch: {index}" for index in tokenwise.index]
+    one_scale[name] = pd.concat([frame, tokenwise])
+    glue(f"mediation_share_constant_all_groups{suffixes[name]}", float(frame.loc[all_groups, "recovered fraction"]),
+         display=False)
+    glue(f"mediation_share_edit_best{suffixes[name]}", float(frame.loc[editing[name][1], "recovered fraction"]),
+         display=False)
+pd.concat(one_scale, names=["model", "intervention"]).style.format(precision=3, na_rep="")
+
+# %% [markdown]
+# Clamping the four groups to their post-DPO means recovers {glue:text}`mediation_share_constant_all_groups:.0%`
+# of DPO's margin shift on the default model and {glue:text}`mediation_share_constant_all_groups_second:.0%` on
+# {glue:text}`second_model_name`; the best edit recovers {glue:text}`mediation_share_edit_best:.0%` and
+# {glue:text}`mediation_share_edit_best_second:.0%`.
 #
 # ## Provenance
 

@@ -164,7 +164,7 @@ CI = Profile(
     table_eval_prompts=64, table_perplexity_windows=1, table_f1_paragraphs=16,
     edit_alphas=PAPER_EDIT_ALPHAS[-1:], edit_betas=PAPER_EDIT_BETAS[:1], companion_pairs=64, dpo_rate_factor=1.0,
     precompute_dpo_reference=True, dpo_validation_every=10, complete_tables=False,
-    mediation_prompts=48, mediation_pairs=16, mediation_random_draws=2,
+    mediation_prompts=28, mediation_pairs=8, mediation_random_draws=2,
 )
 # The full profile: the paper's sizes for the probe, the pairs, DPO and the base-vs-DPO comparison (999 of the 1,199
 # challenge prompts, the other 200 held out for the mediation's behaviour items, all 298 WikiText-2 test windows, every F1 paragraph). Its tables (chapters 4 and 5, one
