@@ -52,7 +52,6 @@ from dpo_toxicity.attribution import NeuronActivations, layer_projection, load_n
 from dpo_toxicity.dpo import run_dpo_model
 from dpo_toxicity.evaluation import drop_table, evaluation_suite, paired_difference, share_of_drop
 from dpo_toxicity.interventions import ScaleKeys, ScaleNeurons, SetNeurons
-from dpo_toxicity.verdicts import ablation_falls_short, ablation_falls_short_mediation
 from dpo_toxicity.mediation import behaviour_items, margins, recovered_fraction
 from dpo_toxicity.models import load_model
 from dpo_toxicity.neurons import rank_neurons, value_vector_cosines
@@ -65,6 +64,7 @@ from dpo_toxicity.run_artefacts import (
     mediation_prompts,
 )
 from dpo_toxicity.scoring import OFFLINE_COMPONENTS, OfflineScorer
+from dpo_toxicity.verdicts import COMPARABLE_PERPLEXITY, ablation_falls_short, ablation_falls_short_mediation
 
 warnings.filterwarnings("ignore", category=FutureWarning)
 settings = run_profile(profile)
@@ -162,18 +162,13 @@ up_row = f"DPO, scale top {key_neurons} activations ×10 (up-projection side)"
 glue("ppl_scale_keys_x2", float(results.loc[f"DPO, scale top {key_neurons} keys ×2", "PPL"]), display=False)
 glue("ppl_scale_keys_x5", float(results.loc[f"DPO, scale top {key_neurons} keys ×5", "PPL"]), display=False)
 glue("ppl_scale_up_x10", float(results.loc[up_row, "PPL"]), display=False)
-# Rows that could emulate DPO: every ablation and the patch; at most 10 % above DPO's perplexity on the same window.
+# Rows that could emulate DPO: every ablation and the patch, within the ledger's perplexity guard on the same window.
 candidates = results.loc[ablation_rows + [patch_row]]
-comparable = candidates[candidates["PPL"] <= 1.1 * table_ppl_dpo]
+comparable = candidates[candidates["PPL"] <= COMPARABLE_PERPLEXITY * table_ppl_dpo]
 
 
 def with_interval(key: str, values: tuple[float, float, float]) -> dict[str, float]:
     return dict(zip((key, f"{key}_low", f"{key}_high"), map(float, values)))
-
-
-def glue_interval(key: str, values: tuple[float, float, float]) -> None:
-    for name, value in with_interval(key, values).items():
-        glue(name, value, display=False)
 
 
 def toxicity_statistics(toxicity: dict[str, np.ndarray]) -> dict[str, float | str]:
@@ -257,20 +252,20 @@ row_margins = {name: margins(row_model, behaviour, intervention, settings.batch_
 fractions = pd.DataFrame(
     [recovered_fraction(row_margins["base"], row_margins[name], row_margins["DPO"]) for name, _, _ in rows],
     index=[name for name, _, _ in rows], columns=["recovered fraction", "low", "high"])
-glue_interval("mediation_dpo_margin", paired_difference(row_margins["DPO"], row_margins["base"]))
-glue_interval("mediation_share_ablate_top200", tuple(fractions.loc["ablate top 200 toxic"]))
 guarded = fractions.loc[comparable.index, "recovered fraction"]
 best_mediation = guarded.idxmax() if len(guarded) else None
-glue("mediation_best_ablation_row", best_mediation or "none within the perplexity guard", display=False)
-glue_interval("mediation_share_best_ablation",
-              tuple(fractions.loc[best_mediation]) if best_mediation else (math.nan,) * 3)
-glue("mediation_table_items", len(behaviour), display=False)
-mediation_verdict = ablation_falls_short_mediation({
+mediation_values = {
     **with_interval("mediation_dpo_margin", paired_difference(row_margins["DPO"], row_margins["base"])),
     **with_interval("mediation_share_ablate_top200", tuple(fractions.loc["ablate top 200 toxic"])),
     **with_interval("mediation_share_best_ablation",
-                    tuple(fractions.loc[best_mediation]) if best_mediation else (math.nan,) * 3)})
-glue("emulates_verdict_mediation", f"{mediation_verdict.label} ({mediation_verdict.reason})", display=False)
+                    tuple(fractions.loc[best_mediation]) if best_mediation else (math.nan,) * 3),
+}
+for key, value in mediation_values.items():
+    glue(key, value, display=False)
+glue("mediation_best_ablation_row", best_mediation or "none within the perplexity guard", display=False)
+glue("mediation_table_items", len(behaviour), display=False)
+verdict = ablation_falls_short_mediation(mediation_values)
+glue("emulates_verdict_mediation", f"{verdict.label} ({verdict.reason})", display=False)
 fractions.join(results["PPL"]).style.format(precision=3)
 
 # %% [markdown]

@@ -25,8 +25,10 @@
 # default SmolLM2-135M-Instruct (Llama) and Gemma 3 270M, a base model like the paper's. The second model gets
 # its own probe and neuron statistics, computed here by the same library functions chapters 1 and 3 use, and a
 # DPO model trained on the default model's preference pairs (the EMNLP version likewise trained Llama, Gemma
-# and Mistral on GPT-2's pairs). Every intervention is a constant (or, where stated, a per-token scale) applied
-# through nnsight at every position and once per metric, as in chapter 4.
+# and Mistral on GPT-2's pairs). The paper's interventions are constants (or, where stated, a per-token scale)
+# applied through nnsight at every position and once per metric, as in chapter 4. Beside them, the chapter
+# measures mediation as the interpretability literature does: the DPO model's own activations patched into the
+# base model token by token, and the reverse, read on a continuous metric and against random neuron sets.
 
 # %% tags=["parameters"]
 profile = "ci"

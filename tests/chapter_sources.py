@@ -3,8 +3,8 @@
 Chapters glue literal names (``glue("late_layer_share", ...)``), f-strings with a literal part
 (``glue(f"{key}_by_change", ...)``), a variable over a list of quoted names (``glue(key, ...)``) and, in
 chapter 5, ``glue(f"{key}{suffix}", ...)`` over the quoted names of a table, once per model (the second
-model's with ``_second``). ``glue_interval("name", ...)`` glues ``name``, ``name_low`` and ``name_high``; a
-variable key may carry ``_low``/``_high``, ``_second`` and a scorer component (``__ridge``) after a quoted stem.
+model's with ``_second``). A variable key may carry ``_low``/``_high``, ``_second`` and a scorer component
+(``__ridge``) after a quoted stem.
 """
 
 import re
@@ -12,7 +12,6 @@ import re
 from dpo_toxicity.paths import project_root
 
 GLUE_NAME = re.compile(r"""glue\(\s*(f?)(["'])(.*?)\2""")
-GLUE_INTERVAL = re.compile(r"""glue_interval\(\s*(["'])(\w+)\1""")
 GLUE_VARIABLE = re.compile(r"glue\(\s*[A-Za-z_]\w*\s*,")
 SECOND = "_second"
 
@@ -22,9 +21,6 @@ def glued_in_source(key: str, document: str) -> bool:
     source = (project_root() / f"{document}.py").read_text(encoding="utf-8")
     # A stem is the key without the scorer-component, model and interval suffixes chapters add in loops.
     stem = re.sub(r"(_low|_high)$", "", key.split("__")[0].removesuffix(SECOND))
-    for _, name in GLUE_INTERVAL.findall(source):
-        if stem == name:
-            return True
     if GLUE_VARIABLE.search(source) and re.search(rf"""["']({re.escape(key)}|{re.escape(stem)})["']""", source):
         return True
     for f_string, _, name in GLUE_NAME.findall(source):

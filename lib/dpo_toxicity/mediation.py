@@ -147,6 +147,10 @@ class _Batch:
     continuations: list[tuple[int, ...]]
     keep: int
 
+    def on(self, device: torch.device) -> dict:
+        """The encoding on ``device``."""
+        return {name: tensor.to(device) for name, tensor in self.encoding.items()}
+
 
 def _batches(items: MarginItems, batch_size: int, pad_id: int) -> list[_Batch]:
     lengths = [len(p) + max(len(a), len(b)) for p, a, b in zip(items.prompts, items.preferred, items.dispreferred)]
@@ -196,14 +200,19 @@ def _margins(lm: LoadedModel, items: MarginItems, intervention, batch_size: int,
     result = np.empty(len(items), dtype=np.float64)
     for batch in tqdm(_batches(items, batch_size, lm.tokenizer.pad_token_id), desc=progress or "margins",
                       disable=progress is None):
-        encoding = {name: tensor.to(lm.device) for name, tensor in batch.encoding.items()}
-        with torch.inference_mode():
-            with model.trace(encoding, logits_to_keep=batch.keep):
-                if intervention is not None:
-                    intervention.apply(model, arch)
-                logits = model.output.logits.save()
+        logits = _logits(model, arch, batch.on(lm.device), batch.keep, intervention)
         result[batch.indices] = _batch_margins(logits, batch)
     return result
+
+
+def _logits(model, arch, encoding, keep: int, intervention=None) -> torch.Tensor:
+    """One pass's last ``keep`` positions' logits (all with ``keep=0``), with ``intervention`` applied."""
+    with torch.inference_mode():
+        with model.trace(encoding, logits_to_keep=keep):
+            if intervention is not None:
+                intervention.apply(model, arch)
+            logits = model.output.logits.save()
+    return logits
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -296,14 +305,6 @@ def _capture(model, arch, encoding, keep: int, layers: list[int]):
     return dict(activations), logits
 
 
-def _patched_logits(model, arch, encoding, keep: int, patch: PatchNeurons) -> torch.Tensor:
-    with torch.inference_mode():
-        with model.trace(encoding, logits_to_keep=keep):
-            patch.apply(model, arch)
-            logits = model.output.logits.save()
-    return logits
-
-
 def patching_margins(lm: LoadedModel, dpo_lm: LoadedModel, items: MarginItems, sets: Mapping[str, pd.DataFrame],
                      batch_size: int = 16, progress: str | None = None, cache: Path | None = None,
                      noised: Sequence[str] | None = None) -> PatchingMargins:
@@ -343,18 +344,18 @@ def _patching_margins(lm, dpo_lm, items, sets, noised, batch_size, progress) -> 
     steps = tqdm(total=len(batches) * (2 + len(sets) + len(noised)), desc=progress or "patching",
                  disable=progress is None)
     for batch in batches:
-        encoding = {name: tensor.to(lm.device) for name, tensor in batch.encoding.items()}
+        encoding = batch.on(lm.device)
         base_acts, logits = _capture(base_model, arch, encoding, batch.keep, layers)
         base[batch.indices] = _batch_margins(logits, batch)
         dpo_acts, logits = _capture(dpo_model, arch, encoding, batch.keep, layers)
         dpo[batch.indices] = _batch_margins(logits, batch)
         steps.update(2)
         for name, neurons in sets.items():
-            logits = _patched_logits(base_model, arch, encoding, batch.keep, PatchNeurons(neurons, dpo_acts))
+            logits = _logits(base_model, arch, encoding, batch.keep, PatchNeurons(neurons, dpo_acts))
             denoised[name][batch.indices] = _batch_margins(logits, batch)
             steps.update(1)
             if name in noised:
-                logits = _patched_logits(dpo_model, arch, encoding, batch.keep, PatchNeurons(neurons, base_acts))
+                logits = _logits(dpo_model, arch, encoding, batch.keep, PatchNeurons(neurons, base_acts))
                 noised[name][batch.indices] = _batch_margins(logits, batch)
                 steps.update(1)
     steps.close()
@@ -392,8 +393,8 @@ def patched_perplexity(lm: LoadedModel, dpo_lm: LoadedModel, text: str, sets: Ma
         for direction, target in models.items():
             source = captured["noised" if direction == "denoised" else "denoised"]
             for name, neurons in sets.items():
-                nll[(name, direction)] += window_nll(_patched_logits(target, arch, encoding, 0,
-                                                                     PatchNeurons(neurons, source)))
+                patched = _logits(target, arch, encoding, 0, PatchNeurons(neurons, source))
+                nll[(name, direction)] += window_nll(patched)
         count += len(targets)
     return pd.DataFrame({f"{direction} PPL": {name: float(np.exp(nll[(name, direction)] / count))
                                               for name in [*sets, "none"]} for direction in models})
