@@ -145,9 +145,9 @@ glue("vocabulary_flagged", int(flagged.sum()), display=False)
 glue("vocabulary_size", len(flagged), display=False)
 glue("lens_tokens_n", lens_tokens, display=False)
 glue("null_directions_n", null_directions, display=False)
-glue("logit_lens_toxic_share_probe", probe_lens["share"], display=False)
-glue("logit_lens_toxic_null_probe", probe_lens["null_mean"], display=False)
-glue("logit_lens_toxic_z_probe", probe_lens["z"], display=False)
+glue("logit_lens_toxic_share_probe", float(probe_lens["share"]), display=False)
+glue("logit_lens_toxic_null_probe", float(probe_lens["null_mean"]), display=False)
+glue("logit_lens_toxic_z_probe", float(probe_lens["z"]), display=False)
 probe_lens
 
 # %% [markdown]
@@ -180,9 +180,9 @@ neuron_lens = neurons.logit_lens_enrichment(
     neurons.neuron_value_vectors(lm, neurons.sample_neurons(lm, null_neurons, seed=0)), flagged, top=lens_tokens)
 glue("top_neurons_shown_n", top_neurons_shown, display=False)
 glue("null_neurons_n", null_neurons, display=False)
-glue("logit_lens_toxic_share_neurons", neuron_lens["share"], display=False)
-glue("logit_lens_toxic_null_neurons", neuron_lens["null_mean"], display=False)
-glue("logit_lens_toxic_z_neurons", neuron_lens["z"], display=False)
+glue("logit_lens_toxic_share_neurons", float(neuron_lens["share"]), display=False)
+glue("logit_lens_toxic_null_neurons", float(neuron_lens["null_mean"]), display=False)
+glue("logit_lens_toxic_z_neurons", float(neuron_lens["z"]), display=False)
 ranked.style.hide(axis="index").format({"cosine": "{:.3f}"})
 
 # %% [markdown]

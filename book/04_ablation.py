@@ -236,7 +236,7 @@ glue("n_dpo_ranked_shared", len(dpo_ranked.merge(by_cosine.head(key_neurons), on
 # came from the edit compounding across metrics (×100 when perplexity was measured), so it corresponds to our
 # ×100 row, not our ×10 row.
 #
-# ### The same rows on the mediation metric
+# ## The same rows on the mediation metric
 #
 # Generated toxicity on {glue:text}`ablation_eval_prompts` prompts is a noisy read of a small drop. Chapter 5
 # defines a continuous metric of what DPO changed, the teacher-forced margin {eq}`eq-margin`, and an
