@@ -252,10 +252,25 @@ row_margins = {name: margins(row_model, behaviour, intervention, settings.batch_
 fractions = pd.DataFrame(
     [recovered_fraction(row_margins["base"], row_margins[name], row_margins["DPO"]) for name, _, _ in rows],
     index=[name for name, _, _ in rows], columns=["recovered fraction", "low", "high"])
+def advantage_on_margin(n: int) -> tuple[float, float, float]:  # Table 1's ranking pattern, on the margin (nats)
+    return paired_difference(row_margins[f"ablate top {n} positively activated toxic"],
+                             row_margins[f"ablate top {n} toxic"])
+
+
+def undone_on_margin(factor: int) -> tuple[float, float, float]:  # the share of DPO's margin shift a key scale undoes
+    return recovered_fraction(row_margins["DPO"], row_margins[f"DPO, scale top {key_neurons} keys ×{factor}"],
+                              row_margins["base"])
+
+
 guarded = fractions.loc[comparable.index, "recovered fraction"]
 best_mediation = guarded.idxmax() if len(guarded) else None
 mediation_values = {
     **with_interval("mediation_dpo_margin", paired_difference(row_margins["DPO"], row_margins["base"])),
+    **with_interval("mediation_positive_advantage_top100", advantage_on_margin(100)),
+    **with_interval("mediation_positive_advantage_top200", advantage_on_margin(200)),
+    **with_interval("mediation_positive_advantage_top1000", advantage_on_margin(1000)),
+    **with_interval("mediation_retox_share_x2", undone_on_margin(2)),
+    **with_interval("mediation_retox_share_x5", undone_on_margin(5)),
     **with_interval("mediation_share_ablate_top200", tuple(fractions.loc["ablate top 200 toxic"])),
     **with_interval("mediation_share_best_ablation",
                     tuple(fractions.loc[best_mediation]) if best_mediation else (math.nan,) * 3),

@@ -723,3 +723,23 @@ def test_scorer_sensitivity_rejudges_a_claim_with_each_component_alone(tmp_path)
     assert row["book's scorer"] == REPRODUCED and row["profanity alone"] == REPRODUCED
     assert row["ridge alone"] != REPRODUCED and row["changes"]
     assert "probe-accuracy" not in table.index  # its values do not rest on the scorer
+
+
+def test_positive_ranking_on_the_mediation_metric():
+    decided = {**MARGIN, **{k: v for n in (100, 200, 1000)
+                            for k, v in interval(f"mediation_positive_advantage_top{n}", 1.0, 0.4, 1.6).items()}}
+    assert verdicts.positive_ranking_wins_mediation(decided).label == REPRODUCED
+    against = {**decided, **interval("mediation_positive_advantage_top200", -1.0, -1.5, -0.5)}
+    assert verdicts.positive_ranking_wins_mediation(against).label == NOT_REPRODUCED
+    unmeasurable = {**decided, **interval("mediation_dpo_margin", 0.5, -0.1, 1.1)}
+    assert verdicts.positive_ranking_wins_mediation(unmeasurable).label == NOT_TESTABLE
+
+
+def test_smaller_scales_on_the_mediation_metric():
+    values = {**MARGIN, **interval("mediation_retox_share_x2", 0.7, 0.5, 0.9),
+              **interval("mediation_retox_share_x5", 0.8, 0.6, 1.0),
+              "ppl_scale_keys_x2": 15.0, "ppl_scale_keys_x5": 16.0, "table_ppl_dpo": 15.0}
+    assert verdicts.smaller_scales_retoxify_mediation(values).label == REPRODUCED
+    none_undone = {**values, **interval("mediation_retox_share_x2", 0.0, -0.1, 0.1),
+                   **interval("mediation_retox_share_x5", 0.05, -0.05, 0.15)}
+    assert verdicts.smaller_scales_retoxify_mediation(none_undone).label == NOT_REPRODUCED

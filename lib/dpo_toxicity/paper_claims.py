@@ -20,8 +20,9 @@ from .verdicts import (
     ablation_partly_closes_gap, ablation_preserves_f1, all_groups_contribute, change_uncorrelated,
     dpo_lowers_toxicity, dpo_preserves_f1, editing_beats_dpo, group_patching_matches, group_patching_mediation,
     late_layers_dominate, layers_nearly_cancel, magnitude_by_group, net_small_part, positive_ranking_wins,
-    probe_accuracy, promotes_toxic_tokens, reducing_neurons_share, scaled_keys_retoxify, single_groups_fall_short,
-    smaller_scales_retoxify, top_toxic_activations_fall, top_toxic_negative, toxic_share_mediation,
+    positive_ranking_wins_mediation, probe_accuracy, promotes_toxic_tokens, reducing_neurons_share,
+    scaled_keys_retoxify, single_groups_fall_short, smaller_scales_retoxify, smaller_scales_retoxify_mediation,
+    top_toxic_activations_fall, top_toxic_negative, toxic_share_mediation,
     toxic_share_patching, toxic_share_projection, tp_dominates_top_ranked, tp_share, weights_barely_move,
 )
 
@@ -209,6 +210,11 @@ CLAIMS: tuple[Claim, ...] = (
                   "95 % interval above 0 at N = 100, 200 and 1000 (every point above 0: partly; an interval "
                   "below 0: not reproduced)",
         rule=positive_ranking_wins,
+        mediation_keys=(*_MARGIN, *_with_interval(*(f"mediation_positive_advantage_top{n}"
+                                                    for n in POSITIVE_RANKING_SIZES))),
+        mediation_rule=positive_ranking_wins_mediation,
+        mediation_tolerance=_MARGIN_TOLERANCE + "the positively activated row's margin minus the cosine row's, paired "
+                            "over items, with a 95 % interval above 0 at every N (as on generated toxicity)",
     ),
     Claim(
         id="ablation-preserves-f1",
@@ -512,6 +518,11 @@ CLAIMS: tuple[Claim, ...] = (
               "ppl_scale_keys_x2", *_with_interval("retox_share_x5"), "ppl_scale_keys_x5"),
         tolerance="the ×10 claim's tolerance at ×2 and at ×5; both must agree",
         rule=smaller_scales_retoxify,
+        mediation_keys=(*_MARGIN, *_with_interval("mediation_retox_share_x2", "mediation_retox_share_x5"),
+                        "ppl_scale_keys_x2", "ppl_scale_keys_x5", "table_ppl_dpo"),
+        mediation_rule=smaller_scales_retoxify_mediation,
+        mediation_tolerance=_MARGIN_TOLERANCE + "the share of DPO's margin shift that ×2 and ×5 undo, by the ×10 "
+                            "claim's tolerance; both must agree",
     ),
 )
 
@@ -586,6 +597,11 @@ KEY_MEANINGS: dict[str, str] = {
     "ablation_least_toxic_ppl_ratio": "perplexity of that least toxic row over table_ppl_dpo",
     **{f"ablation_positive_advantage_top{n}": f"toxicity of ablating the top {n} by cosine minus the top {n} "
                                               "positively activated, paired over prompts" for n in (100, 200, 1000)},
+    **{f"mediation_positive_advantage_top{n}": f"the margin with the top {n} positively activated toxic neurons "
+                                                 f"ablated minus with the top {n} by cosine, paired over items "
+                                                 "(nats)" for n in (100, 200, 1000)},
+    **{f"mediation_retox_share_x{factor}": f"the share of DPO's margin shift that scaling the 7 keys ×{factor} undoes, "
+                                           "paired over items" for factor in (2, 5)},
     "fig1a_gap_closed": "the part of DPO's summed per-layer drop along the probe that ablating the top 200 removes",
     "f1_table_base": "the base model's F1 on the table's paragraphs",
     "f1_table_dpo": "the DPO model's F1 on the table's paragraphs",

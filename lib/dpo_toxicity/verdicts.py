@@ -389,13 +389,9 @@ def ablation_partly_closes_gap(v: Mapping[str, float]) -> Verdict:
 POSITIVE_RANKING_SIZES = (100, 200, 1000)
 
 
-def positive_ranking_wins(v: Mapping[str, float]) -> Verdict:
-    """At N = 100, 200 and 1000, ablating the top N positively activated toxic neurons leaves less toxicity than
-    the top N by cosine: every paired interval above 0 (every point above 0, or some interval above 0 and none
-    below: partly); an interval below 0 is not reproduced; no sign anywhere cannot decide."""
-    advantages = {n: _estimate(v, f"ablation_positive_advantage_top{n}") for n in POSITIVE_RANKING_SIZES}
-    reason = "ranking by positive activation lowers toxicity by " + ", ".join(
-        f"{_signed(*advantage)} at N = {n}" for n, advantage in advantages.items())
+def _ranking_wins(advantages: dict[int, tuple[float, float, float]], reason: str) -> Verdict:
+    """Every paired interval above 0: reproduced (every point above 0, or some interval above 0 and none below:
+    partly); an interval below 0: not reproduced; no sign anywhere cannot decide."""
     if any(high < 0 for _, _, high in advantages.values()):
         return Verdict(NOT_REPRODUCED, reason)
     if all(low > 0 for _, low, _ in advantages.values()):
@@ -405,19 +401,38 @@ def positive_ranking_wins(v: Mapping[str, float]) -> Verdict:
     return Verdict(NOT_TESTABLE, f"{reason}: every interval holds 0 and the points do not all favour it")
 
 
+def positive_ranking_wins(v: Mapping[str, float]) -> Verdict:
+    """At N = 100, 200 and 1000, ablating the top N positively activated toxic neurons leaves less toxicity than
+    the top N by cosine, judged by :func:`_ranking_wins` on the paired differences."""
+    advantages = {n: _estimate(v, f"ablation_positive_advantage_top{n}") for n in POSITIVE_RANKING_SIZES}
+    return _ranking_wins(advantages, "ranking by positive activation lowers toxicity by " + ", ".join(
+        f"{_signed(*advantage)} at N = {n}" for n, advantage in advantages.items()))
+
+
+def positive_ranking_wins_mediation(v: Mapping[str, float]) -> Verdict:
+    """Mediation: DPO's margin shift measurable; at each N the positively activated ranking's ablation leaves a
+    margin nearer DPO's than the cosine ranking's (paired over items, in nats), judged by :func:`_ranking_wins`."""
+    guard = margin_guard(v)
+    if guard:
+        return guard
+    advantages = {n: _estimate(v, f"mediation_positive_advantage_top{n}") for n in POSITIVE_RANKING_SIZES}
+    return _ranking_wins(advantages, "ranking by positive activation moves the margin toward DPO's by " + ", ".join(
+        f"{_signed(*advantage)} nats at N = {n}" for n, advantage in advantages.items()))
+
+
 def ablation_preserves_f1(v: Mapping[str, float]) -> Verdict:
     """Ablating the top 200 toxic neurons keeps F1 at least 90 % of the base model's (75 %: partly)."""
     verdict = _f1_kept(v["f1_ablate_top200"], v["f1_table_base"], "ablating the top 200 toxic neurons gives")
     return Verdict(verdict.label, f"{verdict.reason}; DPO gives {v['f1_table_dpo']:.3f} on the same paragraphs")
 
 
-def _retoxifies(v: Mapping[str, float], share_key: str, ppl_key: str, what: str) -> Verdict:
+def _retoxifies(v: Mapping[str, float], share_key: str, ppl_key: str, what: str, of: str = "DPO's drop") -> Verdict:
     """One scaled-keys row against DPO on the same prompts and perplexity window: its share of DPO's drop undone
     (interval above 0 and point at least half: reproduced; above 0: partly; interval below half and reaching 0:
     not reproduced; else cannot decide), perplexity checked first."""
     share, low, high = _estimate(v, share_key)
     ratio = v[ppl_key] / v["table_ppl_dpo"]
-    reason = f"{what} undoes {_percent(share, low, high)} of DPO's drop at {ratio:.2f}× DPO's perplexity"
+    reason = f"{what} undoes {_percent(share, low, high)} of {of} at {ratio:.2f}× DPO's perplexity"
     if ratio > BROKEN_PERPLEXITY:
         if low > 0:
             return Verdict(PARTLY, f"{reason}: only while breaking the model")
@@ -455,6 +470,17 @@ def smaller_scales_retoxify(v: Mapping[str, float]) -> Verdict:
         return guard
     return combine([_retoxifies(v, f"retox_share_x{factor}", f"ppl_scale_keys_x{factor}",
                                 f"scaling the 7 keys ×{factor}") for factor in (2, 5)], "×2 and ×5 disagree")
+
+
+def smaller_scales_retoxify_mediation(v: Mapping[str, float]) -> Verdict:
+    """Mediation: DPO's margin shift measurable; the share of it that scaling the keys ×2 and ×5 undoes, by the rule
+    of :func:`scaled_keys_retoxify` (perplexity on the table's window first); both must agree (else partly)."""
+    guard = margin_guard(v)
+    if guard:
+        return guard
+    return combine([_retoxifies(v, f"mediation_retox_share_x{factor}", f"ppl_scale_keys_x{factor}",
+                                f"scaling the 7 keys ×{factor}", of="DPO's margin shift") for factor in (2, 5)],
+                   "×2 and ×5 disagree")
 
 
 def toxic_share_patching(v: Mapping[str, float]) -> Verdict:
