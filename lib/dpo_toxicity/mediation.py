@@ -48,7 +48,7 @@ from tqdm import tqdm
 
 from .activations import traced
 from .architectures import architecture_of, output_projection
-from .evaluation import NEW_TOKENS, PERPLEXITY_WINDOW, PROMPT_TOKENS, greedy_continuations, paired_difference, share_of_drop
+from .evaluation import NEW_TOKENS, PERPLEXITY_WINDOW, PROMPT_TOKENS, greedy_continuations, share_of_drop
 from .interventions import PatchNeurons, fingerprint
 from .models import LoadedModel
 from .result_cache import cached_json
@@ -296,6 +296,13 @@ class PatchingMargins:
         return f"PatchingMargins({self.items} items, DPO's shift {shift:.3f} nats, {len(self.denoised)} sets)"
 
 
+def _checked_layers(sets: Mapping[str, pd.DataFrame], shape: tuple[int, int, int]) -> list[int]:
+    """Every layer the sets name, sorted, after :func:`check_neuron_set` has checked each set against ``shape``."""
+    for name, neurons in sets.items():
+        check_neuron_set(neurons, shape, name)
+    return sorted({int(layer) for neurons in sets.values() for layer in neurons["layer"].unique()})
+
+
 def _capture(model, arch, encoding, keep: int, layers: list[int]):
     """One unpatched pass: the chosen layers' neuron activations and the kept logits."""
     with torch.inference_mode():
@@ -319,23 +326,21 @@ def patching_margins(lm: LoadedModel, dpo_lm: LoadedModel, items: MarginItems, s
     if architecture_of(dpo_lm.model) != arch or dpo_lm.shape != lm.shape:
         raise ValueError(f"{lm.name} and {dpo_lm.name} differ in architecture or shape; patching needs two runs of "
                          "the same network.")
-    for name, neurons in sets.items():
-        check_neuron_set(neurons, lm.shape, name)
+    layers = _checked_layers(sets, lm.shape)
     noised = list(sets) if noised is None else list(noised)
     unknown = sorted(set(noised) - set(sets))
     if unknown:
         raise ValueError(f"noised names sets that are not in sets: {unknown}.")
     parts = {"base": lm.weights_hash, "dpo": dpo_lm.weights_hash, "items": items, "noised": noised,
              "sets": {name: neurons[["layer", "neuron"]].reset_index(drop=True) for name, neurons in sets.items()}}
-    record = cached_json(cache, parts, lambda: _patching_margins(lm, dpo_lm, items, sets, noised, batch_size,
+    record = cached_json(cache, parts, lambda: _patching_margins(lm, dpo_lm, items, sets, layers, noised, batch_size,
                                                                  progress).to_json(), code=MEDIATION_CODE)
     return PatchingMargins.from_json(record)
 
 
-def _patching_margins(lm, dpo_lm, items, sets, noised, batch_size, progress) -> PatchingMargins:
+def _patching_margins(lm, dpo_lm, items, sets, layers, noised, batch_size, progress) -> PatchingMargins:
     arch = architecture_of(lm.model)
     base_model, dpo_model = traced(lm), traced(dpo_lm)
-    layers = sorted({int(layer) for neurons in sets.values() for layer in neurons["layer"].unique()})
     n = len(items)
     base, dpo = np.empty(n), np.empty(n)
     denoised = {name: np.empty(n) for name in sets}
@@ -370,9 +375,7 @@ def patched_perplexity(lm: LoadedModel, dpo_lm: LoadedModel, text: str, sets: Ma
     other model's run of the same window: whether patching real activations keeps each model intact. Index: the
     sets, then ``"none"`` (each model unpatched); columns ``denoised PPL`` and ``noised PPL``."""
     arch = architecture_of(lm.model)
-    for name, neurons in sets.items():
-        check_neuron_set(neurons, lm.shape, name)
-    layers = sorted({int(layer) for neurons in sets.values() for layer in neurons["layer"].unique()})
+    layers = _checked_layers(sets, lm.shape)
     tokens = torch.tensor(lm.tokenizer(text, add_special_tokens=False).input_ids, dtype=torch.long)
     starts = [start for start in range(0, len(tokens) - 1, window)][:max_windows]
     models = {"denoised": traced(lm), "noised": traced(dpo_lm)}  # the model each direction patches
@@ -415,8 +418,7 @@ def mediation_table(result: PatchingMargins, sizes: Mapping[str, int], items: sl
     """One row per named set (random draws are summarised, not listed): its size, the denoising fraction
     (sufficiency) and the noising fraction (necessity; NaN for a set patched one way), each with its 95 % interval,
     and the mean and SD of the denoising fraction over the set's random draws (:func:`with_random_sets`; NaN
-    without draws). ``items`` selects
-    the items the fractions are read on (one item set of a combined run)."""
+    without draws). ``items`` selects the items the fractions are read on (one item set of a combined run)."""
     base, dpo = result.base[items], result.dpo[items]
 
     rows = []
@@ -433,8 +435,3 @@ def mediation_table(result: PatchingMargins, sizes: Mapping[str, int], items: sl
                      "random mean": draws.mean() if len(draws) else np.nan,
                      "random sd": draws.std(ddof=1) if len(draws) > 1 else np.nan})
     return pd.DataFrame(rows).set_index("set")
-
-
-def margin_shift(result: PatchingMargins) -> tuple[float, float, float]:
-    """DPO's shift of the mean margin, ``mean(dpo − base)`` in nats, with its 95 % bootstrap interval."""
-    return paired_difference(result.dpo, result.base)
