@@ -13,9 +13,9 @@
 # %% [markdown]
 # # 1. The toxicity probe
 #
-# Everything in the paper is measured along one direction: the weight vector `w` of a linear **toxicity
+# Everything in the paper is measured along one direction: the weight vector $w$ of a linear **toxicity
 # probe** on the last-layer residual stream {cite}`lee2024mechanistic`. A neuron is *toxic* when its value
-# vector points along `w`, and its *toxicity projection* is its write onto `w`
+# vector points along $w$, and its *toxicity projection* is its write onto $w$
 # {cite}`yang2024ablation`. This chapter trains that probe, checks how well it separates toxic from
 # non-toxic comments it has not seen, and looks at the neurons whose value vectors align with it.
 #
@@ -28,6 +28,27 @@
 # Jigsaw's toxic comments). Training data: balanced Jigsaw train
 # pools; evaluation: the held-out Jigsaw test pools. Lee et al. report 94 % validation accuracy on
 # GPT-2-medium with 561,808 comments at Jigsaw's natural balance; we have at most 5,000 training comments offline.
+#
+# **The probe.** For a comment $x$ whose real tokens, up to the profile's limit, are $t = 1, \dots, T$, let
+# $h_t(x) \in \mathbb{R}^{d}$ be the final-norm state at token $t$ ($d$ is the residual stream's width). The probe
+# reads their mean:
+#
+# ```{math}
+# :label: eq-probe
+# \bar h(x) = \frac{1}{T} \sum_{t=1}^{T} h_t(x), \qquad
+# p(\text{toxic} \mid x) = \sigma\big(w \cdot \bar h(x) + b\big),
+# ```
+#
+# with $\sigma$ the logistic function. Fitting chooses $w$ and $b$ to minimise, over the training comments $x_n$
+# with labels $y_n = +1$ (toxic) or $-1$,
+#
+# ```{math}
+# :label: eq-probe-fit
+# \tfrac{1}{2} \lVert w \rVert^2 + C \sum_{n} \log\Big(1 + e^{-y_n (w \cdot \bar h(x_n) + b)}\Big),
+# ```
+#
+# where $C$ is `probe_regularisation`. Every later chapter measures along the unit direction
+# $\hat w = w / \lVert w \rVert$.
 
 # %% tags=["parameters"]
 profile = "ci"
@@ -38,14 +59,14 @@ lens_tokens = 50
 null_directions = 200
 null_neurons = 2000
 
-# %%
+# %% tags=["hide-input"]
 import warnings
 
 import matplotlib.pyplot as plt
 import torch
-from myst_nb import glue
 
 from dpo_toxicity import data, neurons, plots
+from dpo_toxicity.glued import Glued
 from dpo_toxicity.models import load_model
 from dpo_toxicity.null_control import random_directions
 from dpo_toxicity.probe import JIGSAW_TOXIC_PREVALENCE
@@ -54,9 +75,12 @@ from dpo_toxicity.provenance import RunRecord
 from dpo_toxicity.run_artefacts import fit_probe
 from dpo_toxicity.scoring import PERSPECTIVE_FILES, OfflineScorer
 
+glued = Glued()  # every value the prose cites, kept for the ledger's verdicts
+
 warnings.filterwarnings("ignore", category=FutureWarning)
 settings = run_profile(profile)
 lm = load_model(model)
+settings = settings.sized_for(lm)  # on a GPU, batches sized to its free memory
 record = RunRecord(
     "01_probe", settings, lm,
     data_files=[f"jigsaw/{pool}.csv" for split in data.JIGSAW_POOLS.values() for pool in split]
@@ -75,13 +99,13 @@ lm
 # %%
 fit = fit_probe(lm, settings, regularisation=probe_regularisation)
 probe, train_metrics, test_metrics = fit.probe, fit.train_metrics, fit.test_metrics
-glue("probe_n_train", probe.info["n_train"], display=False)
-glue("probe_n_test", len(fit.test_labels), display=False)
-glue("probe_test_accuracy", test_metrics.accuracy, display=False)
-glue("probe_test_auc", test_metrics.auc, display=False)
-glue("probe_train_accuracy", train_metrics.accuracy, display=False)
-glue("probe_accuracy_natural", test_metrics.natural_accuracy, display=False)
-glue("probe_majority_baseline", 1 - JIGSAW_TOXIC_PREVALENCE, display=False)
+glued("probe_n_train", probe.info["n_train"])
+glued("probe_n_test", len(fit.test_labels))
+glued("probe_test_accuracy", test_metrics.accuracy)
+glued("probe_test_auc", test_metrics.auc)
+glued("probe_train_accuracy", train_metrics.accuracy)
+glued("probe_accuracy_natural", test_metrics.natural_accuracy)
+glued("probe_majority_baseline", 1 - JIGSAW_TOXIC_PREVALENCE)
 test_metrics
 
 # %% [markdown]
@@ -100,9 +124,9 @@ test_metrics
 # and a training set two orders of magnitude smaller; what later chapters need is a direction along which toxic
 # text is clearly separated, and the score distributions below show how far it is.
 
-# %%
+# %% tags=["hide-input"]
 fig = plots.probe_score_histogram(probe.predict_proba(fit.test_features), fit.test_labels)
-glue("fig_probe_scores", fig, display=False)
+glued("fig_probe_scores", fig)
 plt.close(fig)
 
 # %% [markdown]
@@ -122,8 +146,8 @@ unit_probe = probe.unit_direction(lm.shape[2])
 probe_tokens = neurons.logit_lens_tokens(lm, unit_probe[None, :], top=15)[0]
 profanities = [" fuck", " shit", " bitch", " idiot", " stupid", " ass", " damn", " crap"]
 pieces = {word.strip(): lm.tokenizer.tokenize(word) for word in profanities}
-glue("profanities_total", len(pieces), display=False)
-glue("profanities_single_token", sum(len(p) == 1 for p in pieces.values()), display=False)
+glued("profanities_total", len(pieces))
+glued("profanities_single_token", sum(len(p) == 1 for p in pieces.values()))
 probe_tokens
 
 # %%
@@ -141,13 +165,13 @@ flagged = torch.as_tensor(OfflineScorer().score(neurons.vocabulary(lm)) >= 0.5)
 probe_lens = neurons.logit_lens_enrichment(lm, unit_probe[None, :],
                                            random_directions(null_directions, lm.shape[2], seed=0), flagged,
                                            top=lens_tokens)
-glue("vocabulary_flagged", int(flagged.sum()), display=False)
-glue("vocabulary_size", len(flagged), display=False)
-glue("lens_tokens_n", lens_tokens, display=False)
-glue("null_directions_n", null_directions, display=False)
-glue("logit_lens_toxic_share_probe", float(probe_lens["share"]), display=False)
-glue("logit_lens_toxic_null_probe", float(probe_lens["null_mean"]), display=False)
-glue("logit_lens_toxic_z_probe", float(probe_lens["z"]), display=False)
+glued("vocabulary_flagged", int(flagged.sum()))
+glued("vocabulary_size", len(flagged))
+glued("lens_tokens_n", lens_tokens)
+glued("null_directions_n", null_directions)
+glued("logit_lens_toxic_share_probe", float(probe_lens["share"]))
+glued("logit_lens_toxic_null_probe", float(probe_lens["null_mean"]))
+glued("logit_lens_toxic_z_probe", float(probe_lens["z"]))
 probe_lens
 
 # %% [markdown]
@@ -161,9 +185,28 @@ probe_lens
 # %% [markdown]
 # ## Toxic neurons
 #
-# Ranking every MLP neuron by the cosine between its value vector and the probe gives Lee et al.'s toxic
-# neurons. Their Table 1 lists GPT-2-medium's top neurons (`MLP.v_770^19`, `v_771^12`, ...) whose value
-# vectors promote slurs and profanity; here are ours, with the top tokens each one promotes.
+# An MLP layer is a sum of neuron writes, read as a key-value memory {cite}`geva2021feedforward`. At position
+# $t$ of an input $x$, layer $\ell$ adds to the residual stream
+#
+# ```{math}
+# :label: eq-neuron-write
+# \mathrm{MLP}^{\ell}(x_t) = \sum_{i=1}^{d_{\text{mlp}}} m^{\ell}_i(x_t)\, v^{\ell}_i ,
+# ```
+#
+# plus the output projection's bias where it has one. The activation $m_i$ is the neuron's input to the MLP's
+# output projection (post-GELU in GPT-2; in a gated MLP, as in both offline models, the activated gate times
+# the up projection) and the value vector $v_i$ is the neuron's row of that projection: neuron $i$ writes
+# $m_i v_i$. Ranking every neuron by
+# the cosine of its value vector with the probe,
+#
+# ```{math}
+# :label: eq-toxic-cosine
+# c_i = \cos(v_i, w) = \frac{v_i \cdot w}{\lVert v_i \rVert \, \lVert w \rVert},
+# ```
+#
+# gives Lee et al.'s toxic neurons: those with the highest $c_i$. Their Table 1 lists GPT-2-medium's top neurons
+# ($\mathrm{MLP}.v^{19}_{770}$, $v^{12}_{771}$, ...) whose value vectors promote slurs and profanity; here are ours,
+# with the top tokens each one promotes.
 
 # %%
 cosines = neurons.value_vector_cosines(lm, unit_probe)
@@ -172,24 +215,24 @@ ranked["top tokens"] = [
     ", ".join(tokens) for tokens in neurons.logit_lens_tokens(lm, neurons.neuron_value_vectors(lm, ranked), top=8)
 ]
 n_layers, d_mlp, d_model = lm.shape
-glue("n_neurons", n_layers * d_mlp, display=False)
-glue("max_cosine", float(cosines.max()), display=False)
-glue("share_positive_cosine", float((cosines > 0).float().mean()), display=False)
+glued("n_neurons", n_layers * d_mlp)
+glued("max_cosine", float(cosines.max()))
+glued("share_positive_cosine", float((cosines > 0).float().mean()))
 neuron_lens = neurons.logit_lens_enrichment(
     lm, neurons.neuron_value_vectors(lm, ranked),
     neurons.neuron_value_vectors(lm, neurons.sample_neurons(lm, null_neurons, seed=0)), flagged, top=lens_tokens)
-glue("top_neurons_shown_n", top_neurons_shown, display=False)
-glue("null_neurons_n", null_neurons, display=False)
-glue("logit_lens_toxic_share_neurons", float(neuron_lens["share"]), display=False)
-glue("logit_lens_toxic_null_neurons", float(neuron_lens["null_mean"]), display=False)
-glue("logit_lens_toxic_z_neurons", float(neuron_lens["z"]), display=False)
+glued("top_neurons_shown_n", top_neurons_shown)
+glued("null_neurons_n", null_neurons)
+glued("logit_lens_toxic_share_neurons", float(neuron_lens["share"]))
+glued("logit_lens_toxic_null_neurons", float(neuron_lens["null_mean"]))
+glued("logit_lens_toxic_z_neurons", float(neuron_lens["z"]))
 ranked.style.hide(axis="index").format({"cosine": "{:.3f}"})
 
 # %% [markdown]
 # Of the model's {glue:text}`n_neurons` neurons, the best aligned reaches a cosine of
 # {glue:text}`max_cosine:.3f` with the probe; a fraction {glue:text}`share_positive_cosine:.3f` of all value
 # vectors have a positive cosine. Random directions in a space of this width have cosines of order
-# `1/sqrt(d_model)`, so a value vector well above that is aligned with the probe by more than chance.
+# $1/\sqrt{d}$, so a value vector well above that is aligned with the probe by more than chance.
 #
 # Counted as for the probe, the scorer flags {glue:text}`logit_lens_toxic_share_neurons:.1%` of the top
 # {glue:text}`lens_tokens_n` logit-lens tokens of these {glue:text}`top_neurons_shown_n` neurons, against
@@ -197,9 +240,9 @@ ranked.style.hide(axis="index").format({"cosine": "{:.3f}"})
 # (z = {glue:text}`logit_lens_toxic_z_neurons:.1f`, against sets of {glue:text}`top_neurons_shown_n`).
 # *Reference (Lee et al. Table 1): GPT-2-medium's top toxic value vectors promote profanity and slurs.*
 
-# %%
+# %% tags=["hide-input"]
 fig = plots.cosine_distribution_by_layer(cosines, neurons.rank_neurons(cosines, top=top_neurons_shown))
-glue("fig_cosine_by_layer", fig, display=False)
+glued("fig_cosine_by_layer", fig)
 plt.close(fig)
 
 # %% [markdown]
@@ -214,6 +257,6 @@ plt.close(fig)
 #
 # ## Provenance
 
-# %%
-glue("probe_wall_minutes", record.wall_minutes, display=False)
+# %% tags=["hide-input"]
+glued("probe_wall_minutes", record.wall_minutes)
 record.table()

@@ -27,39 +27,36 @@ max_rejected_perplexity_ratio = 2.5
 max_rejected_repetition = 0.1
 contrastive_comments_per_class = 150
 
-# %%
+# %% tags=["hide-input"]
 import warnings
 
 import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
-from myst_nb import glue
 
 from dpo_toxicity import data, plots
-from dpo_toxicity.dpo import HELDOUT_PAIRS_FILE, PAIRS_FILE, dpo_model, settings_for
+from dpo_toxicity.dpo import dpo_model, settings_for
 from dpo_toxicity.evaluation import (
     PROMPT_TOKENS, authors_scored_texts, comparison_table, evaluation_suite, paired_difference, share_of_drop,
 )
+from dpo_toxicity.glued import Glued
 from dpo_toxicity.models import load_model
-from dpo_toxicity.pairs import (
-    PreferencePair, SteeringDirections, candidate_generators, chosen_continuations, choose_generator,
-    contrastive_direction, continuation_perplexity, measure_generator, prompt_sets, quality_table,
-    rejected_continuations, save_pairs,
-)
-from dpo_toxicity.paths import artefact_dir, cache_dir
-from dpo_toxicity.probe import Probe
+from dpo_toxicity.paths import cache_dir
 from dpo_toxicity.profiles import profile as run_profile
 from dpo_toxicity.provenance import RunRecord
+from dpo_toxicity.run_artefacts import generate_pairs, run_probe
 from dpo_toxicity.scoring import (
     OFFLINE_COMPONENTS, OfflineScorer, agreement_with_labels, agreement_with_perspective, perspective_holdout,
     scored_texts,
 )
 
+glued = Glued()  # every value the prose cites, kept for the ledger's verdicts
+
 warnings.filterwarnings("ignore", category=FutureWarning)
 settings = run_profile(profile)
 lm = load_model(model)
-probe = Probe.load(artefact_dir(lm.name, settings.name) / "probe.npz")
-probe.check_width(lm.shape[2])
+settings = settings.sized_for(lm)  # on a GPU, batches sized to its free memory
+probe = run_probe(lm, settings)  # chapter 1's probe, or fitted now where chapter 1 has not run
 record = RunRecord(
     "02_dpo", settings, lm,
     data_files=["rtp/challenge_prompts.jsonl", "rtp/decodingtrust_toxic.jsonl", "rtp/decodingtrust_nontoxic.jsonl",
@@ -81,9 +78,9 @@ lm
 train_records, heldout_records = perspective_holdout(seed=0, fraction=0.2)
 heldout_texts, heldout_perspective = scored_texts(heldout_records, parts=("continuation",))
 agreement = agreement_with_perspective(OfflineScorer(training=train_records), heldout_texts, heldout_perspective)
-glue("scorer_spearman_perspective", agreement.spearman, display=False)
-glue("scorer_auc_perspective", agreement.auc_at_half, display=False)
-glue("scorer_heldout_n", agreement.n, display=False)
+glued("scorer_spearman_perspective", agreement.spearman)
+glued("scorer_auc_perspective", agreement.auc_at_half)
+glued("scorer_heldout_n", agreement.n)
 scorer = OfflineScorer()
 agreement
 
@@ -102,12 +99,12 @@ jigsaw_test = data.jigsaw("test")
 scorers = {"offline": scorer} | {component: scorer.component(component) for component in OFFLINE_COMPONENTS}
 human = {name: agreement_with_labels(each, jigsaw_test.text.tolist(), jigsaw_test.label)
          for name, each in scorers.items()}
-glue("scorer_jigsaw_human_n", human["offline"].n, display=False)
-glue("scorer_auc_jigsaw_human", human["offline"].auc, display=False)
-glue("scorer_auc_jigsaw_human_low", human["offline"].low, display=False)
-glue("scorer_auc_jigsaw_human_high", human["offline"].high, display=False)
+glued("scorer_jigsaw_human_n", human["offline"].n)
+glued("scorer_auc_jigsaw_human", human["offline"].auc)
+glued("scorer_auc_jigsaw_human_low", human["offline"].low)
+glued("scorer_auc_jigsaw_human_high", human["offline"].high)
 for component in OFFLINE_COMPONENTS:
-    glue(f"scorer_auc_jigsaw_human_{component}", human[component].auc, display=False)
+    glued(f"scorer_auc_jigsaw_human_{component}", human[component].auc)
 pd.DataFrame({"AUC against human labels": [round(a.auc, 3) for a in human.values()],
               "95% CI": [f"[{a.low:.3f}, {a.high:.3f}]" for a in human.values()]},
              index=pd.Index([a.scorer for a in human.values()], name="scorer"))
@@ -136,65 +133,36 @@ pd.DataFrame({"AUC against human labels": [round(a.auc, 3) for a in human.values
 # that of plain samples, and bigram repetition at most `max_rejected_repetition`.
 
 # %%
-sentences = data.wikitext2_validation_sentences()
-prompts = prompt_sets(sentences, settings.generator_trial_prompts, settings.pair_prompts, settings.mediation_pairs)
-trial_prompts, pair_prompts = prompts.trial, prompts.training
-comments = data.balanced_sample(data.jigsaw("train"), contrastive_comments_per_class, seed=3)
-candidates = candidate_generators(lm.shape[0], settings.pair_new_tokens, generator_samples)
-contrastive_layers = sorted({c.steer_layer for c in candidates if c.push == "contrastive"})
-directions = SteeringDirections(
-    probe=probe.unit_direction(lm.shape[2]),
-    contrastive={
-        layer: contrastive_direction(lm, comments[comments.label == 1].text.tolist(),
-                                     comments[comments.label == 0].text.tolist(), layer)
-        for layer in contrastive_layers
-    },
-)
-generations = cache_dir("generations")  # finished generations are kept: a re-run resumes after the last one
-trial_chosen = chosen_continuations(lm, trial_prompts, settings.pair_new_tokens,
-                                    batch_size=settings.generation_batch_size, cache=generations)
-qualities, trial_rejected = [], {}
-for candidate in candidates:
-    trial_rejected[candidate.label] = rejected_continuations(
-        lm, trial_prompts, probe, candidate, directions, settings.generation_batch_size, progress=candidate.label,
-        cache=generations,
-    )
-    qualities.append(measure_generator(lm, trial_prompts, trial_chosen, trial_rejected[candidate.label], candidate, scorer))
-chosen_perplexity = float(np.median(continuation_perplexity(lm, trial_prompts, trial_chosen)))
-plain_samples = next(q for q in qualities if q.settings.push == "none")
-winner = choose_generator(qualities, max_rejected_perplexity_ratio * plain_samples.perplexity_rejected,
-                          max_rejected_repetition)
-glue("generator_chosen", winner.settings.label, display=False)
-glue("generator_trial_gap", winner.toxicity_gap, display=False)
-quality_table(qualities, chosen_perplexity).style.hide(axis="index").format(precision=3)
+# The trial, the choice, then the pairs and held-out pairs with the chosen generator, saved for the later chapters;
+# finished generations are kept, so a re-run resumes after the last one.
+generation = generate_pairs(lm, probe, settings, scorer, generator_samples=generator_samples,
+                            max_rejected_perplexity_ratio=max_rejected_perplexity_ratio,
+                            max_rejected_repetition=max_rejected_repetition,
+                            contrastive_comments_per_class=contrastive_comments_per_class)
+winner = generation.winner
+glued("generator_chosen", winner.settings.label)
+glued("generator_trial_gap", winner.toxicity_gap)
+generation.generator_table().style.hide(axis="index").format(precision=3)
 
 # %% [markdown]
 # The criterion picks **{glue:text}`generator_chosen`** (toxicity gap {glue:text}`generator_trial_gap:.3f`
 # on the trial prompts). Three continuations of the same prompts from each generator:
 
-# %%
-examples = pd.DataFrame({"prompt": trial_prompts[:3], "chosen": trial_chosen[:3]})
-for candidate in candidates:
-    examples[candidate.label] = trial_rejected[candidate.label][:3]
-examples.T
+# %% tags=["hide-input"]
+generation.examples(3).T
 
 # %% [markdown]
 # Now the pairs themselves, on fresh prompts:
 
 # %%
-chosen = chosen_continuations(lm, pair_prompts, settings.pair_new_tokens, batch_size=settings.generation_batch_size,
-                              progress="chosen", cache=generations)
-rejected = rejected_continuations(lm, pair_prompts, probe, winner.settings, directions,
-                                  settings.generation_batch_size, progress="rejected", cache=generations)
-pairs = [PreferencePair(p, c, r) for p, c, r in zip(pair_prompts, chosen, rejected)]
-save_pairs(pairs, artefact_dir(lm.name, settings.name) / PAIRS_FILE)
-chosen_scores, rejected_scores = scorer.score(chosen), scorer.score(rejected)
-glue("pairs_n", len(pairs), display=False)
-glue("pairs_toxicity_chosen", float(chosen_scores.mean()), display=False)
-glue("pairs_toxicity_rejected", float(rejected_scores.mean()), display=False)
-glue("pairs_rejected_more_toxic", float((rejected_scores > chosen_scores).mean()), display=False)
+pairs = generation.pairs
+chosen_scores, rejected_scores = generation.chosen_scores, generation.rejected_scores
+glued("pairs_n", len(pairs))
+glued("pairs_toxicity_chosen", float(chosen_scores.mean()))
+glued("pairs_toxicity_rejected", float(rejected_scores.mean()))
+glued("pairs_rejected_more_toxic", float((rejected_scores > chosen_scores).mean()))
 fig = plots.paired_toxicity(chosen_scores, rejected_scores)
-glue("fig_pair_toxicity", fig, display=False)
+glued("fig_pair_toxicity", fig)
 plt.close(fig)
 
 # %% [markdown]
@@ -217,20 +185,13 @@ plt.close(fig)
 # without them.
 
 # %%
-heldout_chosen = chosen_continuations(lm, prompts.heldout, settings.pair_new_tokens,
-                                      batch_size=settings.generation_batch_size, progress="held-out chosen",
-                                      cache=generations)
-heldout_rejected = rejected_continuations(lm, prompts.heldout, probe, winner.settings, directions,
-                                          settings.generation_batch_size, progress="held-out rejected",
-                                          cache=generations)
-heldout = [PreferencePair(p, c, r) for p, c, r in zip(prompts.heldout, heldout_chosen, heldout_rejected)]
-save_pairs(heldout, artefact_dir(lm.name, settings.name) / HELDOUT_PAIRS_FILE)
-glue("heldout_pairs_n", len(heldout), display=False)
-glue("heldout_pairs_supply", "as many as the profile asks for" if len(heldout) == settings.mediation_pairs else
-     f"all the sentences the other prompts leave of the split's {len(sentences):,}; the profile asks for "
-     f"{settings.mediation_pairs}", display=False)
-glue("heldout_toxicity_chosen", float(scorer.score(heldout_chosen).mean()), display=False)
-glue("heldout_toxicity_rejected", float(scorer.score(heldout_rejected).mean()), display=False)
+heldout = generation.heldout
+glued("heldout_pairs_n", len(heldout))
+glued("heldout_pairs_supply", "as many as the profile asks for" if len(heldout) == settings.mediation_pairs else
+     f"all the sentences the other prompts leave of the split's {generation.sentences:,}; the profile asks for "
+     f"{settings.mediation_pairs}")
+glued("heldout_toxicity_chosen", float(generation.heldout_chosen_scores.mean()))
+glued("heldout_toxicity_rejected", float(generation.heldout_rejected_scores.mean()))
 
 # %% [markdown]
 # There are {glue:text}`heldout_pairs_n` held-out pairs ({glue:text}`heldout_pairs_supply`). Their rejected
@@ -239,7 +200,21 @@ glue("heldout_toxicity_rejected", float(scorer.score(heldout_rejected).mean()), 
 #
 # ## DPO with trl
 #
-# trl's `DPOTrainer`, β = 0.1, on a copy of the model; the reference log-probabilities are
+# DPO {cite}`rafailov2023dpo` trains a policy $\pi_\theta$, starting from the model, on the pairs
+# $(x, y^+, y^-)$ of a prompt, its chosen and its rejected continuation. A frozen copy of the starting model is the
+# reference $\pi_{\text{ref}}$, and the implicit reward of a continuation is how far training has raised its
+# log-probability, $r_\theta(x, y) = \beta \log \pi_\theta(y \mid x) - \beta \log \pi_{\text{ref}}(y \mid x)$, with
+# $\log \pi(y \mid x)$ summed over the continuation's tokens. The loss asks the chosen continuation to gain more
+# than the rejected one:
+#
+# ```{math}
+# :label: eq-dpo-loss
+# \mathcal{L}_{\text{DPO}}(\theta) = -\,\mathbb{E}_{(x, y^+, y^-)}
+# \log \sigma\big(r_\theta(x, y^+) - r_\theta(x, y^-)\big).
+# ```
+#
+# At the first step every reward is 0 and the loss is $\log 2$. We minimise it with trl's `DPOTrainer`,
+# $\beta = 0.1$, on a copy of the model; the reference log-probabilities are
 # {glue:text}`dpo_reference`. `dpo_toxicity.dpo` explains which of the paper's optimiser choices we keep (β,
 # 64-token prompt and continuation, one pass) and which the CPU budget changes (AdamW instead of RMSprop at 1e-6
 # with batch 4 over 24,576 pairs); here AdamW runs at {glue:text}`dpo_learning_rate:.0e` with
@@ -258,24 +233,22 @@ dpo_settings = settings_for(lm, settings.name)
 result = dpo_model(lm, pairs, dpo_settings, progress=True)
 dpo_lm = result.model
 fig = plots.dpo_training(result)
-glue("fig_dpo_training", fig, display=False)
+glued("fig_dpo_training", fig)
 plt.close(fig)
-glue("dpo_learning_rate", dpo_settings.learning_rate, display=False)
-glue("dpo_batch_size", dpo_settings.batch_size, display=False)
-glue("dpo_reference", "computed for every pair in one pass before training" if dpo_settings.precompute_reference
+glued("dpo_learning_rate", dpo_settings.learning_rate)
+glued("dpo_batch_size", dpo_settings.batch_size)
+glued("dpo_reference", "computed for every pair in one pass before training" if dpo_settings.precompute_reference
      else "computed at each step, on that step's pairs only, by a frozen copy of the model (this profile's "
-          "stopping rule ends training long before the last pair, so a pass over every pair would be mostly wasted)",
-     display=False)
-glue("dpo_validation_every", dpo_settings.validation_every, display=False)
-glue("dpo_validation_windows", dpo_settings.validation_windows, display=False)
-glue("dpo_perplexity_budget", dpo_settings.max_perplexity_rise, display=False)
-glue("dpo_steps", result.steps, display=False)
-glue("dpo_planned_steps", result.planned_steps, display=False)
-glue("dpo_kept_step", result.kept_step, display=False)
+          "stopping rule ends training long before the last pair, so a pass over every pair would be mostly wasted)")
+glued("dpo_validation_every", dpo_settings.validation_every)
+glued("dpo_validation_windows", dpo_settings.validation_windows)
+glued("dpo_perplexity_budget", dpo_settings.max_perplexity_rise)
+glued("dpo_steps", result.steps)
+glued("dpo_planned_steps", result.planned_steps)
+glued("dpo_kept_step", result.kept_step)
 validation_rise = result.validation["perplexity"] / result.validation["perplexity"].loc[0] - 1
-glue("dpo_kept_validation_rise", float(validation_rise.loc[result.kept_step]), display=False)
-glue("dpo_final_reward_accuracy", float(result.history["reward_accuracy"].loc[:result.kept_step].iloc[-5:].mean()),
-     display=False)
+glued("dpo_kept_validation_rise", float(validation_rise.loc[result.kept_step]))
+glued("dpo_final_reward_accuracy", float(result.history["reward_accuracy"].loc[:result.kept_step].iloc[-5:].mean()))
 result.validation.assign(rise=validation_rise)
 
 # %% [markdown]
@@ -294,8 +267,17 @@ result.validation.assign(rise=validation_rise)
 # ## Base vs DPO
 #
 # Toxicity on the challenge prompts (first 32 tokens, 20 greedy tokens, continuation only, offline scorer),
-# WikiText-2 test perplexity (1,024-token windows) and F1 on WikiText-2 validation paragraphs. Intervals are
-# 95 % bootstrap intervals over prompts (toxicity, F1) or windows (perplexity).
+# WikiText-2 test perplexity and F1 on WikiText-2 validation paragraphs. The test split is tokenised once and cut
+# into non-overlapping windows $W$ of 1,024 tokens $z_1, z_2, \dots$ (the first ones, as many as the profile
+# asks for); within a window each token is predicted from the tokens before it, and
+#
+# ```{math}
+# :label: eq-perplexity
+# \mathrm{PPL} = \exp\!\Bigg(\frac{\sum_{W} \sum_{t=2}^{|W|} -\log p(z_t \mid z_{<t})}{\sum_{W} (|W| - 1)}\Bigg).
+# ```
+#
+# F1 compares the 20 generated tokens with the 20 that follow the prompt in the text, as bags of tokens. Intervals
+# are 95 % bootstrap intervals over prompts (toxicity, F1) or windows (perplexity).
 
 # %%
 suite = evaluation_suite(settings, scorer, cache=cache_dir("evaluations"))
@@ -305,19 +287,19 @@ ours = comparison_table([base_eval, dpo_eval])
 paper = pd.DataFrame({"toxicity": [0.453, 0.208], "PPL": [21.70, 23.34], "F1": [0.193, 0.195]},
                      index=pd.Index(["base", "DPO"], name="intervention"))
 drop, drop_low, drop_high = paired_difference(base_eval.toxicity, dpo_eval.toxicity)
-glue("tox_base", base_eval.mean_toxicity, display=False)
-glue("tox_dpo", dpo_eval.mean_toxicity, display=False)
-glue("ppl_base", base_eval.perplexity.value, display=False)
-glue("ppl_dpo", dpo_eval.perplexity.value, display=False)
-glue("f1_base", base_eval.mean_f1, display=False)
-glue("f1_dpo", dpo_eval.mean_f1, display=False)
-glue("tox_drop", drop, display=False)
-glue("tox_drop_low", drop_low, display=False)
-glue("tox_drop_high", drop_high, display=False)
-glue("tox_drop_relative", drop / base_eval.mean_toxicity, display=False)
-glue("ppl_rise_relative", dpo_eval.perplexity.value / base_eval.perplexity.value - 1, display=False)
-glue("paper_tox_drop_relative", 1 - 0.208 / 0.453, display=False)
-glue("paper_ppl_rise_relative", 23.34 / 21.70 - 1, display=False)
+glued("tox_base", base_eval.mean_toxicity)
+glued("tox_dpo", dpo_eval.mean_toxicity)
+glued("ppl_base", base_eval.perplexity.value)
+glued("ppl_dpo", dpo_eval.perplexity.value)
+glued("f1_base", base_eval.mean_f1)
+glued("f1_dpo", dpo_eval.mean_f1)
+glued("tox_drop", drop)
+glued("tox_drop_low", drop_low)
+glued("tox_drop_high", drop_high)
+glued("tox_drop_relative", drop / base_eval.mean_toxicity)
+glued("ppl_rise_relative", dpo_eval.perplexity.value / base_eval.perplexity.value - 1)
+glued("paper_tox_drop_relative", 1 - 0.208 / 0.453)
+glued("paper_ppl_rise_relative", 23.34 / 21.70 - 1)
 ours.join(paper.add_prefix("paper (GPT-2-medium) "))
 
 # %% [markdown]
@@ -330,9 +312,9 @@ ours.join(paper.add_prefix("paper (GPT-2-medium) "))
 # ({glue:text}`paper_ppl_rise_relative:+.1%`), F1 0.193 → 0.195. Absolute toxicities are not comparable (another
 # model, another scorer); the relative drop and the perplexity cost are.
 
-# %%
+# %% tags=["hide-input"]
 fig = plots.metric_comparison(ours[["toxicity", "PPL", "F1"]], paper)
-glue("fig_base_vs_dpo", fig, display=False)
+glued("fig_base_vs_dpo", fig)
 plt.close(fig)
 
 # %% [markdown]
@@ -345,7 +327,7 @@ plt.close(fig)
 #
 # Continuations of the same challenge prompts before and after DPO:
 
-# %%
+# %% tags=["hide-input"]
 pd.DataFrame({
     "prompt": suite.toxicity_prompts[:5],
     "base": base_eval.continuations[:5],
@@ -363,13 +345,12 @@ pd.DataFrame({
 leaky_base = scorer.score(authors_scored_texts(lm, suite.toxicity_prompts, base_eval.continuations))
 leaky_dpo = scorer.score(authors_scored_texts(lm, suite.toxicity_prompts, dpo_eval.continuations))
 long_prompts = [len(ids) > PROMPT_TOKENS for ids in lm.tokenizer(suite.toxicity_prompts, add_special_tokens=False).input_ids]
-glue("prompt_leak_share", float(np.mean(long_prompts)), display=False)
-glue("tox_base_prompt_leak", float(leaky_base.mean()), display=False)
-glue("tox_dpo_prompt_leak", float(leaky_dpo.mean()), display=False)
+glued("prompt_leak_share", float(np.mean(long_prompts)))
+glued("tox_base_prompt_leak", float(leaky_base.mean()))
+glued("tox_dpo_prompt_leak", float(leaky_dpo.mean()))
 leaky_drop_relative = float(1 - leaky_dpo.mean() / leaky_base.mean())
-glue("tox_drop_relative_prompt_leak", leaky_drop_relative, display=False)
-glue("prompt_leak_effect", "shrinks" if leaky_drop_relative < drop / base_eval.mean_toxicity else "inflates",
-     display=False)
+glued("tox_drop_relative_prompt_leak", leaky_drop_relative)
+glued("prompt_leak_effect", "shrinks" if leaky_drop_relative < drop / base_eval.mean_toxicity else "inflates")
 pd.DataFrame({"continuation only (ours)": [base_eval.mean_toxicity, dpo_eval.mean_toxicity],
               "cut prompt leaks in (authors' code)": [leaky_base.mean(), leaky_dpo.mean()]}, index=["base", "DPO"])
 
@@ -399,10 +380,10 @@ for name, (base_scores, dpo_scores) in by_scorer.items():
                         "drop": component_drop, "drop 95% CI": f"[{component_low:.3f}, {component_high:.3f}]",
                         "relative drop": relative, "relative 95% CI": f"[{relative_low:.0%}, {relative_high:.0%}]"})
     if name in OFFLINE_COMPONENTS:
-        glue(f"tox_base__{name}", float(base_scores.mean()), display=False)
-        glue(f"tox_dpo__{name}", float(dpo_scores.mean()), display=False)
-        glue(f"tox_drop_low__{name}", component_low, display=False)
-        glue(f"tox_drop_relative__{name}", relative, display=False)
+        glued(f"tox_base__{name}", float(base_scores.mean()))
+        glued(f"tox_dpo__{name}", float(dpo_scores.mean()))
+        glued(f"tox_drop_low__{name}", component_low)
+        glued(f"tox_drop_relative__{name}", relative)
 pd.DataFrame(sensitivity).set_index("scorer").style.format(precision=3).format("{:.0%}", subset=["relative drop"])
 
 # %% [markdown]
@@ -415,6 +396,6 @@ pd.DataFrame(sensitivity).set_index("scorer").style.format(precision=3).format("
 # %% [markdown]
 # ## Provenance
 
-# %%
-glue("dpo_wall_minutes", record.wall_minutes, display=False)
+# %% tags=["hide-input"]
+glued("dpo_wall_minutes", record.wall_minutes)
 record.table()

@@ -19,13 +19,30 @@
 # neurons, or patching every dampened toxic neuron to its post-DPO activation, recovers at most about half of
 # DPO's toxicity reduction. This chapter runs every row of that table on our model.
 #
-# **Rows.** *Ablate top N toxic neurons*: zero the N neurons whose value vectors have the highest cosine with
-# the probe. *Ablate top N positively activated toxic neurons*: the same among neurons with a positive cosine and
-# a positive mean activation before DPO. *Patch all dampened toxic neurons*: set every TP− neuron (chapter 3)
-# to its post-DPO mean activation. *Scale key vectors*: on the DPO model, multiply the input-side weights of the
-# 7 most toxic neurons by 2, 5 or 10 (Lee et al.'s "un-alignment"). Every intervention goes through nnsight and is
-# applied once per metric, at every position: the authors' hooks stayed registered across metrics, so their
-# ×10 row measured perplexity at ×100 and F1 at ×1000. Our ×10 row is the ×10 edit on all three
+# **Rows.** Ablation and patching set the activations of a set $\mathcal{N}$ of neurons in the base model to
+# constants $a_i$, at every position $t$ of every forward pass:
+#
+# ```{math}
+# :label: eq-clamp
+# m_i(x_t) \leftarrow a_i \quad \text{for } i \in \mathcal{N}, \qquad
+# a_i = 0 \ \text{(ablation)} \quad \text{or} \quad a_i = \bar m_i^{\text{DPO}} \ \text{(mean patching)}.
+# ```
+#
+# An ablated neuron's write $m_i v_i$ {eq}`eq-neuron-write` vanishes. *Ablate top N toxic neurons*:
+# $\mathcal{N}$ holds the N neurons with the highest cosine $c_i$ {eq}`eq-toxic-cosine`. *Ablate top N positively
+# activated toxic neurons*: the same among the neurons with $c_i > 0$ and $\bar m_i^{\text{base}} > 0$. *Patch all
+# dampened toxic neurons*: every TP− neuron of chapter 3 (grouped by activation change) set to its post-DPO mean
+# activation {eq}`eq-mean-activation`. *Scale key vectors*: on the DPO model, the key vectors $k_i$ (the
+# input-side weights: a row of GPT-2's input projection, of a gated MLP's gate) of the 7 neurons with the highest
+# $c_i$ are multiplied by a factor $\lambda$, their biases left alone, Lee et al.'s "un-alignment":
+#
+# ```{math}
+# :label: eq-scale-keys
+# k_i \cdot x \leftarrow \lambda \, k_i \cdot x, \qquad \lambda \in \{2, 5, 10\}.
+# ```
+#
+# Every intervention goes through nnsight and is applied once per metric, at every position: the authors' hooks
+# stayed registered across metrics, so their ×10 row measured perplexity at ×100 and F1 at ×1000. Our ×10 row is the ×10 edit on all three
 # metrics; the paper's perplexity for ×10 (37.33) corresponds to our ×100 row, which we add to show the effect.
 #
 # GPT-2-medium has 98,304 MLP neurons; our model has fewer, so beside the paper's N, profiles with complete
@@ -37,62 +54,69 @@ profile = "ci"
 model = "smollm2-135m"
 key_neurons = 7
 
-# %%
+# %% tags=["hide-input"]
 import math
 import warnings
 
 import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
-from myst_nb import glue
 from tqdm import tqdm
 
 from dpo_toxicity import plots
-from dpo_toxicity.attribution import NeuronActivations, layer_projection, load_neuron_table, mean_neuron_activations
-from dpo_toxicity.dpo import run_dpo_model
+from dpo_toxicity.attribution import layer_projection, mean_neuron_activations
 from dpo_toxicity.evaluation import drop_table, evaluation_suite, paired_difference, share_of_drop
+from dpo_toxicity.glued import Glued
+from dpo_toxicity.ledger import chapter_verdict
 from dpo_toxicity.interventions import ScaleKeys, ScaleNeurons, SetNeurons
 from dpo_toxicity.mediation import behaviour_items, margins, recovered_fraction
-from dpo_toxicity.models import load_model
 from dpo_toxicity.neurons import rank_neurons, value_vector_cosines
-from dpo_toxicity.paths import artefact_dir, cache_dir
-from dpo_toxicity.probe import Probe
-from dpo_toxicity.profiles import profile as run_profile
+from dpo_toxicity.paths import cache_dir
 from dpo_toxicity.provenance import RunRecord
-from dpo_toxicity.run_artefacts import (
-    BASE_ACTIVATIONS_FILE, DPO_ACTIVATIONS_FILE, NEURON_TABLE_FILE, PROBE_FILE, attribution_prompts,
-    mediation_prompts,
-)
+from dpo_toxicity.run_artefacts import attribution_prompts, mediation_prompts, model_run
 from dpo_toxicity.scoring import OFFLINE_COMPONENTS, OfflineScorer
-from dpo_toxicity.verdicts import COMPARABLE_PERPLEXITY, ablation_falls_short, ablation_falls_short_mediation
+from dpo_toxicity.verdicts import COMPARABLE_PERPLEXITY, GENERATION, MEDIATION
+
+glued = Glued()  # every value the prose cites, kept for the ledger's verdicts
 
 warnings.filterwarnings("ignore", category=FutureWarning)
-settings = run_profile(profile)
-lm = load_model(model)
-artefacts = artefact_dir(lm.name, settings.name)
-probe = Probe.load(artefacts / PROBE_FILE)
-dpo_lm = run_dpo_model(lm, settings.name).model
-table = load_neuron_table(artefacts / NEURON_TABLE_FILE)
+# Chapters 1 to 3's artefacts, or computed now where they have not run (the default model's companion trains on the
+# default model's pairs, as in chapter 5).
+run = model_run(model, profile)
+settings, lm, probe, dpo_lm, table = run.settings, run.lm, run.probe, run.dpo_lm, run.table
+settings = settings.sized_for(lm, dpo_lm)  # on a GPU, batches sized to its free memory
 record = RunRecord("04_ablation", settings, lm,
                    data_files=["rtp/challenge_prompts.jsonl", "wikitext2/wikitext2_raw_test_hf_rows.jsonl"])
 suite = evaluation_suite(settings, OfflineScorer(), many_rows=True, cache=cache_dir("evaluations"))
 gpt2_neurons = 24 * 4096
 fraction = len(table) / gpt2_neurons
-glue("ablation_eval_prompts", len(suite.toxicity_prompts), display=False)
-glue("neuron_fraction", fraction, display=False)
+glued("ablation_eval_prompts", len(suite.toxicity_prompts))
+glued("neuron_fraction", fraction)
 lm
 
 # %% [markdown]
 # Each row is evaluated on {glue:text}`ablation_eval_prompts` challenge prompts (the profile's table size;
 # intervals in the table show what that buys). Our model has {glue:text}`neuron_fraction:.3f` times as many
 # MLP neurons as GPT-2-medium.
+#
+# A row's **share of DPO's drop** compares its toxicity with the base model's and DPO's, prompt by prompt. With
+# $\tau_n$ the score of the continuation of prompt $n$ among $N$,
+#
+# ```{math}
+# :label: eq-share-of-drop
+# \text{share} = \frac{\sum_{n=1}^{N} \big(\tau_n^{\text{base}} - \tau_n^{\text{row}}\big)}
+# {\sum_{n=1}^{N} \big(\tau_n^{\text{base}} - \tau_n^{\text{DPO}}\big)},
+# ```
+#
+# 0 for the base model and 1 for DPO, with a 95 % bootstrap interval over prompts. For a row on the DPO model
+# (the key scaling) the same ratio with base and DPO exchanged is the share of DPO's drop the row undoes.
 
 # %%
 by_cosine = table.sort_values("cosine", ascending=False)
 positively_activated = by_cosine[(by_cosine["cosine"] > 0) & (by_cosine["activation_base"] > 0)]
 dampened_toxic = table[table["group_by_activation_change"] == "TP-"]
-glue("n_positively_activated", len(positively_activated), display=False)
-glue("n_dampened_toxic", len(dampened_toxic), display=False)
+glued("n_positively_activated", len(positively_activated))
+glued("n_dampened_toxic", len(dampened_toxic))
 
 
 def scaled(n: int) -> int:
@@ -136,32 +160,32 @@ paper = pd.DataFrame(
            "DPO, scale top 7 keys ×5", "DPO, scale top 7 keys ×10"],
 )
 paper["paper share of DPO's drop"] = (0.453 - paper["paper toxicity"]) / (0.453 - 0.208)
-shown = results[["toxicity", "toxicity 95% CI", "PPL", "F1", "share of DPO's drop", "share 95% CI"]].join(paper)
-glue("tox_ablate_top200", float(results.loc["ablate top 200 toxic", "toxicity"]), display=False)
-glue("share_ablate_top200", float(results.loc["ablate top 200 toxic", "share of DPO's drop"]), display=False)
+shown = results[["toxicity", "toxicity 95% CI", "PPL", "F1", "share of DPO's drop", "share low", "share high"]].join(paper)
+glued("tox_ablate_top200", float(results.loc["ablate top 200 toxic", "toxicity"]))
+glued("share_ablate_top200", float(results.loc["ablate top 200 toxic", "share of DPO's drop"]))
 patch_row = "patch all dampened toxic neurons to post-DPO"
-glue("tox_patch_dampened", float(results.loc[patch_row, "toxicity"]), display=False)
-glue("share_patch_dampened", float(results.loc[patch_row, "share of DPO's drop"]), display=False)
+glued("tox_patch_dampened", float(results.loc[patch_row, "toxicity"]))
+glued("share_patch_dampened", float(results.loc[patch_row, "share of DPO's drop"]))
 ablation_rows = [name for name in results.index if name.startswith("ablate")]
 best_ablation = results.loc[ablation_rows, "share of DPO's drop"].idxmax()
-glue("best_ablation_row", best_ablation, display=False)
-glue("best_ablation_share", float(results.loc[best_ablation, "share of DPO's drop"]), display=False)
-glue("best_ablation_ppl", float(results.loc[best_ablation, "PPL"]), display=False)
-glue("ppl_scale_keys_x10", float(results.loc[f"DPO, scale top {key_neurons} keys ×10", "PPL"]), display=False)
-glue("ppl_scale_keys_x100", float(results.loc[f"DPO, scale top {key_neurons} keys ×100", "PPL"]), display=False)
-glue("tox_scale_keys_x10", float(results.loc[f"DPO, scale top {key_neurons} keys ×10", "toxicity"]), display=False)
+glued("best_ablation_row", best_ablation)
+glued("best_ablation_share", float(results.loc[best_ablation, "share of DPO's drop"]))
+glued("best_ablation_ppl", float(results.loc[best_ablation, "PPL"]))
+glued("ppl_scale_keys_x10", float(results.loc[f"DPO, scale top {key_neurons} keys ×10", "PPL"]))
+glued("ppl_scale_keys_x100", float(results.loc[f"DPO, scale top {key_neurons} keys ×100", "PPL"]))
+glued("tox_scale_keys_x10", float(results.loc[f"DPO, scale top {key_neurons} keys ×10", "toxicity"]))
 shown.style.format(precision=3, na_rep="")
 
-# %%
+# %% tags=["hide-input"]
 table_ppl_dpo = float(results.loc["DPO", "PPL"])
-glue("table_ppl_dpo", table_ppl_dpo, display=False)
-glue("f1_table_base", float(results.loc["base", "F1"]), display=False)
-glue("f1_table_dpo", float(results.loc["DPO", "F1"]), display=False)
-glue("f1_ablate_top200", float(results.loc["ablate top 200 toxic", "F1"]), display=False)
+glued("table_ppl_dpo", table_ppl_dpo)
+glued("f1_table_base", float(results.loc["base", "F1"]))
+glued("f1_table_dpo", float(results.loc["DPO", "F1"]))
+glued("f1_ablate_top200", float(results.loc["ablate top 200 toxic", "F1"]))
 up_row = f"DPO, scale top {key_neurons} activations ×10 (up-projection side)"
-glue("ppl_scale_keys_x2", float(results.loc[f"DPO, scale top {key_neurons} keys ×2", "PPL"]), display=False)
-glue("ppl_scale_keys_x5", float(results.loc[f"DPO, scale top {key_neurons} keys ×5", "PPL"]), display=False)
-glue("ppl_scale_up_x10", float(results.loc[up_row, "PPL"]), display=False)
+glued("ppl_scale_keys_x2", float(results.loc[f"DPO, scale top {key_neurons} keys ×2", "PPL"]))
+glued("ppl_scale_keys_x5", float(results.loc[f"DPO, scale top {key_neurons} keys ×5", "PPL"]))
+glued("ppl_scale_up_x10", float(results.loc[up_row, "PPL"]))
 # Rows that could emulate DPO: every ablation and the patch, within the ledger's perplexity guard on the same window.
 candidates = results.loc[ablation_rows + [patch_row]]
 comparable = candidates[candidates["PPL"] <= COMPARABLE_PERPLEXITY * table_ppl_dpo]
@@ -208,16 +232,16 @@ def toxicity_statistics(toxicity: dict[str, np.ndarray]) -> dict[str, float | st
 
 statistics = toxicity_statistics({evaluation.name: evaluation.toxicity for evaluation in evaluations})
 for key, value in statistics.items():
-    glue(key, value, display=False)
-verdict = ablation_falls_short(statistics)  # the ledger's rule, so that chapter and ledger say the same
-glue("emulates_verdict", f"{verdict.label} ({verdict.reason})", display=False)
+    glued(key, value)
+verdict = chapter_verdict("ablation-falls-short", "book/04_ablation", glued.values, GENERATION)
+glued("emulates_verdict", f"{verdict.label} ({verdict.reason})")
 # The same statistics with each of the offline scorer's two components alone (chapter 2): the ledger's sensitivity.
 components = {evaluation.name: suite.scorer.component_scores(evaluation.continuations) for evaluation in evaluations}
 for index, component in enumerate(OFFLINE_COMPONENTS):
     rescored = toxicity_statistics({row: scores[index] for row, scores in components.items()})
     for key, value in rescored.items():
-        glue(f"{key}__{component}", value, display=False)
-glue("n_dpo_ranked_shared", len(dpo_ranked.merge(by_cosine.head(key_neurons), on=["layer", "neuron"])), display=False)
+        glued(f"{key}__{component}", value)
+glued("n_dpo_ranked_shared", len(dpo_ranked.merge(by_cosine.head(key_neurons), on=["layer", "neuron"])))
 
 # %% [markdown]
 # On this evaluation set DPO lowers toxicity from {glue:text}`table_tox_base:.3f` to
@@ -276,11 +300,11 @@ mediation_values = {
                     tuple(fractions.loc[best_mediation]) if best_mediation else (math.nan,) * 3),
 }
 for key, value in mediation_values.items():
-    glue(key, value, display=False)
-glue("mediation_best_ablation_row", best_mediation or "none within the perplexity guard", display=False)
-glue("mediation_table_items", len(behaviour), display=False)
-verdict = ablation_falls_short_mediation(mediation_values)
-glue("emulates_verdict_mediation", f"{verdict.label} ({verdict.reason})", display=False)
+    glued(key, value)
+glued("mediation_best_ablation_row", best_mediation or "none within the perplexity guard")
+glued("mediation_table_items", len(behaviour))
+verdict = chapter_verdict("ablation-falls-short", "book/04_ablation", glued.values, MEDIATION)
+glued("emulates_verdict_mediation", f"{verdict.label} ({verdict.reason})")
 fractions.join(results["PPL"]).style.format(precision=3)
 
 # %% [markdown]
@@ -305,21 +329,19 @@ fractions.join(results["PPL"]).style.format(precision=3)
 # %%
 direction = probe.unit_direction(lm.shape[2]).double()
 prompts = attribution_prompts(settings)
-base_activations = NeuronActivations.load(artefacts / BASE_ACTIVATIONS_FILE)
-dpo_activations = NeuronActivations.load(artefacts / DPO_ACTIVATIONS_FILE)
-lines = {"before DPO": layer_projection(base_activations.mean_mlp_output, direction)}
+lines = {"before DPO": layer_projection(run.statistics.base.mean_mlp_output, direction)}
 for n in (200, scaled(200)) if settings.complete_tables else (200,):
     ablated = mean_neuron_activations(lm, prompts, batch_size=settings.generation_batch_size,
                                       intervention=SetNeurons.ablate(by_cosine.head(n)))
     lines[f"ablate top {n} toxic"] = layer_projection(ablated.mean_mlp_output, direction)
-lines["after DPO"] = layer_projection(dpo_activations.mean_mlp_output, direction)
+lines["after DPO"] = layer_projection(run.statistics.dpo.mean_mlp_output, direction)
 projections = pd.DataFrame({name: values.numpy() for name, values in lines.items()})
 projections.index.name = "layer"
 gap_closed = ((projections["before DPO"] - projections["ablate top 200 toxic"]).sum()
               / (projections["before DPO"] - projections["after DPO"]).sum())
-glue("fig1a_gap_closed", float(gap_closed), display=False)
+glued("fig1a_gap_closed", float(gap_closed))
 fig = plots.layer_projections(projections)
-glue("fig_layer_projection", fig, display=False)
+glued("fig_layer_projection", fig)
 plt.close(fig)
 projections.T.style.format(precision=2)
 
@@ -337,6 +359,6 @@ projections.T.style.format(precision=2)
 #
 # ## Provenance
 
-# %%
-glue("ablation_wall_minutes", record.wall_minutes, display=False)
+# %% tags=["hide-input"]
+glued("ablation_wall_minutes", record.wall_minutes)
 record.table()

@@ -41,13 +41,12 @@ edit_alphas = None  # None: the profile's sweep (the paper's alpha {0.01, 0.05} 
 edit_betas = None
 comparable_perplexity = 1.1
 
-# %%
+# %% tags=["hide-input"]
 import warnings
 
 import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
-from myst_nb import glue
 from tqdm import tqdm
 
 from dpo_toxicity import data, plots
@@ -59,7 +58,9 @@ from dpo_toxicity.attribution import (
 from dpo_toxicity.dpo import heldout_pairs
 from dpo_toxicity.editing import EditSettings, edit_intervention, edit_selection, toxic_embedding_direction
 from dpo_toxicity.evaluation import drop_table, evaluation_suite, paired_difference, share_of_drop
-from dpo_toxicity.verdicts import editing_beats_dpo, group_patching_matches
+from dpo_toxicity.glued import Glued
+from dpo_toxicity.ledger import chapter_verdict
+from dpo_toxicity.verdicts import GENERATION
 from dpo_toxicity.mediation import (
     behaviour_items, margins, mediation_table, patched_perplexity, patching_margins, preference_items,
     recovered_fraction, with_random_sets,
@@ -76,6 +77,9 @@ from dpo_toxicity.provenance import RunRecord
 from dpo_toxicity.run_artefacts import mediation_prompts, model_run
 from dpo_toxicity.scoring import OFFLINE_COMPONENTS, OfflineScorer
 
+glued = Glued()  # every value the prose cites, kept for the ledger's verdicts
+DOCUMENT = "book/05_patching"
+
 warnings.filterwarnings("ignore", category=FutureWarning)
 settings = run_profile(profile)
 second_model = second_model or model_spec(model).companion
@@ -85,6 +89,7 @@ edit_betas = edit_betas or settings.edit_betas
 # model and its DPO model are loaded.
 second_run = model_run(second_model, profile, pairs_model=model)
 runs = {model: model_run(model, profile), second_model: second_run}
+settings = settings.sized_for(runs[model].lm, runs[second_model].lm)  # on a GPU, batches sized to its free memory
 suffixes = {model: "", second_model: "_second"}  # glue keys: the default model's plain, the second's suffixed
 record = RunRecord(
     "05_patching", settings, runs[model].lm, other_models=(runs[second_model].lm,),
@@ -93,11 +98,10 @@ record = RunRecord(
                + [f"jigsaw/{pool}.csv" for split in data.JIGSAW_POOLS.values() for pool in split],
 )
 suite = evaluation_suite(settings, OfflineScorer(), many_rows=True, cache=cache_dir("evaluations"))
-glue("second_model_name", second_model, display=False)
-glue("patching_eval_prompts", len(suite.toxicity_prompts), display=False)
-glue("patch_sets_run", "every set" if settings.complete_tables else "the four groups together only", display=False)
-glue("edit_grid", f"α ∈ {{{', '.join(map(str, edit_alphas))}}} × β ∈ {{{', '.join(map(str, edit_betas))}}}",
-     display=False)
+glued("second_model_name", second_model)
+glued("patching_eval_prompts", len(suite.toxicity_prompts))
+glued("patch_sets_run", "every set" if settings.complete_tables else "the four groups together only")
+glued("edit_grid", f"α ∈ {{{', '.join(map(str, edit_alphas))}}} × β ∈ {{{', '.join(map(str, edit_betas))}}}")
 list(runs.values())
 
 # %% [markdown]
@@ -108,7 +112,7 @@ list(runs.values())
 # replaced by random unit directions: a share the probe does not change is a property of how DPO moves
 # activations, not of toxicity.
 
-# %%
+# %% tags=["hide-input"]
 def side_by_side(run) -> pd.Series:
     """The chapter 1 and 3 statistics of one model run, glued with the model's suffix."""
     shares = group_shares(run.table, "delta")
@@ -149,7 +153,7 @@ def side_by_side(run) -> pd.Series:
         "probe_accuracy_natural": run.probe.info["test"].get("natural_accuracy", float("nan")),
     }, dtype=float)
     for key, value in values.items():
-        glue(f"{key}{suffixes[run.lm.name]}", float(value), display=False)
+        glued(f"{key}{suffixes[run.lm.name]}", float(value))
     return values
 
 
@@ -178,8 +182,8 @@ statistics.style.format(precision=3)
 #
 # ## Group activation patching
 #
-# Each set's neurons (grouped by `Δ > 0`, as in the v3 notebooks) are clamped to their post-DPO mean
-# activations in the base model. The top-256 row clamps the 256 neurons most aligned with the probe, whatever
+# Each set's neurons (the groups of {eq}`eq-groups`, by $\Delta_i > 0$ as in the v3 notebooks) are clamped to
+# their post-DPO mean activations in the base model ({eq}`eq-clamp` with $a_i = \bar m_i^{\text{DPO}}$). The top-256 row clamps the 256 neurons most aligned with the probe, whatever
 # their group: the repository's "toxic neurons" patch and reading (b) of the paper's undefined "2.5 % to 24 %"
 # (item 1 of {doc}`/errata`). The last row repeats the all-groups patch at the last position of each forward
 # call only, as the authors' hooks did: for perplexity that leaves all but one position of each window
@@ -209,7 +213,7 @@ for name, run in runs.items():
 patching_table = pd.concat({name: table for name, (table, _) in patching.items()}, names=["model", "intervention"])
 patching_table.style.format(precision=3, na_rep="")
 
-# %%
+# %% tags=["hide-input"]
 all_groups = group_patch(runs[model].table, ALL_GROUPS).name
 all_groups_last = group_patch(runs[model].table, ALL_GROUPS, positions="last").name
 top_toxic = toxic_neurons_patch(runs[model].table, top=toxic_neurons_patched).name
@@ -237,37 +241,31 @@ for name, (table, evaluations) in patching.items():
     suffix = suffixes[name]
     toxicity_values = patching_statistics({evaluation.name: evaluation.toxicity for evaluation in evaluations})
     for key, value in toxicity_values.items():
-        glue(f"{key}{suffix}", value, display=False)
+        glued(f"{key}{suffix}", value)
     # The same with each of the offline scorer's two components alone (chapter 2): the ledger's sensitivity.
     components = {evaluation.name: suite.scorer.component_scores(evaluation.continuations) for evaluation in evaluations}
     for index, component in enumerate(OFFLINE_COMPONENTS):
         rescored = patching_statistics({row: scores[index] for row, scores in components.items()})
         for key, value in rescored.items():
-            glue(f"{key}{suffix}__{component}", value, display=False)
-    glue(f"ppl_base_eval{suffix}", float(table.loc["base", "PPL"]), display=False)
-    glue(f"f1_base_eval{suffix}", float(table.loc["base", "F1"]), display=False)
-    glue(f"ppl_dpo_eval{suffix}", float(table.loc["DPO", "PPL"]), display=False)
-    glue(f"f1_dpo_eval{suffix}", float(table.loc["DPO", "F1"]), display=False)
-    glue(f"ppl_patch_all_groups{suffix}", float(table.loc[all_groups, "PPL"]), display=False)
-    glue(f"ppl_patch_all_groups_last{suffix}", float(table.loc[all_groups_last, "PPL"]), display=False)
-    glue(f"f1_patch_all_groups_last{suffix}", float(table.loc[all_groups_last, "F1"]), display=False)
-    glue(f"ppl_patch_toxic256{suffix}", float(table.loc[top_toxic, "PPL"]), display=False)
-    # The ledger's rule, so that chapter and ledger say the same.
-    verdict = group_patching_matches({
-        **toxicity_values, **{key: float(table.loc[row, column]) for key, row, column in (
-            ("ppl_patch_all_groups", all_groups, "PPL"), ("ppl_dpo_eval", "DPO", "PPL"),
-            ("ppl_patch_all_groups_last", all_groups_last, "PPL"), ("f1_patch_all_groups_last", all_groups_last, "F1"),
-            ("f1_base_eval", "base", "F1"))}})
+            glued(f"{key}{suffix}__{component}", value)
+    glued(f"ppl_base_eval{suffix}", float(table.loc["base", "PPL"]))
+    glued(f"f1_base_eval{suffix}", float(table.loc["base", "F1"]))
+    glued(f"ppl_dpo_eval{suffix}", float(table.loc["DPO", "PPL"]))
+    glued(f"f1_dpo_eval{suffix}", float(table.loc["DPO", "F1"]))
+    glued(f"ppl_patch_all_groups{suffix}", float(table.loc[all_groups, "PPL"]))
+    glued(f"ppl_patch_all_groups_last{suffix}", float(table.loc[all_groups_last, "PPL"]))
+    glued(f"f1_patch_all_groups_last{suffix}", float(table.loc[all_groups_last, "F1"]))
+    glued(f"ppl_patch_toxic256{suffix}", float(table.loc[top_toxic, "PPL"]))
+    verdict = chapter_verdict("group-patching", DOCUMENT, glued.values, GENERATION, second=bool(suffix))
     verdict = f"{verdict.label} ({verdict.reason})"
-    glue(f"patch_all_verdict{suffix}", verdict, display=False)
+    glued(f"patch_all_verdict{suffix}", verdict)
 
 bars = {}
 for name, (table, _) in patching.items():
-    intervals = table["share 95% CI"].str.strip("[]").str.split(", ", expand=True).astype(float)
     bars[name] = table[share_column]
-    bars[f"{name} low"], bars[f"{name} high"] = intervals[0], intervals[1]
+    bars[f"{name} low"], bars[f"{name} high"] = table["share low"], table["share high"]
 fig = plots.shares_of_drop(pd.DataFrame(bars).iloc[2:])
-glue("fig_patching_shares", fig, display=False)
+glued("fig_patching_shares", fig)
 plt.close(fig)
 
 # %% [markdown]
@@ -331,14 +329,34 @@ plt.close(fig)
 #
 # 0 for the base model and 1 for the DPO model, with a paired bootstrap interval over items.
 #
-# **Both directions.** *Denoising* runs the base model with a set's activations replaced, at every position, by
-# the DPO model's activations on the same tokens: is the set *sufficient* to carry DPO's shift? *Noising* runs the
-# DPO model with the set's activations taken from the base model's run: how much of the shift is lost without it,
-# is the set *necessary*? For noising, $f$ is the fraction lost,
-# $(S_{\text{DPO}} - S_{\text{noised}}) / (S_{\text{DPO}} - S_{\text{base}})$. A set's fraction means something
-# only beside what random sets of its size recover, so the four groups and the top 256 toxic neurons (every set,
-# in profiles with complete tables) are compared with {glue:text}`mediation_random_draws` random sets each, with
-# the same number of neurons in every layer. Random sets are patched by denoising only.
+# **Both directions.** *Denoising* runs the base model with a set $\mathcal{N}$'s activations replaced, at every
+# position $t$, by the DPO model's activations on the same tokens:
+#
+# ```{math}
+# :label: eq-denoising
+# m_i^{\text{base}}(x_t) \leftarrow m_i^{\text{DPO}}(x_t) \quad \text{for } i \in \mathcal{N} \text{ and every } t.
+# ```
+#
+# Is the set *sufficient* to carry DPO's shift? *Noising* runs the DPO model with the set's activations taken
+# from the base model's run,
+#
+# ```{math}
+# :label: eq-noising
+# m_i^{\text{DPO}}(x_t) \leftarrow m_i^{\text{base}}(x_t) \quad \text{for } i \in \mathcal{N} \text{ and every } t:
+# ```
+#
+# how much of the shift is lost without it, is the set *necessary*? For noising, $f$ is the fraction lost,
+#
+# ```{math}
+# :label: eq-noising-fraction
+# f_{\text{noise}} = \frac{S_{\text{DPO}} - S_{\text{noised}}}{S_{\text{DPO}} - S_{\text{base}}}.
+# ```
+#
+# Unlike the constant of {eq}`eq-clamp`, a patched activation here varies from token to token, as DPO's own
+# does. A set's fraction means something only beside what random sets of its size recover, so the four groups
+# and the top 256 toxic neurons, the sets whose claims rest on that comparison, are compared with
+# {glue:text}`mediation_random_draws` random sets each, with the same number of neurons in every layer. Random
+# sets are patched by denoising only.
 
 # %%
 mediation = {}
@@ -347,7 +365,7 @@ for name, run in runs.items():
                                 cache=cache_dir("mediation"))
     preference = preference_items(run.lm, heldout_pairs(run.pairs_model, profile))
     named = mediation_sets(run.table, settings.complete_tables)
-    controlled = named if settings.complete_tables else {set_name: named[set_name] for set_name in NULL_CONTROLLED}
+    controlled = {set_name: named[set_name] for set_name in NULL_CONTROLLED}
     sets = named | with_random_sets(controlled, run.lm.shape[1], settings.mediation_random_draws)
     result = patching_margins(run.lm, run.dpo_lm, behaviour + preference, sets, settings.batch_size,
                               progress=f"{name}: token-wise patching", cache=cache_dir("mediation"), noised=named)
@@ -363,38 +381,33 @@ mediation_shown = pd.concat(
     names=["model", "set"])
 mediation_shown.style.format(precision=3, na_rep="")
 
-# %%
-glue("mediation_prompts_n", len(mediation_prompts(settings)), display=False)
-glue("mediation_random_draws", settings.mediation_random_draws, display=False)
+# %% tags=["hide-input"]
+glued("mediation_prompts_n", len(mediation_prompts(settings)))
+glued("mediation_random_draws", settings.mediation_random_draws)
 set_keys = {"all four groups": "all_groups", "TP−": "tp", "TN+": "tn", "AP+": "ap", "AN−": "an",
             "top 128 toxic": "toxic128", "top 256 toxic": "toxic256",
             "dampened toxic (TP− by activation change)": "dampened"}
 for name, (behaviour, preference, result, tables, perplexities) in mediation.items():
     suffix = suffixes[name]
-    glue(f"mediation_items{suffix}", len(behaviour), display=False)
-    glue(f"mediation_pref_items{suffix}", len(preference), display=False)
+    glued(f"mediation_items{suffix}", len(behaviour))
+    glued(f"mediation_pref_items{suffix}", len(preference))
     for key, items in (("mediation", slice(0, len(behaviour))), ("mediation_pref", slice(len(behaviour), None))):
         shift = paired_difference(result.dpo[items], result.base[items])
         for end, value in zip(("", "_low", "_high"), shift):
-            glue(f"{key}_dpo_margin{end}{suffix}", value, display=False)
+            glued(f"{key}_dpo_margin{end}{suffix}", value)
     for table_key, table in (("mediation", tables["behaviour"]), ("mediation_pref", tables["preference"])):
         for set_name, row in table.iterrows():
             for direction, short in (("denoising", "denoise"), ("noising", "noise")):
                 for end, column in (("", direction), ("_low", f"{direction} low"), ("_high", f"{direction} high")):
-                    glue(f"{table_key}_share_{set_keys[set_name]}_{short}{end}{suffix}", float(row[column]),
-                         display=False)
+                    glued(f"{table_key}_share_{set_keys[set_name]}_{short}{end}{suffix}", float(row[column]))
     behaviour_table = tables["behaviour"]
     for set_name in ("all four groups", "top 256 toxic"):
-        glue(f"mediation_share_random_{set_keys[set_name]}_mean{suffix}",
-             float(behaviour_table.loc[set_name, "random mean"]), display=False)
-        glue(f"mediation_share_random_{set_keys[set_name]}_sd{suffix}",
-             float(behaviour_table.loc[set_name, "random sd"]), display=False)
-    glue(f"ppl_patch_tokenwise_all_groups{suffix}", float(perplexities.loc["all four groups", "denoised PPL"]),
-         display=False)
-    glue(f"ppl_noise_tokenwise_all_groups{suffix}", float(perplexities.loc["all four groups", "noised PPL"]),
-         display=False)
+        glued(f"mediation_share_random_{set_keys[set_name]}_mean{suffix}", float(behaviour_table.loc[set_name, "random mean"]))
+        glued(f"mediation_share_random_{set_keys[set_name]}_sd{suffix}", float(behaviour_table.loc[set_name, "random sd"]))
+    glued(f"ppl_patch_tokenwise_all_groups{suffix}", float(perplexities.loc["all four groups", "denoised PPL"]))
+    glued(f"ppl_noise_tokenwise_all_groups{suffix}", float(perplexities.loc["all four groups", "noised PPL"]))
 fig = plots.mediation_fractions({name: tables["behaviour"] for name, (_, _, _, tables, _) in mediation.items()})
-glue("fig_mediation", fig, display=False)
+glued("fig_mediation", fig)
 plt.close(fig)
 
 # %% [markdown]
@@ -439,10 +452,26 @@ plt.close(fig)
 #
 # ## Activation editing
 #
-# The editing method (`dpo_toxicity.editing`; item 14 of {doc}`/errata`) uses no DPO information: it selects a
-# fraction β of each sign group by |cosine| with a toxicity representation (the probe, or the toxic
-# token-embedding direction `mean E[toxic words] − mean E[clean words]`) and sets TP/AN neurons to (1 − α) and
-# AP/TN neurons to (1 + α) times their pre-DPO mean activation. The sweep runs the authors' constant
+# The editing method (`dpo_toxicity.editing`; item 14 of {doc}`/errata`) uses no DPO information. A toxicity
+# representation $r$ is either the probe $w$ or the toxic token-embedding direction
+# $r_{\text{emb}} = \operatorname{mean}_{u \in \text{toxic}} E_u - \operatorname{mean}_{u \in \text{clean}} E_u$,
+# the mean unembedding row of five toxic words minus that of five clean ones. The neurons fall into four sign
+# groups TP, TN, AP and AN by the signs of $c_i^r = \cos(v_i, r)$ and of $\bar m_i^{\text{base}}$, as in
+# {eq}`eq-groups` but without the condition on $\Delta_i$. In each group $G$ the edit selects
+# $\lfloor \beta \lvert G \rvert \rfloor$ neurons, $\mathcal{E}_G$: those with the largest $\lvert c_i^r \rvert$ in
+# TP and AN, the smallest in TN and AP (the authors' code). It then sets, at every position $t$,
+#
+# ```{math}
+# :label: eq-editing
+# m_i(x_t) \leftarrow
+# \begin{cases}
+# (1 - \alpha)\, \bar m_i^{\text{base}} & i \in \mathcal{E}_{\text{TP}} \cup \mathcal{E}_{\text{AN}},\\
+# (1 + \alpha)\, \bar m_i^{\text{base}} & i \in \mathcal{E}_{\text{TN}} \cup \mathcal{E}_{\text{AP}},
+# \end{cases}
+# ```
+#
+# which lowers every selected neuron's write along $r$; the per-token scale instead multiplies each token's own
+# activation, $m_i(x_t) \leftarrow (1 \mp \alpha)\, m_i(x_t)$. The sweep runs the authors' constant
 # assignment (`clamp`) at every position, on toxicity and perplexity, over {glue:text}`edit_grid` for each
 # representation (the paper's grid is α ∈ {0.01, 0.05} × β ∈ {0.5, 0.55, 0.6}: the `full` profile runs all of
 # it, the `ci` profile its largest α at its first β). The best edit is the least toxic one
@@ -488,7 +517,7 @@ for name, run in runs.items():
     editing[name] = (table, best_label, bool(len(comparable)))
     best_evaluation = next(evaluation for evaluation in evaluations if evaluation.name == best_label)
     for component, scores in zip(OFFLINE_COMPONENTS, suite.scorer.component_scores(best_evaluation.continuations)):
-        glue(f"tox_edit_best{suffixes[name]}__{component}", float(scores.mean()), display=False)
+        glued(f"tox_edit_best{suffixes[name]}__{component}", float(scores.mean()))
     interventions[name] += [(settings_.label, edit_intervention(selection, settings_)) for settings_, selection in sweep]
     interventions[name] += [(f"{best_label}, last position only",
                              edit_intervention(best_selection, best_settings, positions="last")),
@@ -496,29 +525,24 @@ for name, run in runs.items():
 editing_table = pd.concat({name: table for name, (table, _, _) in editing.items()}, names=["model", "intervention"])
 editing_table.style.format(precision=3, na_rep="")
 
-# %%
+# %% tags=["hide-input"]
 points = []
 for name, (table, best_label, _) in editing.items():
     suffix = suffixes[name]
     best = table.loc[best_label]
-    glue(f"edit_best_label{suffix}", best_label, display=False)
-    glue(f"tox_edit_best{suffix}", float(best["toxicity"]), display=False)
-    glue(f"ppl_edit_best{suffix}", float(best["PPL"]), display=False)
-    glue(f"tox_edit_best_last{suffix}", float(table.loc[f"{best_label}, last position only", "toxicity"]),
-         display=False)
-    glue(f"ppl_edit_best_last{suffix}", float(table.loc[f"{best_label}, last position only", "PPL"]), display=False)
-    glue(f"f1_edit_best_last{suffix}", float(table.loc[f"{best_label}, last position only", "F1"]), display=False)
-    verdict = editing_beats_dpo({  # the ledger's rule
-        "tox_edit_best": float(best["toxicity"]), "ppl_edit_best": float(best["PPL"]),
-        "tox_base_eval": float(table.loc["base", "toxicity"]), "tox_dpo_eval": float(table.loc["DPO", "toxicity"]),
-        "ppl_dpo_eval": float(table.loc["DPO", "PPL"]),
-        "dpo_drop_low": paired_difference(patching[name][1][0].toxicity, patching[name][1][1].toxicity)[1]})
-    glue(f"edit_verdict{suffix}", f"{verdict.label} ({verdict.reason})", display=False)
+    glued(f"edit_best_label{suffix}", best_label)
+    glued(f"tox_edit_best{suffix}", float(best["toxicity"]))
+    glued(f"ppl_edit_best{suffix}", float(best["PPL"]))
+    glued(f"tox_edit_best_last{suffix}", float(table.loc[f"{best_label}, last position only", "toxicity"]))
+    glued(f"ppl_edit_best_last{suffix}", float(table.loc[f"{best_label}, last position only", "PPL"]))
+    glued(f"f1_edit_best_last{suffix}", float(table.loc[f"{best_label}, last position only", "F1"]))
+    verdict = chapter_verdict("editing-beats-dpo", DOCUMENT, glued.values, GENERATION, second=bool(suffix))
+    glued(f"edit_verdict{suffix}", f"{verdict.label} ({verdict.reason})")
     kinds = ["base", "DPO"] + ["edit (clamp, every position)"] * (len(table) - 4) + [
         "best edit, last position only (authors' hooks)", "best edit, per-token scale"]
     points.append(table[["toxicity", "PPL"]].assign(model=name, kind=kinds))
 fig = plots.toxicity_perplexity_tradeoff(pd.concat(points))
-glue("fig_editing_tradeoff", fig, display=False)
+glued("fig_editing_tradeoff", fig)
 plt.close(fig)
 
 # %% [markdown]
@@ -574,10 +598,8 @@ for name, run in runs.items():
         ["recovered fraction", "low", "high"], axis=1).join(perplexities["denoised PPL"].rename("PPL"))
     tokenwise.index = [f"token-wise patch: {index}" for index in tokenwise.index]
     one_scale[name] = pd.concat([frame, tokenwise])
-    glue(f"mediation_share_constant_all_groups{suffixes[name]}", float(frame.loc[all_groups, "recovered fraction"]),
-         display=False)
-    glue(f"mediation_share_edit_best{suffixes[name]}", float(frame.loc[editing[name][1], "recovered fraction"]),
-         display=False)
+    glued(f"mediation_share_constant_all_groups{suffixes[name]}", float(frame.loc[all_groups, "recovered fraction"]))
+    glued(f"mediation_share_edit_best{suffixes[name]}", float(frame.loc[editing[name][1], "recovered fraction"]))
 pd.concat(one_scale, names=["model", "intervention"]).style.format(precision=3, na_rep="")
 
 # %% [markdown]
@@ -588,6 +610,6 @@ pd.concat(one_scale, names=["model", "intervention"]).style.format(precision=3, 
 #
 # ## Provenance
 
-# %%
-glue("patching_wall_minutes", record.wall_minutes, display=False)
+# %% tags=["hide-input"]
+glued("patching_wall_minutes", record.wall_minutes)
 record.table()

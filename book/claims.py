@@ -40,6 +40,34 @@
 # perplexity on the same windows before anything a broken model could fake, and treats the paper's "only up to"
 # as a bound.
 #
+# **The rule on an interval.** Where a chapter gives a statistic with a 95 % bootstrap interval
+# $[\theta_{\text{low}}, \theta_{\text{high}}]$ (a difference from DPO paired over prompts, a share of DPO's drop
+# {eq}`eq-share-of-drop`, a recovered fraction {eq}`eq-recovered-fraction`) and the claim says that it lies above
+# a threshold $\theta_0$, the verdict is
+#
+# ```{math}
+# :label: eq-verdict-interval
+# \text{verdict} =
+# \begin{cases}
+# \text{reproduced} & \text{if } \theta_{\text{low}} > \theta_0,\\
+# \text{not reproduced} & \text{if } \theta_{\text{high}} < \theta_0,\\
+# \text{not testable here} & \text{if } \theta_{\text{low}} \le \theta_0 \le \theta_{\text{high}},
+# \end{cases}
+# ```
+#
+# with the inequalities reversed for a claim that it lies below; a rule may add a *partly* band between the
+# threshold and a tolerance, stated in its row. A *reproduced* or *partly* verdict is then set against the null
+# control's $z$ {eq}`eq-null-z`:
+#
+# ```{math}
+# :label: eq-null-temper
+# \lvert z \rvert < 2 \ \Rightarrow\ \text{not specific to toxicity}, \qquad
+# 2 \le \lvert z \rvert < 3 \ \Rightarrow\ \text{partly},
+# ```
+#
+# and stands from $\lvert z \rvert \ge 3$ (for a claim that a statistic stands *above* chance, $z$ itself in place
+# of $\lvert z \rvert$).
+#
 # **Two metrics.** The claims about what a set of neurons does for DPO's effect (ablation falls short of DPO,
 # patching the four groups reproduces it, toxic neurons account for only a small part of it) are judged on
 # generated toxicity, the paper's metric, and on the mediation metric of chapter 5 (the fraction of DPO's shift
@@ -50,25 +78,35 @@
 # %% tags=["parameters"]
 profile = "ci"
 model = "smollm2-135m"
+compare = None  # the executed chapters of another run (its book/ folder), whose verdicts are shown beside
 
-# %%
+# %% tags=["hide-input"]
 from pathlib import Path
 
 from IPython.display import HTML
-from myst_nb import glue
 
-from dpo_toxicity.ledger import ledger_html, ledger_table, scorer_sensitivity, verdict_counts
+from dpo_toxicity.glued import Glued
+from dpo_toxicity.ledger import (
+    DIFFERS, count_values, ledger_html, ledger_table, scorer_sensitivity, with_compared_verdicts,
+)
 from dpo_toxicity.paper_claims import key_glossary
-from dpo_toxicity.verdicts import NOT_REPRODUCED, NOT_SPECIFIC, NOT_TESTABLE, PARTLY, REPRODUCED
+from dpo_toxicity.runs import read_run
+
+glued = Glued()  # every value the prose cites, kept for the ledger's verdicts
 
 # The book runs every chapter with its staged folder as working directory: the executed chapters are siblings.
 table = ledger_table(Path("."), model=model)
-counts = verdict_counts(table)
-for key, label in [("claims_reproduced", REPRODUCED), ("claims_partly", PARTLY),
-                   ("claims_not_reproduced", NOT_REPRODUCED), ("claims_not_specific", NOT_SPECIFIC),
-                   ("claims_not_testable", NOT_TESTABLE)]:
-    glue(key, counts[label], display=False)
-glue("claims_total", len(table), display=False)
+glued.many(count_values(table))
+comparison = "No other run is compared on this build."
+if compare is not None:
+    compared = read_run(Path(compare).parent)
+    table = with_compared_verdicts(table, ledger_table(Path(compare), model=model), f"{compared.profile} run")
+    differing = list(table.index[table[DIFFERS]])
+    comparison = (f"Beside each verdict stands that of the {compared.profile} run at commit "
+                  f"{compared.commit[:10]}, CI's regression run, whose job is to catch breakage, not to answer "
+                  f"the paper: {len(differing)} of the {len(table)} claims get another verdict there"
+                  + (f" ({', '.join(differing)}), flagged ⚠." if differing else "."))
+glued("claims_comparison", comparison)
 HTML(ledger_html(table))
 
 # %% [markdown]
@@ -77,8 +115,8 @@ HTML(ledger_html(table))
 # {glue:text}`claims_not_specific` not specific to toxicity; {glue:text}`claims_not_testable` cannot be tested
 # here (see *why*). The verdicts are those of the `profile` and `model` this page was built with; the `ci`
 # profile evaluates on a few hundred prompts, so a verdict that rests on a small difference can change with
-# the `full` profile. How the book departs from the paper's protocol, and which artefacts of the authors' code
-# it does not copy, is listed in {doc}`/errata`.
+# the `full` profile. {glue:text}`claims_comparison` How the book departs from the paper's protocol, and which
+# artefacts of the authors' code it does not copy, is listed in {doc}`/errata`.
 #
 # ## How much the verdicts owe to the scorer
 #
@@ -86,10 +124,10 @@ HTML(ledger_html(table))
 # judged again below with each of the two alone, the chapters having re-scored the same continuations: a verdict
 # that holds under both halves does not hang on one of them.
 
-# %%
+# %% tags=["hide-input"]
 sensitivity = scorer_sensitivity(Path("."))
-glue("claims_scorer_judged", len(sensitivity), display=False)
-glue("claims_scorer_sensitive", int(sensitivity["changes"].sum()), display=False)
+glued("claims_scorer_judged", len(sensitivity))
+glued("claims_scorer_sensitive", int(sensitivity["changes"].sum()))
 sensitivity
 
 # %% [markdown]

@@ -1,8 +1,8 @@
 """Which glue keys a chapter's source records, read from its text (the chapter need not have run).
 
-Chapters glue literal names (``glue("late_layer_share", ...)``), f-strings with a literal part
-(``glue(f"{key}_by_change", ...)``), a variable over a list of quoted names (``glue(key, ...)``) and, in
-chapter 5, ``glue(f"{key}{suffix}", ...)`` over the quoted names of a table, once per model (the second
+Chapters glue through :class:`dpo_toxicity.glued.Glued`: literal names (``glued("late_layer_share", ...)``),
+f-strings with a literal part (``glued(f"{key}_by_change", ...)``), a variable over a list of quoted names
+(``glued(key, ...)``) and, in chapter 5, ``glued(f"{key}{suffix}", ...)`` over the quoted names of a table, once per model (the second
 model's with ``_second``). A variable key may carry ``_low``/``_high``, ``_second`` and a scorer component
 (``__ridge``) after a quoted stem.
 """
@@ -11,8 +11,8 @@ import re
 
 from dpo_toxicity.paths import project_root
 
-GLUE_NAME = re.compile(r"""glue\(\s*(f?)(["'])(.*?)\2""")
-GLUE_VARIABLE = re.compile(r"glue\(\s*[A-Za-z_]\w*\s*,")
+GLUE_NAME = re.compile(r"""\bglued\(\s*(f?)(["'])(.*?)\2""")
+GLUE_VARIABLE = re.compile(r"\bglued\(\s*[A-Za-z_]\w*\s*,")
 SECOND = "_second"
 
 

@@ -1,6 +1,7 @@
 """Shared fixtures: one tiny random model per architecture family, built once per test session."""
 
 import pytest
+import torch
 
 from dpo_toxicity.models import load_model
 
@@ -22,3 +23,12 @@ def tiny_models():
 @pytest.fixture(params=TINY_MODELS)
 def tiny(request, tiny_models):
     return tiny_models[request.param]
+
+
+@pytest.fixture(scope="module")
+def one_thread():
+    """Tiny matrix products run about 80 times slower on 2 contended OpenMP threads than on one."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)

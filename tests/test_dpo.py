@@ -1,6 +1,7 @@
 """DPO on a tiny random model: the margin grows, the base model is untouched, the cache round-trips."""
 
 import json
+import re
 from dataclasses import replace
 
 import numpy as np
@@ -26,13 +27,7 @@ PAIRS = [PreferencePair(prompt, " for the kind words.", " you stupid idiot, I ha
 FAST = DPOSettings(learning_rate=1e-3, batch_size=4, epochs=3, seed=0)  # 6 steps
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """Tiny matrix products run about 80 times slower on 2 contended OpenMP threads than on one."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")
@@ -187,6 +182,35 @@ def test_an_unfinished_cache_folder_is_retrained(lm, tmp_path, monkeypatch):
     (folder / "config.json").write_text("{}")  # what an interrupted writer could have left
     result = dpo_model(lm, PAIRS[:4], settings)
     assert not result.from_cache and (folder / RECORD_FILE).is_file()
+    assert dpo_model(lm, PAIRS[:4], settings).from_cache
+
+
+def truncate(path):
+    """Cut a saved file in half, as an interrupted copy or a full disk would."""
+    path.write_bytes(path.read_bytes()[: path.stat().st_size // 2])
+
+
+def drop_history(path):
+    """Edit a record by hand, leaving valid JSON without one of its fields."""
+    record = json.loads(path.read_text())
+    del record["history"]
+    path.write_text(json.dumps(record))
+
+
+@pytest.mark.parametrize("broken, damage", [(RECORD_FILE, truncate), (RECORD_FILE, drop_history),
+                                            ("model.safetensors", truncate)],
+                         ids=["truncated record", "edited record", "truncated weights"])
+def test_an_unreadable_cache_folder_is_reported_by_path_and_retrained(lm, tmp_path, monkeypatch, broken, damage):
+    monkeypatch.setenv("DPO_TOX_CACHE", str(tmp_path))
+    settings = DPOSettings(learning_rate=1e-3, batch_size=4)
+    first = dpo_model(lm, PAIRS[:4], settings)
+    damage(first.folder / broken)
+    record = re.escape(str(first.folder / RECORD_FILE))
+    with pytest.warns(UserWarning, match=f"{record} cannot be read .*computed again"):
+        again = dpo_model(lm, PAIRS[:4], settings)
+    assert not again.from_cache and again.folder == first.folder
+    assert all(torch.equal(again.model.model.state_dict()[name], weights)
+               for name, weights in first.model.model.state_dict().items())
     assert dpo_model(lm, PAIRS[:4], settings).from_cache
 
 
@@ -351,6 +375,38 @@ def test_validation_perplexity_equals_plain_cross_entropy_in_train_mode_after(na
     with dpo_module._unembed_continuations_only():
         assert validation_perplexity(policy, windows) == pytest.approx(float(torch.stack(losses).mean().exp()), rel=1e-5)
     assert policy.training
+
+
+def test_without_trls_triton_switch_the_unembedding_patch_warns_and_changes_nothing(monkeypatch):
+    import trl.trainer.utils
+
+    monkeypatch.delattr(trl.trainer.utils, "_use_triton")
+    monkeypatch.setattr(trl, "__version__", "1.13.0")
+    with pytest.warns(UserWarning, match=r"trl 1\.13\.0 has no trl\.trainer\.utils\._use_triton"):
+        with dpo_module._unembed_continuations_only():
+            pass
+    assert not hasattr(trl.trainer.utils, "_use_triton")
+
+
+def test_without_trls_fused_head_validation_perplexity_warns_and_equals_the_fused_one(lm, monkeypatch):
+    import trl.trainer.utils
+
+    windows = validation_windows(lm.tokenizer, 2, window=64)
+    fused = dpo_module._trainable_copy(lm.model)
+    trl.trainer.utils.add_fused_lm_head(fused)
+    expected = validation_perplexity(fused, windows)
+    monkeypatch.delattr(trl.trainer.utils, "add_fused_lm_head")
+    monkeypatch.setattr(trl, "__version__", "1.13.0")
+    with pytest.warns(UserWarning, match=r"trl 1\.13\.0 has no fused LM head"):
+        assert validation_perplexity(lm.model, windows) == pytest.approx(expected, rel=1e-5)
+
+
+def test_log_probs_under_another_trl_release_warn_that_its_tokenisation_may_differ(lm, monkeypatch):
+    import trl
+
+    monkeypatch.setattr(trl, "__version__", "1.13.0")
+    with pytest.warns(UserWarning, match=r"tokenises pairs as trl 1\.16 does; trl 1\.13\.0"):
+        completion_log_probs(lm, PAIRS[:1], FAST)
 
 
 def test_validation_windows_come_from_the_validation_split_not_the_test_split(lm):

@@ -7,7 +7,7 @@ from chapter_sources import glued_in_source
 
 from dpo_toxicity.paths import project_root
 
-PAGES = ["errata.md", "intro.md"]
+PAGES = ["errata.md", "intro.py"]
 CROSS_GLUE = re.compile(r"\{glue:text\}`([^`]*::[^`]*)`")
 
 

@@ -3,18 +3,21 @@
 import json
 import math
 
+import numpy as np
 import pytest
 from chapter_sources import glued_in_source
 from docutils.nodes import make_id
 
+from dpo_toxicity import glued as glued_module
 from dpo_toxicity import verdicts
 from dpo_toxicity.ledger import (
-    MissingChapterError, glued_values, heading_anchor, ledger_html, ledger_table, scorer_sensitivity, verdict_counts,
+    COMPARED, DIFFERS, MissingChapterError, chapter_verdict, glued_values, heading_anchor, headline_html,
+    headline_table, ledger_html, ledger_table, scorer_sensitivity, verdict_counts, with_compared_verdicts,
 )
-from dpo_toxicity.paper_claims import CLAIMS, Claim, key_glossary, key_meaning
+from dpo_toxicity.paper_claims import CLAIMS, HEADLINES, Claim, key_glossary, key_meaning
 from dpo_toxicity.verdicts import (
-    NOT_REPRODUCED, NOT_SPECIFIC, NOT_TESTABLE, PARTLY, REPRODUCED, VERDICTS, Verdict, above_null, against_null,
-    by_metric, combine,
+    GENERATION, MEDIATION, NOT_REPRODUCED, NOT_SPECIFIC, NOT_TESTABLE, PARTLY, REPRODUCED, VERDICTS, Verdict,
+    above_null, against_null, by_metric, combine,
 )
 from dpo_toxicity.paths import project_root
 
@@ -638,12 +641,15 @@ def test_the_second_model_is_read_from_chapter_5_with_the_suffix(tmp_path):
     assert "book/02_dpo has not been run" in table.loc["dpo-lowers-toxicity", "why"]
 
 
+def undecided_generation_decided_margin():
+    """DPO's drop on the table's prompts is noise and the closest row cannot be told from DPO, but the margin shift
+    is measured and the best guarded row recovers a third of it: (generation values, mediation values)."""
+    return ablation_values(closest=(0.01, -0.03, 0.05)), MARGIN | interval(
+        "mediation_share_best_ablation", 0.3, 0.2, 0.4) | interval("mediation_share_ablate_top200", 0.2, 0.1, 0.3)
+
+
 def test_the_mediation_metric_decides_what_generated_toxicity_cannot(tmp_path):
-    # DPO's drop on the table's prompts is noise and the closest row cannot be told from DPO, but the margin shift
-    # is measured and the best guarded row recovers a third of it
-    generation = ablation_values(closest=(0.01, -0.03, 0.05))
-    mediation = MARGIN | interval("mediation_share_best_ablation", 0.3, 0.2, 0.4) | interval(
-        "mediation_share_ablate_top200", 0.2, 0.1, 0.3)
+    generation, mediation = undecided_generation_decided_margin()
     write_notebook(tmp_path / "04_ablation.ipynb", generation | mediation)
     row = ledger_table(tmp_path).loc["ablation-falls-short"]
     assert row["verdict"] == REPRODUCED and row["why"].startswith("decided by the mediation metric")
@@ -743,3 +749,67 @@ def test_smaller_scales_on_the_mediation_metric():
     none_undone = {**values, **interval("mediation_retox_share_x2", 0.0, -0.1, 0.1),
                    **interval("mediation_retox_share_x5", 0.05, -0.05, 0.15)}
     assert verdicts.smaller_scales_retoxify_mediation(none_undone).label == NOT_REPRODUCED
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Another run's verdicts, and the headline claims.
+
+def test_compared_verdicts_flag_each_claim_whose_verdict_differs(tmp_path):
+    write_notebook(tmp_path / "03_attribution.ipynb", {"share_tp": 0.3})
+    table = ledger_table(tmp_path)
+    other = table.copy()
+    other.loc["tp-share", "verdict"] = NOT_REPRODUCED
+    other = other.drop(index="late-layers")
+    compared = with_compared_verdicts(table, other, "ci run")
+    assert compared.loc["tp-share", DIFFERS] and compared.loc["late-layers", DIFFERS]
+    assert compared.loc["tp-share", COMPARED] == f"ci run: {NOT_REPRODUCED}"
+    assert compared.loc["late-layers", COMPARED] == "ci run: not judged"
+    assert int(compared[DIFFERS].sum()) == 2
+    assert "⚠ differs" in ledger_html(compared) and "⚠" not in ledger_html(table)
+
+
+def test_the_headline_table_shows_each_models_number_with_its_interval_and_the_verdict(tmp_path):
+    write_notebook(tmp_path / "03_attribution.ipynb", {"share_tp": 0.31})
+    write_notebook(tmp_path / "05_patching.ipynb", {
+        "second_model_name": "gemma3-270m",
+        **interval("mediation_share_all_groups_denoise", 0.58, 0.51, 0.66),
+        **interval("mediation_share_all_groups_denoise_second", 0.38, 0.30, 0.47)})
+    table = ledger_table(tmp_path, model="smollm2-135m")
+    headlines = headline_table(table, tmp_path)
+    assert list(headlines.index) == [headline.claim for headline in HEADLINES]
+    assert headlines.loc["group-patching", "ours (smollm2-135m)"] == "0.58 [0.51, 0.66]"
+    assert headlines.loc["group-patching", "ours (gemma3-270m)"] == "0.38 [0.30, 0.47]"
+    assert headlines.loc["tp-share", "ours (smollm2-135m)"] == "0.31"
+    assert headlines.loc["tp-share", "ours (gemma3-270m)"] == "missing"
+    assert headlines.loc["ablation-falls-short", "ours (smollm2-135m)"] == "missing"
+    assert headlines.loc["ablation-falls-short", "ours (gemma3-270m)"] == "not measured"  # a one-model claim
+    assert (headlines["verdict"] == table.loc[headlines.index, "verdict"]).all()
+    assert "0.58 [0.51, 0.66]" in headline_html(headlines)
+
+
+def test_a_chapter_gets_the_ledgers_own_verdict_from_the_values_it_glued(tmp_path):
+    generation, mediation = undecided_generation_decided_margin()
+    write_notebook(tmp_path / "04_ablation.ipynb", generation | mediation)
+    row = ledger_table(tmp_path).loc["ablation-falls-short"]
+    glued = generation | mediation
+    both = chapter_verdict("ablation-falls-short", "book/04_ablation", glued)
+    assert (both.label, both.reason) == (row["verdict"], row["why"])
+    assert chapter_verdict("ablation-falls-short", "book/04_ablation", glued, GENERATION).label == NOT_TESTABLE
+    assert chapter_verdict("ablation-falls-short", "book/04_ablation", glued, MEDIATION).label == REPRODUCED
+
+
+def test_a_chapter_verdict_names_a_wrong_claim_or_metric():
+    with pytest.raises(KeyError, match="no-such-claim"):
+        chapter_verdict("no-such-claim", "book/04_ablation", {})
+    with pytest.raises(ValueError, match="tp-share"):
+        chapter_verdict("tp-share", "book/03_attribution", {}, MEDIATION)
+
+
+def test_glued_keeps_what_it_glues_as_python_numbers(monkeypatch):
+    shown = []
+    monkeypatch.setattr(glued_module, "glue", lambda key, value, display: shown.append((key, value, display)))
+    glued = glued_module.Glued()
+    assert glued("share_tp", np.float64(0.25)) == 0.25
+    glued.many({"tox_base": np.float32(0.5), "pairs_n": np.int64(3)}, suffix="_second")
+    assert glued.values == {"share_tp": 0.25, "tox_base_second": 0.5, "pairs_n_second": 3}
+    assert all(type(value) in (float, int) and display is False for _, value, display in shown)

@@ -1,7 +1,9 @@
-"""The model registry: clear errors for unknown or unavailable models, and the architecture table."""
+"""The model registry: clear errors for unknown or unavailable models, the architecture table, and where and in
+which dtype a model loads on a GPU (faked: torch's CUDA queries patched)."""
 
 import pytest
 import torch
+import transformers
 
 from dpo_toxicity import models
 from dpo_toxicity.architectures import ARCHITECTURES, UnsupportedArchitectureError, architecture_of
@@ -68,3 +70,85 @@ def test_every_companion_is_a_registered_model_of_another_architecture_family():
 
     for spec in MODELS.values():
         assert spec.companion in MODELS and spec.companion != spec.name, spec.name
+
+
+GIB = 2**30
+
+
+def fake_cuda(monkeypatch, capability=(8, 0), free_gib=80.0, gpus=1):
+    """A CUDA machine as torch reports it: ``gpus`` cards of ``capability``, each with ``free_gib`` free. Like
+    torch on a T4, it claims bfloat16 support whatever the capability (emulated below 8.0)."""
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda including_emulation=True: True)
+    monkeypatch.setattr(torch.cuda, "get_device_capability", lambda device=None: capability)
+    monkeypatch.setattr(torch.cuda, "mem_get_info", lambda device=None: (int(free_gib * GIB), 80 * GIB))
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: gpus)
+
+
+@pytest.mark.parametrize("capability, dtype", [
+    ((7, 5), torch.float16),  # T4: bfloat16 only by emulation, though is_bf16_supported says True
+    ((7, 0), torch.float16),  # V100
+    ((8, 0), torch.bfloat16),  # A100
+    ((9, 0), torch.bfloat16),  # H100
+])
+def test_a_gpu_computes_in_bfloat16_only_from_compute_capability_8(monkeypatch, capability, dtype):
+    fake_cuda(monkeypatch, capability)
+    chosen, reason = models.model_dtype(model_spec("meta-llama/Llama-3.1-8B"), "cuda")
+    assert chosen == dtype and models.native_dtype("cuda")[0] == dtype
+    assert f"compute capability {capability[0]}.{capability[1]}" in reason
+
+
+def test_the_cpu_and_every_non_hub_or_full_precision_model_stay_in_float32(monkeypatch):
+    fake_cuda(monkeypatch, (9, 0))
+    for spec in models.MODELS.values():
+        assert models.model_dtype(spec, "cpu")[0] == torch.float32, spec.name
+    for name in ("gpt2-medium", "smollm2-135m", "gemma3-270m", "tiny-llama"):
+        assert models.model_dtype(model_spec(name), "cuda")[0] == torch.float32, name
+    assert "CPU" in models.native_dtype("cpu")[1]
+
+
+@pytest.mark.parametrize("free_gib, gpus, launched, expected", [
+    (80, 2, False, "one device"),  # fits: the whole model on the GPU asked for
+    (10, 2, False, "auto"),  # does not fit: sharded over both GPUs
+    (10, 1, False, "one device"),  # nowhere to shard to: CUDA's out-of-memory error says it does not fit
+    (10, 2, True, "one device"),  # a launcher's process owns one GPU
+])
+def test_a_hub_model_goes_to_its_gpu_whole_or_sharded_when_it_does_not_fit(monkeypatch, free_gib, gpus, launched,
+                                                                             expected):
+    fake_cuda(monkeypatch, free_gib=free_gib, gpus=gpus)
+    if launched:
+        monkeypatch.setenv("LOCAL_RANK", "1")
+    else:
+        monkeypatch.delenv("LOCAL_RANK", raising=False)
+    device = torch.device("cuda", 1)
+    placement = models.device_map_for(16 * GIB, device)  # an 8B model in 16 bits
+    assert placement == ({"": device} if expected == "one device" else "auto")
+    assert models.device_map_for(16 * GIB, torch.device("cpu")) is None
+
+
+def test_a_hub_model_loads_straight_to_the_gpu_in_its_native_dtype(monkeypatch, tiny_models):
+    fake_cuda(monkeypatch, (7, 5))
+    monkeypatch.delenv("LOCAL_RANK", raising=False)
+    tiny = tiny_models["tiny-llama"]
+    loads = []
+
+    def from_pretrained(repo_id, **kwargs):
+        loads.append(kwargs)
+        return transformers.AutoModelForCausalLM.from_config(tiny.model.config)
+
+    monkeypatch.setattr(models.AutoConfig, "from_pretrained", lambda repo_id, **kwargs: tiny.model.config)
+    monkeypatch.setattr(models.AutoModelForCausalLM, "from_pretrained", from_pretrained)
+    monkeypatch.setattr(models.AutoTokenizer, "from_pretrained", lambda repo_id, **kwargs: models.tiny_tokenizer())
+    lm = load_model("mistralai/Mistral-7B-v0.1", device="cuda")  # a .to("cuda") would fail here: no GPU
+    assert loads[0]["dtype"] == torch.float16 and loads[0]["device_map"] == {"": torch.device("cuda")}
+    assert lm.device == torch.device("cuda")
+
+
+def test_under_a_launcher_each_process_uses_its_own_gpu(monkeypatch):
+    fake_cuda(monkeypatch)
+    monkeypatch.delenv("LOCAL_RANK", raising=False)
+    assert models.default_device() == torch.device("cuda")
+    monkeypatch.setenv("LOCAL_RANK", "3")
+    assert models.default_device() == torch.device("cuda", 3)
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    assert models.default_device() == torch.device("cpu")

@@ -1,6 +1,7 @@
 """Run profiles: the Colab profile's sizes fit the data, and the batch size scales with the device."""
 
 from dataclasses import replace
+from types import SimpleNamespace
 
 import pytest
 import torch
@@ -65,3 +66,26 @@ def test_every_profile_leaves_challenge_prompts_for_the_mediation(name):
 def test_a_profile_without_prompts_left_for_the_mediation_is_refused():
     with pytest.raises(ValueError, match="lower one of eval_prompts or mediation_prompts"):
         mediation_prompts(replace(profile("full"), eval_prompts=None))
+
+
+def loaded(width, device="cuda"):
+    """What Profile.sized_for reads of a loaded model: its device and its shape (layers, d_mlp, d_model)."""
+    return SimpleNamespace(device=torch.device(device), shape=(24, 4 * width, width))
+
+
+@pytest.mark.parametrize("name", sorted(PROFILES))
+def test_off_cuda_the_sized_profile_is_the_profile_itself(name, monkeypatch):
+    monkeypatch.setattr(torch.cuda, "mem_get_info", lambda device=None: pytest.fail("queried GPU memory on a CPU"))
+    settings = profile(name)
+    assert settings.sized_for(loaded(1024, "cpu"), loaded(4096, "cpu")) is settings
+
+
+def test_on_cuda_both_batches_scale_with_free_memory_and_the_widest_model(monkeypatch):
+    fake_free_memory(monkeypatch, 8 * GIB)
+    colab = profile("colab")  # batch 32, generation batch 64 on the CPU
+    sized = colab.sized_for(loaded(1024))
+    assert (sized.batch_size, sized.generation_batch_size) == (64, 128)
+    assert replace(sized, batch_size=32, generation_batch_size=64) == colab  # every other size kept
+    widest = colab.sized_for(loaded(1024), loaded(4096))  # four times the width: a quarter of the batches
+    assert (widest.batch_size, widest.generation_batch_size) == (16, 32)
+    assert widest.batch_size == colab.batch_size_for("cuda", 4096)

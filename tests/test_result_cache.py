@@ -1,5 +1,7 @@
-"""The result cache: keys follow every input and the code, finished results are read back, failures leave nothing."""
+"""The result cache: keys follow every input and the code, finished results are read back, failures leave nothing,
+and a saved result that cannot be read is reported by path and computed again."""
 
+import re
 from dataclasses import dataclass
 
 import numpy as np
@@ -7,7 +9,7 @@ import pandas as pd
 import pytest
 import torch
 
-from dpo_toxicity.result_cache import cached_json, digest
+from dpo_toxicity.result_cache import cached, cached_json, code_hash, digest
 
 
 @dataclass
@@ -70,3 +72,44 @@ def test_a_failed_computation_leaves_no_file(tmp_path):
     with pytest.raises(RuntimeError):
         cached_json(tmp_path, {"input": 1}, fail)
     assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize("damage", ["truncate", "edit"])
+def test_an_unreadable_saved_result_is_reported_by_path_and_computed_again(tmp_path, damage):
+    calls = []
+
+    def compute():
+        calls.append(1)
+        return {"rows": [1.5, 2.5]}
+
+    cached_json(tmp_path, {"input": 1}, compute)
+    (path,) = tmp_path.iterdir()
+    text = path.read_text()
+    path.write_text(text[: len(text) // 2] if damage == "truncate" else text.replace("{", "{,"))
+    with pytest.warns(UserWarning, match=f"{re.escape(str(path))} cannot be read .*computed again"):
+        assert cached_json(tmp_path, {"input": 1}, compute) == {"rows": [1.5, 2.5]}
+    assert cached_json(tmp_path, {"input": 1}, compute) == {"rows": [1.5, 2.5]} and calls == [1, 1]
+
+
+def test_an_unreadable_array_is_computed_again(tmp_path):
+    def save(value, path):
+        np.savez(path, value=value)
+
+    def load(path):
+        with np.load(path) as stored:
+            return stored["value"]
+
+    cached(tmp_path, {"input": 1}, lambda: np.arange(4.0), save, load, suffix=".npz")
+    (path,) = tmp_path.iterdir()
+    path.write_bytes(path.read_bytes()[:40])
+    with pytest.warns(UserWarning, match=re.escape(str(path))):
+        np.testing.assert_array_equal(cached(tmp_path, {"input": 1}, lambda: np.arange(4.0), save, load,
+                                             suffix=".npz"), np.arange(4.0))
+    np.testing.assert_array_equal(load(path), np.arange(4.0))
+
+
+def test_code_hash_ignores_docstrings_and_comments_but_not_code():
+    source = 'def f(x):\n    """Doubles."""\n    return 2 * x  # twice\n'
+    assert code_hash(source) == code_hash('def f(x):\n    """Twice x."""\n    # why\n    return 2 * x\n')
+    assert code_hash(source) != code_hash('def f(x):\n    """Doubles."""\n    return 3 * x\n')
+    assert code_hash("%matplotlib inline") != code_hash("%matplotlib widget")  # not Python: hashed as text

@@ -339,7 +339,7 @@ def group_shares(table: pd.DataFrame, grouping: str = "delta") -> GroupShares:
 def toxic_neuron_share(table: pd.DataFrame, top: int = 128, grouping: str = "activation_change") -> pd.Series:
     """The "toxic neurons" part of the reduction: the ``top`` neurons by cosine that are in ``TP-``.
 
-    Reading (a) of the paper's "toxic neurons account for only …" (protocol §7 item 1; GPT-2, ``top = 128``:
+    Reading (a) of the paper's "toxic neurons account for only …" (item 1 of ``errata.md``; GPT-2, ``top = 128``:
     ΣΔ = 2.333 = 4.9 % of Σ_{Δ>0} Δ). Returns ``neurons`` (how many of the ``top`` are ``TP-``), ``delta_sum``
     and ``share`` (``delta_sum / Σ_{Δ>0} Δ``).
     """

@@ -1,4 +1,4 @@
-"""Loaders for the offline copies of the paper's data sets (``../shared/data``, see its README).
+"""Loaders for the offline copies of the paper's data sets (the folder :func:`~dpo_toxicity.paths.data_root` finds).
 
 * :func:`challenge_prompts`: the 1,199 RealToxicityPrompts "challenge" prompts of Lee et al. and Yang et al.
 * :func:`jigsaw`: Jigsaw toxic-comment pools for the probe (5,000 train, 1,200 held-out test comments).

@@ -6,8 +6,11 @@ public sources the data README records, each pinned to a commit, and checks ever
 16 hex digits of its sha256 (the digits ``MANIFEST.tsv`` lists), so a fetched folder is byte for byte the
 offline one::
 
-    python -m dpo_toxicity.data_sources          # fetches about 10 MB and prints the folder to use
+    python -m dpo_toxicity.data_sources          # fetches what is missing (about 10 MB), prints the folder
     DPO_TOX_DATA=<that folder> jupyter ...        # or leave it: the book finds the fetched copy itself
+
+``make book`` and ``make test`` run that command first (:func:`ensure_data`): where the data folder is complete
+it downloads nothing; offline, with files missing, it stops with a message naming the folder to fill.
 
 :data:`SOURCES` has two kinds of rows. A :class:`PublicFile` is a file some public GitHub repository holds as
 it is, downloaded from ``raw.githubusercontent.com`` at a fixed commit. A :class:`DerivedFile` is one that no
@@ -21,6 +24,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import sys
 import urllib.request
 from collections.abc import Callable
@@ -29,7 +33,7 @@ from pathlib import Path
 
 from tqdm import tqdm
 
-from .paths import FETCHED_DATA, cache_dir, written_atomically
+from .paths import DATA_ENV, FETCHED_DATA, MissingDataError, cache_dir, data_root, written_atomically
 
 HASH_DIGITS = 16  # MANIFEST.tsv keeps the first 16 hex digits of each sha256
 
@@ -175,9 +179,40 @@ def fetch_data(target: Path | None = None, fetch: Fetcher = download) -> Path:
     return target
 
 
+def ensure_data(fetch: Fetcher = download) -> Path:
+    """The data folder the book reads (:func:`~dpo_toxicity.paths.data_root`), with every file of :data:`SOURCES`.
+
+    A complete folder is returned as it is, nothing downloaded. Otherwise the missing files are fetched and
+    hash-checked (:func:`fetch_data`) into the folder the book reads when that is named (``$DPO_TOX_DATA``) or
+    exists, else into the cache's fetched-data folder, which :func:`~dpo_toxicity.paths.data_root` then finds.
+    Raises :class:`~dpo_toxicity.paths.MissingDataError` saying what to do when the fetch fails (offline).
+    """
+    root = data_root()
+    missing = [source.path for source in SOURCES if not (root / source.path).is_file()]
+    if not missing:
+        return root
+    # cache_dir() / FETCHED_DATA, not cache_dir(FETCHED_DATA): a failed fetch must not leave an empty folder
+    # that data_root() would then take for the data.
+    target = root if os.environ.get(DATA_ENV) or root.is_dir() else cache_dir() / FETCHED_DATA
+    try:
+        return fetch_data(target, fetch)
+    except OSError as error:
+        raise MissingDataError(
+            f"The book's data folder {root} lacks {len(missing)} of its {len(SOURCES)} files ({missing[0]}, ...) "
+            f"and fetching them into {target} failed: {error}\nEither copy the offline data folder to {root}, or "
+            f"set {DATA_ENV}=/path/to/data to a copy of it; or, on a machine with a network, run "
+            "`python -m dpo_toxicity.data_sources` (it downloads about 10 MB, checks every file's hash and prints the "
+            "folder the book then reads)."
+        ) from error
+
+
 def main() -> None:
-    """Fetch the data into the cache and print the folder (the last line of stdout) to set as DPO_TOX_DATA."""
-    folder = fetch_data()
+    """Make the book's data complete (:func:`ensure_data`) and print its folder, the last line of stdout, to set as
+    DPO_TOX_DATA. A failure exits with its message alone: ``make`` shows what to do, not a traceback."""
+    try:
+        folder = ensure_data()
+    except (MissingDataError, DataHashError) as error:
+        sys.exit(str(error))
     print(folder.resolve())
 
 

@@ -68,8 +68,12 @@ Example::
     result.history[["loss", "reward_margin", "reward_accuracy"]]
 
 On a CPU the copy trains in float32 (bfloat16 is several times slower there). On a CUDA device (a user's GPU)
-it trains there, in float32 with bfloat16 autocast, and comes back in the base model's dtype; full fine-tuning
-keeps about 16 bytes per parameter, so the paper's 7-8B models need more memory than one 80 GB GPU has.
+it trains there, in float32 with autocast to the card's native 16-bit type, and comes back in the base model's
+dtype. Full fine-tuning keeps about 16 bytes per parameter (float32 weights, gradients and AdamW's two moments),
+so the paper's 7-8B models need more memory than one 80 GB GPU has. :func:`train_dpo` therefore also runs in
+every process of ``accelerate launch``, for instance with FSDP sharding those bytes over the GPUs
+(``configs/accelerate/fsdp.yaml``; ``book/running_at_scale.md`` gives the commands), at the same batch per
+optimiser step; or, on one GPU, ``DPOSettings.lora_rank`` trains LoRA adapters instead, a change of protocol.
 """
 
 from __future__ import annotations
@@ -94,15 +98,19 @@ import torch
 import transformers
 import trl
 import trl.trainer.utils as trl_trainer_utils
+from accelerate import PartialState
+from accelerate.utils import broadcast_object_list, get_int_from_env
+from torch.distributed.checkpoint.state_dict import StateDictOptions, get_model_state_dict
+from torch.distributed.tensor import DTensor
 from transformers import AutoModelForCausalLM
 
 from . import data
 from .evaluation import PERPLEXITY_WINDOW
-from .models import LoadedModel
+from .models import LoadedModel, native_dtype
 from .pairs import PreferencePair, load_pairs
 from .paths import artefact_dir, cache_dir
 from .profiles import profile as run_profile
-from .result_cache import digest
+from .result_cache import digest, discard_unreadable
 
 # Pairs per forward and backward pass; an optimiser step accumulates the gradients of DPOSettings.batch_size
 # pairs, so the step is the same (round-off aside) at a quarter of the activation memory: the logits of a
@@ -111,6 +119,10 @@ from .result_cache import digest
 # pass, with a peak of 6.70 GiB against 7.29 GiB at 4 and 8.47 GiB at 8 (the base weights set aside in each).
 MICRO_BATCH_PAIRS = 2
 RECORD_FILE = "dpo.json"  # written last: a cache folder without it is not a finished DPO model
+# The trl release whose internals this module relies on: its tokenisation (copied by _tokenize_like_trl), its fused
+# LM head and its Triton switch. Under another release, missing ones fall back to trl's public behaviour and a
+# tokenisation that may differ is flagged, each with a warning naming the release.
+TRL_RELEASE = "1.16"
 
 
 @dataclass(frozen=True)
@@ -130,6 +142,13 @@ class DPOSettings:
     ``precompute_reference``: whether the reference log-probs of every pair are computed in one pass before the
     first step (no second model in memory) or by a frozen copy of the model on each step's pairs (no work on
     pairs an early stop leaves untrained). Both give the same losses, round-off aside.
+
+    ``lora_rank``: ``None`` (the default) fine-tunes every weight, as the paper did. A rank trains peft's LoRA
+    adapters of that rank on every linear layer but the unembedding instead, and merges them into the weights
+    after training: a change of protocol (the DPO model differs from the base by a low-rank update per matrix),
+    for a model whose full fine-tuning does not fit one GPU. Its reference is the policy with the adapters off,
+    never a copy. The learning rate is not rescaled for adapters; the book has not tuned one for them.
+    :func:`settings_for` takes the rank from the environment variable ``DPO_TOX_LORA_RANK``.
     """
 
     beta: float = 0.1
@@ -147,6 +166,7 @@ class DPOSettings:
     validation_every: int = 5
     validation_windows: int = 2
     precompute_reference: bool = True
+    lora_rank: int | None = None
 
     def __post_init__(self) -> None:
         positive = ("beta", "learning_rate", "batch_size", "epochs", "max_gradient_norm", "max_prompt_tokens",
@@ -156,6 +176,9 @@ class DPOSettings:
                 raise ValueError(f"DPOSettings.{name} must be positive, got {getattr(self, name)!r}.")
         if self.warmup_steps < 0:
             raise ValueError(f"DPOSettings.warmup_steps must be 0 or more, got {self.warmup_steps!r}.")
+        if self.lora_rank is not None and not self.lora_rank > 0:
+            raise ValueError(f"DPOSettings.lora_rank must be positive (8 or 16 are usual), or None to fine-tune every "
+                             f"weight; got {self.lora_rank!r}.")
         if self.max_perplexity_rise is not None and not self.max_perplexity_rise >= 0:
             raise ValueError(
                 f"DPOSettings.max_perplexity_rise must be 0 or more (0.10 allows a 10 % rise), or None to train "
@@ -163,8 +186,11 @@ class DPOSettings:
             )
 
     def as_dict(self) -> dict:
-        """The settings as a JSON-serialisable mapping (field order kept)."""
-        return asdict(self)
+        """The settings as a JSON-serialisable mapping (field order kept; ``lora_rank`` only when set)."""
+        values = asdict(self)
+        if values["lora_rank"] is None:  # full fine-tuning keeps the cache key it had before LoRA was an option
+            del values["lora_rank"]
+        return values
 
     @classmethod
     def from_dict(cls, values: Mapping) -> DPOSettings:
@@ -251,6 +277,8 @@ class DPOResult:
         last = self.history.iloc[-1]
         origin = f"loaded from {self.folder}" if self.from_cache else "trained now"
         kept = f"kept step {self.kept_step} of {self.steps} trained ({self.planned_steps} planned)"
+        if self.settings.lora_rank is not None:
+            kept = f"LoRA rank {self.settings.lora_rank}, {kept}"
         return (
             f"DPOResult({self.base_name} -> {self.model.name}: {self.n_pairs} pairs, {kept}, in "
             f"{self.training_seconds:.0f} s (+{self.reference_seconds:.0f} s reference); last step loss "
@@ -341,6 +369,10 @@ def completion_log_probs(lm: LoadedModel, pairs: Sequence, settings: DPOSettings
     a DataFrame with float64 columns ``chosen`` and ``rejected``, one row per pair.
     """
     pairs = [truncate_pair(pair, lm.tokenizer, settings) for pair in preference_pairs(pairs)]
+    if trl.__version__.split(".")[:2] != TRL_RELEASE.split("."):
+        warnings.warn(f"completion_log_probs tokenises pairs as trl {TRL_RELEASE} does; trl {trl.__version__} may "
+                      "split prompt and continuation elsewhere, so these log-probs may differ from training's.",
+                      stacklevel=3)
     tokenized = [_tokenize_like_trl(lm.tokenizer, pair, _max_length(settings)) for pair in pairs]
     columns = []
     for which in (0, 1):  # chosen, then rejected
@@ -395,8 +427,13 @@ def validation_perplexity(policy: transformers.PreTrainedModel, windows: Sequenc
 
     ``policy`` must carry trl's fused LM head (``DPOTrainer`` adds it to the model it trains): the log-probs are
     computed in chunks, never as a full ``(tokens, vocabulary)`` logits matrix, which for Gemma 3's 262k-token
-    vocabulary would add 1 GiB per 1,024-token window to the peak of DPO training.
+    vocabulary would add 1 GiB per 1,024-token window to the peak of DPO training. Under a trl without that head
+    (``trl.trainer.utils.add_fused_lm_head``) the model's own loss gives the same value from the full logits.
     """
+    fused = hasattr(trl_trainer_utils, "add_fused_lm_head")
+    if not fused:
+        warnings.warn(f"trl {trl.__version__} has no fused LM head (trl {TRL_RELEASE} has): validation perplexity "
+                      "is computed from full logits, which raises DPO training's memory peak.", stacklevel=3)
     was_training = policy.training
     policy.eval()
     try:
@@ -404,9 +441,13 @@ def validation_perplexity(policy: transformers.PreTrainedModel, windows: Sequenc
         device = next(policy.parameters()).device
         for window in windows:
             ids = window.to(device)
-            output = policy(input_ids=ids, labels=ids, fused_lm_head=True)
-            nll += float(-output.log_probs.double().sum())
-            count += int(output.label_mask.sum())
+            if fused:
+                output = policy(input_ids=ids, labels=ids, fused_lm_head=True)
+                nll += float(-output.log_probs.double().sum())
+                count += int(output.label_mask.sum())
+            else:  # the loss is the mean NLL of every token after the first
+                nll += float(policy(input_ids=ids, labels=ids).loss) * (ids.shape[1] - 1)
+                count += ids.shape[1] - 1
     finally:
         policy.train(was_training)
     return math.exp(nll / count)
@@ -468,8 +509,69 @@ def _validation_frame(perplexities: Mapping[int, float]) -> pd.DataFrame:
     return frame
 
 
-def _trainable_copy(model: transformers.PreTrainedModel) -> transformers.PreTrainedModel:
-    """A fresh float32 module with ``model``'s weights, in train mode with gradients on.
+def _processes() -> int:
+    """How many processes train together: the world size a launcher (``accelerate launch``, ``torchrun``, MPI)
+    sets, read from the variables accelerate reads it from; 1 without a launcher."""
+    return get_int_from_env(["WORLD_SIZE", "PMI_SIZE", "OMPI_COMM_WORLD_SIZE", "MV2_COMM_WORLD_SIZE"], 1)
+
+
+def _batch_split(batch_size: int, processes: int) -> tuple[int, int]:
+    """``(pairs per forward pass in each process, gradient accumulation steps)`` such that an optimiser step takes
+    ``batch_size`` pairs: pairs per pass x ``processes`` x accumulation steps = ``batch_size``, with passes of at
+    most :data:`MICRO_BATCH_PAIRS` pairs. Raises ``ValueError`` when ``processes`` does not divide ``batch_size``.
+    """
+    if batch_size % processes:
+        raise ValueError(f"DPO's batch of {batch_size} pairs does not split over {processes} processes; launch a "
+                         f"number of processes that divides it, or set DPOSettings.batch_size to a multiple of "
+                         f"{processes}.")
+    per_process = batch_size // processes
+    micro_batch = math.gcd(per_process, MICRO_BATCH_PAIRS)
+    return micro_batch, per_process // micro_batch
+
+
+def _pairs_dataset(pairs: Sequence[PreferencePair], scratch: Path, process_index: int) -> datasets.Dataset:
+    """The pairs as a dataset held in a file of the main process's ``scratch`` folder (one file per process).
+
+    trl writes the precomputed reference log-probs beside the dataset's file and every process reads them from
+    there; for a dataset held in memory it picks a temporary folder of each process's own, where the other
+    processes find nothing. Call it once the trainer's config has set up the processes (it broadcasts the folder).
+    """
+    folder = [str(scratch)]
+    broadcast_object_list(folder, from_process=0)
+    path = Path(folder[0]) / f"pairs-{process_index}.arrow"
+    return datasets.Dataset.from_list([asdict(pair) for pair in pairs]).map(cache_file_name=str(path))
+
+
+def _lora_config(rank: int):
+    """peft's LoRA adapters of ``rank`` on every linear layer but the unembedding, scaled by alpha = 2 x rank (a
+    common choice), without dropout (the book's models train without it)."""
+    try:
+        import peft  # an optional extra: full fine-tuning, the default, runs without it
+    except ImportError as error:
+        raise ImportError("DPOSettings.lora_rank needs peft: pip install 'dpo-toxicity[lora]', or the pinned "
+                          "requirements.txt.") from error
+    return peft.LoraConfig(r=rank, lora_alpha=2 * rank, lora_dropout=0.0, target_modules="all-linear",
+                           task_type="CAUSAL_LM")
+
+
+def _gathered(policy: transformers.PreTrainedModel) -> transformers.PreTrainedModel:
+    """``policy`` with every weight whole in this process: ``policy`` itself, unless FSDP sharded it over the
+    processes (its parameters are then DTensors); then a new float32 module, on the CPU, holding the weights
+    gathered from every process. Under FSDP every process must call it (the gathering is collective).
+    """
+    if not any(isinstance(parameter, DTensor) for parameter in policy.parameters()):
+        return policy
+    weights = get_model_state_dict(policy, options=StateDictOptions(full_state_dict=True))
+    whole = AutoModelForCausalLM.from_config(copy.deepcopy(policy.config), dtype=torch.float32)
+    whole.load_state_dict(weights)
+    whole.generation_config = copy.deepcopy(policy.generation_config)
+    return whole
+
+
+def _trainable_copy(model: transformers.PreTrainedModel,
+                    device: torch.device | None = None) -> transformers.PreTrainedModel:
+    """A fresh float32 module with ``model``'s weights, in train mode with gradients on, on ``device`` (default:
+    ``model``'s).
 
     Built from the config and a state dict rather than ``copy.deepcopy``: nnsight replaces the ``forward`` of
     every module it wraps, and a deep copy would carry those wrappers into training.
@@ -477,7 +579,7 @@ def _trainable_copy(model: transformers.PreTrainedModel) -> transformers.PreTrai
     trainable = AutoModelForCausalLM.from_config(copy.deepcopy(model.config), dtype=torch.float32)
     trainable.load_state_dict(model.state_dict())
     trainable.generation_config = copy.deepcopy(model.generation_config)
-    return trainable.to(model.device).train().requires_grad_(True)
+    return trainable.to(device or model.device).train().requires_grad_(True)
 
 
 @contextlib.contextmanager
@@ -510,11 +612,12 @@ def _frozen(policy: transformers.PreTrainedModel, lm: LoadedModel, weights_hash:
     policy.__dict__.pop("forward", None)
     policy = policy.to(device=lm.device, dtype=lm.model.dtype).eval().requires_grad_(False)
     policy.generation_config.pad_token_id = lm.tokenizer.pad_token_id
+    lora = "" if settings.lora_rank is None else f"; LoRA rank {settings.lora_rank}, merged, not full fine-tuning"
     spec = replace(
         lm.spec,
         name=f"{lm.name}-dpo",
         description=f"{lm.spec.description}; DPO-trained by the book on {n_pairs} pairs "
-                    f"(beta {settings.beta}, {settings.optimizer} at {settings.learning_rate:g})",
+                    f"(beta {settings.beta}, {settings.optimizer} at {settings.learning_rate:g}{lora})",
     )
     return LoadedModel(spec, policy, lm.tokenizer, weights_hash, lm.device)
 
@@ -574,7 +677,12 @@ def _unembed_continuations_only():
     continuations took a step from 25.7 s to 17.0 s and the reference pass from 26 s to 20 s, with the same
     losses to five decimals (the log-probs are those of the positions scored either way).
     """
-    device_runs_triton = trl_trainer_utils._use_triton  # an AttributeError here means trl moved this switch
+    device_runs_triton = getattr(trl_trainer_utils, "_use_triton", None)
+    if device_runs_triton is None:
+        warnings.warn(f"trl {trl.__version__} has no trl.trainer.utils._use_triton (trl {TRL_RELEASE} has): DPO "
+                      "unembeds every position, as that trl chooses, which is slower on a CPU.", stacklevel=3)
+        yield
+        return
     trl_trainer_utils._use_triton = lambda device: True
     try:
         yield
@@ -603,16 +711,27 @@ def train_dpo(
     positions are unembedded (see :func:`_unembed_continuations_only`). With
     ``settings.max_perplexity_rise`` set, :class:`PerplexityBudget` may stop training early and the returned model
     holds the weights of its ``kept_step``.
-    Uses the CUDA device when ``lm`` lives on one, else the CPU in float32. ``progress`` shows progress bars
+    Uses the CUDA device when ``lm`` lives on one, with autocast to the card's native 16-bit type
+    (:func:`~dpo_toxicity.models.native_dtype`), else the CPU in float32. ``progress`` shows progress bars
     for the reference pass and the optimiser steps. trl seeds Python's, NumPy's and torch's global random
     generators with ``settings.seed``. Raises ``ValueError`` for bad pairs (see :func:`preference_pairs`).
+
+    Run in one process, or in every process of ``accelerate launch`` (each calling it alike): an optimiser step
+    takes ``settings.batch_size`` pairs in all, split over the processes (see :func:`_batch_split`), so the
+    steps are those of one process, round-off aside. Every process returns the same result.
     """
     pairs = [truncate_pair(pair, lm.tokenizer, settings) for pair in preference_pairs(pairs)]
     on_cuda = lm.device.type == "cuda"
-    policy = _trainable_copy(lm.model)
-    reference = None if settings.precompute_reference else _trainable_copy(lm.model).eval().requires_grad_(False)
-    dataset = datasets.Dataset.from_list([asdict(pair) for pair in pairs])
-    micro_batch = math.gcd(settings.batch_size, MICRO_BATCH_PAIRS)
+    processes = _processes()
+    # Launched, the copies start on the CPU: FSDP moves each process's shard of them to its GPU, which would
+    # otherwise hold whole float32 copies beside the 16-bit model first (DDP's trainer moves them whole).
+    copies_on = torch.device("cpu") if processes > 1 else lm.device
+    policy = _trainable_copy(lm.model, copies_on)
+    # Under LoRA the reference is the policy with its adapters off: no copy.
+    keep_copy = not settings.precompute_reference and settings.lora_rank is None
+    reference = _trainable_copy(lm.model, copies_on).eval().requires_grad_(False) if keep_copy else None
+    micro_batch, accumulation = _batch_split(settings.batch_size, processes)
+    autocast = native_dtype(lm.device)[0]  # float32 (no autocast) on the CPU
     with (tempfile.TemporaryDirectory(prefix="dpo-trainer-") as scratch, _quiet(progress),
           _unembed_continuations_only(), _weights_set_aside(lm.model, Path(scratch))):
         config = trl.DPOConfig(
@@ -621,7 +740,7 @@ def train_dpo(
             learning_rate=settings.learning_rate,
             optim=settings.optimizer,
             per_device_train_batch_size=micro_batch,
-            gradient_accumulation_steps=settings.batch_size // micro_batch,
+            gradient_accumulation_steps=accumulation,
             precompute_ref_batch_size=settings.batch_size,
             num_train_epochs=settings.epochs,
             lr_scheduler_type=settings.learning_rate_schedule,
@@ -631,19 +750,29 @@ def train_dpo(
             seed=settings.seed,
             precompute_ref_log_probs=settings.precompute_reference,
             # trl's defaults assume a GPU: bf16 (5 times slower on this CPU) and activation checkpointing.
-            bf16=on_cuda and torch.cuda.is_bf16_supported(),
+            bf16=autocast is torch.bfloat16,
+            fp16=autocast is torch.float16,
             use_cpu=not on_cuda,
             gradient_checkpointing=False,
             dataloader_pin_memory=on_cuda,
+            ddp_find_unused_parameters=False,  # every weight trained takes part in each step: skip DDP's search
             logging_steps=1,
             save_strategy="no",
             report_to="none",
         )
+        if config.world_size != processes:
+            raise RuntimeError(
+                f"The launcher started {processes} processes but trl's trainer runs in {config.world_size}, so a step "
+                f"would not take {settings.batch_size} pairs. On CPUs launch with `accelerate launch --multi_gpu "
+                f"--num_processes N` (gloo); FSDP needs GPUs."
+            )
+        dataset = _pairs_dataset(pairs, Path(scratch), config.process_index)
         start = time.perf_counter()
         # trl writes the pad token onto the tokenizer it is given: hand it a copy, not the book's tokenizer.
         trainer = trl.DPOTrainer(
             model=policy, ref_model=reference, args=config, train_dataset=dataset,
             processing_class=copy.deepcopy(lm.tokenizer),
+            peft_config=None if settings.lora_rank is None else _lora_config(settings.lora_rank),
         )
         reference_seconds = time.perf_counter() - start
         # transformers prints every step's log dictionary, with or without its progress bar.
@@ -662,7 +791,10 @@ def train_dpo(
             trainer.add_callback(budget)
         trainer.train()
         if budget is not None:
-            budget.restore(policy, trainer.state.global_step)
+            budget.restore(trainer.model, trainer.state.global_step)  # the policy, or its LoRA wrapper
+        if settings.lora_rank is not None:
+            policy = trainer.model.merge_and_unload()
+        policy = _gathered(policy)
         training_seconds = time.perf_counter() - start - reference_seconds
     history = _history(trainer.state.log_history)
     return DPOResult(
@@ -697,24 +829,36 @@ def dpo_model(
 
     The cache folder (:func:`dpo_folder`) holds the model (``save_pretrained``), its tokenizer and
     ``dpo.json`` (settings, sizes, timings, history, versions). It is written under a temporary name and
-    renamed when complete, so an interrupted run leaves nothing that looks finished. ``cache=False`` always
-    trains and writes nothing.
+    renamed when complete, so an interrupted run leaves nothing that looks finished; a folder that cannot be read
+    back (a truncated or hand-edited ``dpo.json`` or weights file) is reported by path and trained again
+    (:func:`~dpo_toxicity.result_cache.discard_unreadable`). ``cache=False`` always trains and writes nothing.
+    Under ``accelerate launch`` the main process writes the folder while the others wait.
     """
     if not cache:
         return train_dpo(lm, pairs, settings, progress)
     folder = dpo_folder(lm, pairs, settings)
     if (folder / RECORD_FILE).is_file():
-        with _quiet(progress):
-            return _load(lm, folder)
+        try:
+            with _quiet(progress):
+                return _load(lm, folder)
+        except Exception as error:  # a truncated or hand-edited record or weights file: train again
+            discard_unreadable(folder / RECORD_FILE, error)  # without its record the folder is unfinished
     result = train_dpo(lm, pairs, settings, progress)
-    with _quiet(progress):
-        _save(result, folder)
+    processes = PartialState()  # the trainer's: one process, or every process of a launch
+    if processes.is_main_process:
+        with _quiet(progress):
+            _save(result, folder)
+    processes.wait_for_everyone()
     result.folder = folder
     return result
 
 
 
 PAIRS_FILE = "pairs.jsonl"  # written by chapter 2 into the run's artefact folder
+# A run's switch to LoRA (DPOSettings.lora_rank), for a machine whose GPU cannot hold full fine-tuning: set in the
+# environment, so that a book build (`DPO_TOX_LORA_RANK=16 python -m dpo_toxicity.book ...`) and every chapter in
+# it pick it up alike.
+LORA_RANK_ENV = "DPO_TOX_LORA_RANK"
 HELDOUT_PAIRS_FILE = "heldout_pairs.jsonl"  # chapter 2's pairs on other prompts, which DPO never trains on
 
 
@@ -722,13 +866,18 @@ def settings_for(lm: LoadedModel, profile_name: str) -> DPOSettings:
     """The DPO settings of ``lm`` under profile ``profile_name``: the defaults, with a learning rate of the model's
     rate (its spec's where it names one, the registry in :mod:`~dpo_toxicity.models` holding the model-specific
     facts; else the default's) times the profile's ``dpo_rate_factor``, the profile's choice of a precomputed
-    reference (``precompute_dpo_reference``) and its stopping rule's cadence (``dpo_validation_every``). Raises
-    ``UnknownProfileError`` for an unknown profile."""
+    reference (``precompute_dpo_reference``) and its stopping rule's cadence (``dpo_validation_every``), and the
+    LoRA rank the environment variable :data:`LORA_RANK_ENV` names (unset: full fine-tuning). Raises
+    ``UnknownProfileError`` for an unknown profile and ``ValueError`` for a rank that is not a positive integer."""
     profile = run_profile(profile_name)
     model_rate = DPOSettings.learning_rate if lm.spec.dpo_learning_rate is None else lm.spec.dpo_learning_rate
+    rank = os.environ.get(LORA_RANK_ENV, "")
+    if rank and not (rank.isdigit() and int(rank) > 0):
+        raise ValueError(f"{LORA_RANK_ENV} must be a LoRA rank (a positive integer such as 16), or unset to fine-tune "
+                         f"every weight; got {rank!r}.")
     return DPOSettings(learning_rate=model_rate * profile.dpo_rate_factor,
                        precompute_reference=profile.precompute_dpo_reference,
-                       validation_every=profile.dpo_validation_every)
+                       validation_every=profile.dpo_validation_every, lora_rank=int(rank) if rank else None)
 
 
 def run_dpo_model(lm: LoadedModel, profile_name: str, pairs_model: str | None = None,

@@ -1,11 +1,11 @@
-"""Activation editing: the EMNLP version's tuning-free imitation of DPO (``paper-protocol.md`` §6).
+"""Activation editing: the EMNLP version's tuning-free imitation of DPO (``book/protocol.md``).
 
 From the pre-trained model alone, every neuron gets its cosine ``c_i`` with a *toxicity representation* ``r``
 (the probe, or the toxic token-embedding direction of :func:`toxic_embedding_direction`) and its mean
 activation ``m̄_i`` before DPO. Their signs split the neurons into TP (``c > 0, m̄ > 0``), TN (``c > 0, m̄ < 0``),
 AP (``c < 0, m̄ > 0``) and AN (``c < 0, m̄ < 0``). In each group a fraction ``β`` is selected, as the authors'
 code does it: in TP and AN the neurons with the *largest* ``|c|``, in AP and TN those with the *smallest*
-``|c|`` (§7.14 flags the second rule as possibly unintended). Selected TP and AN neurons are set to
+``|c|`` (item 14 of ``errata.md`` flags the second rule as possibly unintended). Selected TP and AN neurons are set to
 ``(1 − α) m̄``, selected AP and TN neurons to ``(1 + α) m̄``: in all four groups the write along ``r``,
 ``m_i (v_i · r̂)``, goes down. No weight changes.
 

@@ -1,6 +1,7 @@
 """The evaluation harness every chapter uses: toxicity, perplexity and F1, with or without an intervention.
 
-The paper's protocol (``paper-protocol.md`` §1.4), cleaned of the authors' code artefacts (§7):
+The paper's protocol (the book's protocol appendix, ``book/protocol.md``), cleaned of the authors' code
+artefacts (``errata.md``):
 
 * **Toxicity**: each challenge prompt is cut to its first 32 tokens, the model continues it greedily for 20
   tokens, and only the 20 generated tokens are decoded and scored (the authors' ``str.replace`` left prompt
@@ -123,7 +124,7 @@ def greedy_continuations(
 
 def authors_scored_texts(lm: LoadedModel, prompts: list[str], continuations: list[str],
                          prompt_tokens: int = PROMPT_TOKENS) -> list[str]:
-    """The strings the authors' code sent to the scorer (``paper-protocol.md`` §7.9): the decoded cut prompt plus
+    """The strings the authors' code sent to the scorer (item 9 of ``errata.md``): the decoded cut prompt plus
     the continuation, with the *full* prompt removed by ``str.replace``. When the prompt is longer than
     ``prompt_tokens`` the full prompt is not in the string, so the cut prompt stays and is scored too."""
     texts = []
@@ -334,7 +335,8 @@ def comparison_table(evaluations: list[Evaluation]) -> pd.DataFrame:
 
 def drop_table(evaluations: list[Evaluation], base: str = "base", reference: str = "DPO") -> pd.DataFrame:
     """:func:`comparison_table` plus each row's share of the ``reference`` row's toxicity drop from the ``base``
-    row (:func:`share_of_drop`, with its interval), all on the same prompts."""
+    row (:func:`share_of_drop`) and its 95 % interval's ends (``share low``, ``share high``), all on the same
+    prompts."""
     by_name = {evaluation.name: evaluation for evaluation in evaluations}
     missing = {base, reference} - set(by_name)
     if missing:
@@ -343,7 +345,7 @@ def drop_table(evaluations: list[Evaluation], base: str = "base", reference: str
     shares = [share_of_drop(by_name[base].toxicity, evaluation.toxicity, by_name[reference].toxicity)
               for evaluation in evaluations]
     table[f"share of {reference}'s drop"] = [share for share, _, _ in shares]
-    table["share 95% CI"] = [f"[{low:.2f}, {high:.2f}]" for _, low, high in shares]
+    table["share low"], table["share high"] = [low for _, low, _ in shares], [high for _, _, high in shares]
     return table
 
 

@@ -34,8 +34,11 @@ from pathlib import Path
 
 import pandas as pd
 
-from .paper_claims import CLAIMS, SECOND_MODEL_DOCUMENT, Claim
-from .verdicts import GENERATION, MEDIATION, NOT_TESTABLE, VERDICTS, Verdict, by_metric, combine
+from .paper_claims import CLAIMS, HEADLINES, SECOND_MODEL_DOCUMENT, Claim
+from .verdicts import (
+    GENERATION, MEDIATION, NOT_REPRODUCED, NOT_SPECIFIC, NOT_TESTABLE, PARTLY, REPRODUCED, VERDICTS, Verdict, by_metric,
+    combine,
+)
 
 RECORD = "application/papermill.record/text/plain"
 
@@ -229,6 +232,38 @@ def assess(claim: Claim, chapters: ExecutedChapters, second: bool = False) -> As
     return Assessment(values, verdict)
 
 
+class GluedValues(ExecutedChapters):
+    """The values one chapter has glued so far, held in memory as if read from its executed notebook: what a
+    running chapter hands the ledger to show the ledger's own verdict (:func:`chapter_verdict`)."""
+
+    def __init__(self, document: str, values: Mapping[str, object]):
+        self.folder, self.document, self._values = Path("."), document, dict(values)
+
+    def values(self, document: str) -> dict:
+        if document != self.document:
+            raise MissingChapterError(f"{document} is another chapter than {self.document}, which is running.")
+        return self._values
+
+
+def chapter_verdict(claim_id: str, document: str, values: Mapping[str, object], metric: str | None = None,
+                    second: bool = False) -> Verdict:
+    """The ledger's verdict of one claim on one model, from the ``values`` a chapter (``document``) has glued:
+    on one metric (``GENERATION`` or ``MEDIATION``) or, with ``metric=None``, on both as the ledger combines them.
+    The same reading and rules as :func:`ledger_table`, so a chapter never judges a claim its own way."""
+    claim = next((claim for claim in CLAIMS if claim.id == claim_id), None)
+    if claim is None:
+        raise KeyError(f"No claim {claim_id!r} in dpo_toxicity.paper_claims.CLAIMS.")
+    chapters = GluedValues(document, values)
+    if metric is None:
+        return assess(claim, chapters, second).verdict
+    if metric == GENERATION:
+        return _judged(claim.rule, *_read(claim, claim.locations(second), chapters))
+    if metric == MEDIATION and claim.mediation_rule is not None:
+        return _judged(claim.mediation_rule, *_read(claim, claim.mediation_locations(second), chapters))
+    raise ValueError(f"Claim {claim_id!r} has no {metric!r} metric; use {GENERATION!r}"
+                     + (f" or {MEDIATION!r}." if claim.mediation_rule else "."))
+
+
 def _shown(values: Mapping[str, float | str | None], names) -> str:
     if all(values[name] is None for name in names):
         return "—"
@@ -300,27 +335,109 @@ def ledger_table(folder: Path | str, model: str = "default model") -> pd.DataFra
     return pd.DataFrame(rows).set_index("id")
 
 
+COMPARED = "verdict elsewhere"  # with_compared_verdicts' column: the other run's verdict
+DIFFERS = "differs"
+
+
+def with_compared_verdicts(table: pd.DataFrame, other: pd.DataFrame, label: str) -> pd.DataFrame:
+    """``table`` with each claim's verdict in ``other`` (the ledger of another run, named ``label``, such as
+    ``"ci run"``) in a column ``verdict elsewhere`` (``"<label>: <verdict>"``) and a boolean column ``differs``.
+    A claim ``other`` lacks reads ``"<label>: not judged"`` and differs."""
+    elsewhere = other["verdict"].reindex(table.index)
+    return table.assign(**{COMPARED: [f"{label}: {'not judged' if pd.isna(verdict) else verdict}"
+                                      for verdict in elsewhere],
+                           DIFFERS: (elsewhere != table["verdict"]).to_numpy()})
+
+
+def _compact_html(rows: list[dict[str, str]]) -> str:
+    """Rows of ready HTML cells as a table whose cells are top-left aligned."""
+    rendered = pd.DataFrame(rows).to_html(escape=False, index=False, classes="claims-ledger", border=0)
+    top_left = 'style="text-align: left; vertical-align: top;"'
+    return rendered.replace('<tr style="text-align: right;">', f"<tr {top_left}>").replace("<td>", f"<td {top_left}>")
+
+
 def ledger_html(table: pd.DataFrame) -> str:
     """The ledger as a compact HTML table, three columns that stack the table's ten (the claim with the paper's
-    value and the chapter link; our values per model; the verdict with its reason, tolerance and null control),
-    text escaped and the ``chapter`` links kept clickable."""
+    value and the chapter link; our values per model; the verdict with its reason, tolerance and null control,
+    and another run's verdict where :func:`with_compared_verdicts` added it, flagged where it differs), text
+    escaped and the ``chapter`` links kept clickable."""
     ours = [column for column in table.columns if column.startswith("ours (")]
     rows = []
     for claim_id, row in table.iterrows():
         text = {column: html.escape(str(value)) for column, value in row.items() if column != "chapter"}
+        elsewhere = ""
+        if COMPARED in row:
+            flag = " <b>⚠ differs</b>" if row[DIFFERS] else ""
+            elsewhere = f"<br><i>{text[COMPARED]}</i>{flag}"
         rows.append({
             "claim": (f"<b>{html.escape(str(claim_id))}</b><br>{text['claim']}<br><i>paper</i>: {text['paper']}"
                       f"<br>{row['chapter']}"),
             "ours": "<br>".join(f"<i>{html.escape(column[6:-1])}</i>: {text[column]}" for column in ours),
-            "verdict": (f"<b>{text['verdict']}</b>: {text['why']}<br><i>tolerance</i>: {text['tolerance']}"
-                        f"<br><i>null control</i>: {text['null control']}"),
+            "verdict": (f"<b>{text['verdict']}</b>: {text['why']}{elsewhere}<br><i>tolerance</i>: "
+                        f"{text['tolerance']}<br><i>null control</i>: {text['null control']}"),
         })
-    rendered = pd.DataFrame(rows).to_html(escape=False, index=False, classes="claims-ledger", border=0)
-    top_left = 'style="text-align: left; vertical-align: top;"'
-    return rendered.replace('<tr style="text-align: right;">', f"<tr {top_left}>").replace("<td>", f"<td {top_left}>")
+    return _compact_html(rows)
 
 
 def verdict_counts(table: pd.DataFrame) -> dict[str, int]:
     """How many claims got each verdict, in the order of :data:`VERDICTS` (zeros included)."""
     counts = table["verdict"].value_counts()
     return {label: int(counts.get(label, 0)) for label in VERDICTS}
+
+
+# The glue keys under which the reading pages cite the verdict counts.
+COUNT_KEYS = {REPRODUCED: "claims_reproduced", PARTLY: "claims_partly", NOT_REPRODUCED: "claims_not_reproduced",
+              NOT_SPECIFIC: "claims_not_specific", NOT_TESTABLE: "claims_not_testable"}
+
+
+def count_values(table: pd.DataFrame) -> dict[str, int]:
+    """:func:`verdict_counts` under :data:`COUNT_KEYS`, and the number of claims as ``claims_total``."""
+    return {COUNT_KEYS[label]: count for label, count in verdict_counts(table).items()} | {"claims_total": len(table)}
+
+
+def headline_table(table: pd.DataFrame, folder: Path | str) -> pd.DataFrame:
+    """The paper's headline claims (:data:`~dpo_toxicity.paper_claims.HEADLINES`) at a glance: the claim, the
+    paper's value, the number that answers it on each model with its 95 % interval, and the ledger's verdict
+    from ``table`` (:func:`ledger_table` of the same ``folder``)."""
+    chapters = ExecutedChapters(Path(folder))
+    claims = {claim.id: claim for claim in CLAIMS}
+    ours = [column for column in table.columns if column.startswith("ours (")]
+    rows = []
+    for headline in HEADLINES:
+        claim = claims[headline.claim]
+        row = {"id": claim.id, "claim": claim.statement, "paper": f"{claim.source}: {claim.paper_text}",
+               "measure": headline.measure}
+        for column, second in zip(ours, (False, True)):
+            document, key, _ = claim.located(headline.key, headline.key, second)
+            if second and not claim.second_model:
+                row[column] = "not measured"
+                continue
+            try:
+                values = chapters.values(document)
+            except MissingChapterError:
+                values = {}
+            value = values.get(key)
+            if not isinstance(value, (int, float)) or isinstance(value, bool) or math.isnan(value):
+                row[column] = "missing"
+            elif headline.interval:
+                low, high = values.get(f"{key}_low", math.nan), values.get(f"{key}_high", math.nan)
+                row[column] = f"{value:.2f} [{low:.2f}, {high:.2f}]"
+            else:
+                row[column] = f"{value:.3g}"
+        row["verdict"] = table.loc[claim.id, "verdict"]
+        rows.append(row)
+    return pd.DataFrame(rows).set_index("id")
+
+
+def headline_html(headlines: pd.DataFrame) -> str:
+    """:func:`headline_table` as a compact HTML table: the claim with the paper's value, what our number
+    measures, our number per model and the verdict; text escaped."""
+    ours = [column for column in headlines.columns if column.startswith("ours (")]
+    rows = [{
+        "claim": (f"<b>{html.escape(str(claim_id))}</b><br>{html.escape(row['claim'])}<br><i>paper</i>: "
+                  f"{html.escape(row['paper'])}"),
+        "our number": html.escape(row["measure"]),
+        **{html.escape(column): html.escape(str(row[column])) for column in ours},
+        "verdict": f"<b>{html.escape(row['verdict'])}</b>",
+    } for claim_id, row in headlines.iterrows()]
+    return _compact_html(rows)

@@ -7,7 +7,9 @@ Three kinds of source sit behind one name space (:data:`MODELS`):
   safetensors folder under the cache, in a folder named by the GGUF file's sha256, so a new release of the
   weights never reuses a stale conversion and every later load takes about 3 s instead of 20-90 s.
 * **hub models** (the paper's ``gpt2-medium``, Llama-3.1-8B, Gemma-2-2B, Mistral-7B): loaded by name when a
-  network (or a local hub cache) is there; offline they fail with :class:`ModelUnavailableError`.
+  network (or a local hub cache) is there; offline they fail with :class:`ModelUnavailableError`. On a GPU they
+  load straight onto it (:func:`device_map_for`), sharded over every visible GPU when one has too little free memory,
+  in the 16-bit type the card computes natively (:func:`native_dtype`); :func:`model_dtype` says which and why.
 * **tiny random models** (``tiny-gpt2``, ``tiny-llama``, ...): a few-layer model of each family built from a
   config, with a byte-level BPE tokenizer trained on the spot, for tests. No file is read.
 
@@ -30,7 +32,7 @@ from typing import Callable
 
 import torch
 import transformers
-from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedTokenizerFast
+from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer, PreTrainedTokenizerFast
 
 from .architectures import architecture_of, decoder_layers, value_vectors
 from .paths import cache_dir
@@ -64,10 +66,13 @@ class GGUFPackage:
 
 @dataclass(frozen=True)
 class HubCheckpoint:
-    """A model loaded by its Hugging Face hub id (needs a network or a filled local hub cache)."""
+    """A model loaded by its Hugging Face hub id (needs a network or a filled local hub cache).
+
+    ``half_precision``: whether a GPU runs it in its native 16-bit type (:func:`native_dtype`) rather than float32.
+    """
 
     repo_id: str
-    gpu_dtype: torch.dtype = torch.bfloat16
+    half_precision: bool = True
 
 
 @dataclass(frozen=True)
@@ -178,8 +183,8 @@ MODELS: dict[str, ModelSpec] = {
             # A CI-profile trial at the default 3e-5 raised its perplexity twentyfold; 1e-5 is the EMNLP version's.
             dpo_learning_rate=1e-5,
         ),
-        ModelSpec("gpt2-medium", "GPT-2 medium (the paper's v1 model; hub)", HubCheckpoint("gpt2-medium", torch.float32),
-                  companion="google/gemma-2-2b"),
+        ModelSpec("gpt2-medium", "GPT-2 medium (the paper's v1 model; hub)",
+                  HubCheckpoint("gpt2-medium", half_precision=False), companion="google/gemma-2-2b"),
         ModelSpec("meta-llama/Llama-3.1-8B", "Llama-3.1-8B base (hub, gated)", HubCheckpoint("meta-llama/Llama-3.1-8B"),
                   companion="mistralai/Mistral-7B-v0.1"),
         ModelSpec("google/gemma-2-2b", "Gemma-2-2B base (hub, gated)", HubCheckpoint("google/gemma-2-2b"),
@@ -206,8 +211,42 @@ def model_spec(name: str) -> ModelSpec:
 
 
 def default_device() -> torch.device:
-    """CUDA when present (a user's GPU or Colab), else the CPU."""
-    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    """CUDA when present (a user's GPU or Colab), else the CPU. Under a launcher (``accelerate launch``, which sets
+    ``LOCAL_RANK``), each process's own GPU, so that processes do not all load onto the first one."""
+    if not torch.cuda.is_available():
+        return torch.device("cpu")
+    local_rank = os.environ.get("LOCAL_RANK")
+    return torch.device("cuda") if local_rank is None else torch.device("cuda", int(local_rank))
+
+
+def native_dtype(device: torch.device | str) -> tuple[torch.dtype, str]:
+    """The floating-point type ``device`` computes fastest, and why: float32 on a CPU; on CUDA bfloat16 from compute
+    capability 8.0 (Ampere) on, float16 below it (a T4 is 7.5).
+
+    ``torch.cuda.is_bf16_supported()`` is not the rule: it says True on older cards too, which emulate bfloat16
+    at a fraction of their float16 speed.
+    """
+    device = torch.device(device)
+    if device.type != "cuda":
+        return torch.float32, "float32 on the CPU, which computes bfloat16 several times slower"
+    major, minor = torch.cuda.get_device_capability(device)
+    if major >= 8:
+        return torch.bfloat16, f"bfloat16, which this GPU (compute capability {major}.{minor}) computes natively"
+    return torch.float16, (f"float16: this GPU (compute capability {major}.{minor}, below 8.0) computes bfloat16 "
+                           "only by emulation")
+
+
+def model_dtype(spec: ModelSpec, device: torch.device | str) -> tuple[torch.dtype, str]:
+    """The dtype :func:`load_model` gives ``spec`` on ``device``, and why: a hub checkpoint with ``half_precision``
+    in :func:`native_dtype`; every other model in float32."""
+    source = spec.source
+    if isinstance(source, HubCheckpoint) and source.half_precision:
+        return native_dtype(device)
+    if isinstance(source, HubCheckpoint):
+        return torch.float32, f"float32 on every device, as {spec.name} is registered (half_precision=False)"
+    if isinstance(source, GGUFPackage):
+        return torch.float32, "float32, the dtype the GGUF weights are dequantised to"
+    return torch.float32, "float32 (a tiny random test model)"
 
 
 def load_model(name: str = DEFAULT_MODEL, device: torch.device | str | None = None, seed: int = 0) -> LoadedModel:
@@ -225,7 +264,7 @@ def load_model(name: str = DEFAULT_MODEL, device: torch.device | str | None = No
         tokenizer = AutoTokenizer.from_pretrained(folder)
         weights_hash = folder.name.rsplit("-", 1)[-1]
     elif isinstance(source, HubCheckpoint):
-        model, tokenizer = _load_from_hub(source, device)
+        model, tokenizer = _load_from_hub(source, model_dtype(spec, device)[0], device)
         weights_hash = getattr(model.config, "_commit_hash", None) or source.repo_id
     else:
         tokenizer = tiny_tokenizer()
@@ -236,7 +275,8 @@ def load_model(name: str = DEFAULT_MODEL, device: torch.device | str | None = No
     _use_left_padding(tokenizer)
     model.generation_config.pad_token_id = tokenizer.pad_token_id
     model.eval().requires_grad_(False)
-    model.to(device)
+    if not isinstance(source, HubCheckpoint):  # a hub model is already where its device map put it
+        model.to(device)
     return LoadedModel(spec, model, tokenizer, weights_hash, device)
 
 
@@ -301,12 +341,45 @@ def _converted_gguf_folder(name: str, source: GGUFPackage) -> Path:
     return folder
 
 
-def _load_from_hub(source: HubCheckpoint, device: torch.device):
-    """Load a hub checkpoint, or explain that this machine cannot reach the hub."""
+# The rest of a GPU's free memory holds activations, KV caches and the batch (Profile.sized_for sizes batches to it).
+WEIGHT_SHARE_OF_FREE = 0.8
+
+
+def device_map_for(weight_bytes: int, device: torch.device) -> dict | str | None:
+    """Where ``from_pretrained`` puts a model of ``weight_bytes`` meant for ``device``.
+
+    ``None`` off CUDA (loaded on the CPU, as before device maps). On CUDA, the whole model on ``device`` when its
+    weights take at most :data:`WEIGHT_SHARE_OF_FREE` of the device's free memory, or when ``device`` is the only
+    GPU this process may use (one visible, or a launcher's process, which owns one); an out-of-memory error then
+    says it does not fit. Else ``"auto"``, which shards the layers over every visible GPU.
+    """
+    if device.type != "cuda":
+        return None
+    free_bytes, _ = torch.cuda.mem_get_info(device)
+    one_gpu = torch.cuda.device_count() == 1 or "LOCAL_RANK" in os.environ
+    if weight_bytes <= WEIGHT_SHARE_OF_FREE * free_bytes or one_gpu:
+        return {"": device}
+    return "auto"
+
+
+def _weight_bytes(config: transformers.PretrainedConfig, dtype: torch.dtype) -> int:
+    """Bytes of a model's weights in ``dtype``, counted on the meta device (nothing is allocated)."""
+    with torch.device("meta"):
+        skeleton = AutoModelForCausalLM.from_config(config)
+    return skeleton.num_parameters() * dtype.itemsize
+
+
+def _load_from_hub(source: HubCheckpoint, dtype: torch.dtype, device: torch.device):
+    """Load a hub checkpoint in ``dtype`` onto ``device`` (see :func:`device_map_for`), or explain that this machine
+    cannot reach the hub."""
     offline = os.environ.get("HF_HUB_OFFLINE", "0").lower() in {"1", "true", "yes"}
-    dtype = source.gpu_dtype if device.type == "cuda" else torch.float32
     try:
-        model = AutoModelForCausalLM.from_pretrained(source.repo_id, dtype=dtype, local_files_only=offline)
+        placement = None
+        if device.type == "cuda":
+            config = AutoConfig.from_pretrained(source.repo_id, local_files_only=offline)
+            placement = device_map_for(_weight_bytes(config, dtype), device)
+        model = AutoModelForCausalLM.from_pretrained(source.repo_id, dtype=dtype, device_map=placement,
+                                                     local_files_only=offline)
         tokenizer = AutoTokenizer.from_pretrained(source.repo_id, local_files_only=offline)
     except OSError as error:
         raise ModelUnavailableError(

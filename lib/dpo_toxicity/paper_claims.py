@@ -67,7 +67,8 @@ class Claim:
     text_keys: tuple[str, ...] = ()
     optional_keys: tuple[str, ...] = ()
 
-    def _located(self, key: str, second_key: str, second: bool) -> tuple[str, str, str]:
+    def located(self, key: str, second_key: str, second: bool) -> tuple[str, str, str]:
+        """``(document, glue key, name the rule sees)`` of ``key`` (``second_key`` on the second model)."""
         document, _, name = key.rpartition("::")
         if second:
             return SECOND_MODEL_DOCUMENT, second_key.rpartition("::")[2] + SECOND_SUFFIX, name
@@ -76,12 +77,12 @@ class Claim:
     def locations(self, second: bool = False) -> list[tuple[str, str, str]]:
         """``(document, glue key, name the rule sees)`` for every value ``rule`` needs, for one model."""
         second_keys = (self.second_keys or self.keys) + self.null_keys
-        return [self._located(key, second_key, second)
+        return [self.located(key, second_key, second)
                 for key, second_key in zip(self.keys + self.null_keys, second_keys, strict=True)]
 
     def mediation_locations(self, second: bool = False) -> list[tuple[str, str, str]]:
         """The same for every value ``mediation_rule`` needs (none without one)."""
-        return [self._located(key, key, second) for key in self.mediation_keys]
+        return [self.located(key, key, second) for key in self.mediation_keys]
 
 
 _SHARE_NULL = ("random unit directions in place of the probe (chapter 3): the z of the share the claim is about; "
@@ -524,6 +525,32 @@ CLAIMS: tuple[Claim, ...] = (
         mediation_tolerance=_MARGIN_TOLERANCE + "the share of DPO's margin shift that ×2 and ×5 undo, by the ×10 "
                             "claim's tolerance; both must agree",
     ),
+)
+
+
+
+@dataclass(frozen=True)
+class Headline:
+    """A headline claim as the introduction shows it: the claim, what our number is, and its glue key (its
+    interval under ``<key>_low`` and ``<key>_high`` where ``interval``)."""
+
+    claim: str
+    measure: str
+    key: str
+    interval: bool = True
+
+
+# The paper's headline claims, the number that answers each, in the order the introduction lists them.
+HEADLINES: tuple[Headline, ...] = (
+    Headline("ablation-falls-short", "share of DPO's margin shift the best ablation recovers",
+             "mediation_share_best_ablation"),
+    Headline("tp-share", "TP−'s share of the reduction along the probe", "share_tp", interval=False),
+    Headline("group-patching", "share of DPO's margin shift the four groups recover, patched token by token",
+             "mediation_share_all_groups_denoise"),
+    Headline("toxic-share-patching", "share the 256 most toxic neurons recover, patched token by token",
+             "mediation_share_toxic256_denoise"),
+    Headline("editing-beats-dpo", "toxicity of the best activation edit (DPO's beside it in the ledger)",
+             "tox_edit_best", interval=False),
 )
 
 

@@ -6,19 +6,23 @@ sits between them, sized for one Colab GPU (a T4, 16 GB) running ``gpt2-medium``
 hour. Every chapter takes the profile's name as a papermill parameter and reads its sizes from here, so the
 sizes of a run are stated in one place and printed in each chapter's provenance.
 
-A profile's ``batch_size`` is the batch on the CPU. On a GPU, :meth:`Profile.batch_size_for` scales it to
-the free memory and the model's width; chapters call it once, right after loading the model, and pass the
-result wherever they would pass ``settings.batch_size``::
+A profile's ``batch_size`` and ``generation_batch_size`` are the batches on the CPU. On a GPU,
+:meth:`Profile.sized_for` scales both to the free memory and the models' width; chapters call it once, right
+after loading their models, and use the sized profile from there on (off CUDA it is the profile itself)::
 
     lm = load_model(model)
-    batch_size = settings.batch_size_for(lm.device, lm.shape[2])
+    settings = settings.sized_for(lm)
 """
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
+from typing import TYPE_CHECKING
 
 import torch
+
+if TYPE_CHECKING:
+    from .models import LoadedModel
 
 # On CUDA a profile's batch size is taken to fit in this much free memory for a model of this residual width
 # (GPT-2-medium's); the batch grows with free memory and shrinks with width, as activations and KV caches do.
@@ -114,10 +118,31 @@ class Profile:
         device = torch.device(device)
         if device.type != "cuda":
             return self.batch_size
-        free_bytes, _ = torch.cuda.mem_get_info(device)
-        scaled = int(self.batch_size * (free_bytes / REFERENCE_FREE_BYTES) * (REFERENCE_WIDTH / width))
-        batch = max(1, min(MAX_GPU_BATCH, scaled))
-        return 1 << (batch.bit_length() - 1)
+        return _gpu_batch(self.batch_size, torch.cuda.mem_get_info(device)[0], width)
+
+    def sized_for(self, lm: LoadedModel, *others: LoadedModel) -> Profile:
+        """The profile with ``batch_size`` and ``generation_batch_size`` for ``lm`` and ``others`` (loaded models
+        on ``lm``'s device).
+
+        Off CUDA: the profile itself. On CUDA: both scaled as :meth:`batch_size_for` scales ``batch_size``, by the
+        device's free memory (read once, now: call it after every model of the run is loaded) and the widest
+        model's residual width. The name and every other size stay the profile's, so its artefacts are shared.
+        """
+        device = torch.device(lm.device)
+        if device.type != "cuda":
+            return self
+        free_bytes = torch.cuda.mem_get_info(device)[0]
+        width = max(model.shape[2] for model in (lm, *others))
+        return replace(self, batch_size=_gpu_batch(self.batch_size, free_bytes, width),
+                       generation_batch_size=_gpu_batch(self.generation_batch_size, free_bytes, width))
+
+
+def _gpu_batch(cpu_batch: int, free_bytes: int, width: int) -> int:
+    """``cpu_batch`` scaled by free memory and width (see :meth:`Profile.batch_size_for`): a power of two between 1
+    and :data:`MAX_GPU_BATCH`."""
+    scaled = int(cpu_batch * (free_bytes / REFERENCE_FREE_BYTES) * (REFERENCE_WIDTH / width))
+    batch = max(1, min(MAX_GPU_BATCH, scaled))
+    return 1 << (batch.bit_length() - 1)
 
 
 # The paper's activation-editing grid (v3 section 6).
@@ -127,40 +152,9 @@ PAPER_EDIT_BETAS = (0.5, 0.55, 0.6)
 # DPO's learning rate in the long profiles, relative to a model's CI-sized rate (see Profile.dpo_rate_factor).
 LONG_RUN_RATE_FACTOR = 1 / 3
 
-# The CI profile is sized for CI's 40 minutes on 2 cores. A fresh-clone `.ci/run` (install, tests, every chapter,
-# site check) took 2,656 s on this project's 2-core machine at the earlier sizes (400 + 150 probe comments per
-# class, 240 pairs of 24 tokens, a 32-prompt generator trial, 80 companion pairs), which CI ran in 2,453 s and
-# 2,811 s on two days: over the budget. At these sizes the same run took 2,336 s (chapter 2 702 s against 918,
-# chapter 5 912 against 1,014); chapter 2's DPO kept its effect on the 200 evaluation prompts (toxicity -29 % at
-# +5 % perplexity, against -30 % at +7 %) and the trial chose the same generator. The sizes: 300 + 100 probe
-# comments per class (features are paid once per model); 192 preference pairs of 20 tokens, the length the
-# evaluation generates, after a 16-prompt generator trial; one perplexity window per table row (a row's
-# perplexity only flags a broken model); the tables' claim-testing rows only (20 rows fewer across chapters 4
-# and 5); an editing sweep of the paper's largest alpha at its first beta (every clamp setting of the full grid
-# broke perplexity alike in a trial, and each costs an evaluation per model); the second model's DPO on the first
-# third of the pairs (its steps cost 2.5 times the default model's, for Gemma 3's 262k-token vocabulary; on all
-# 240 pairs its perplexity rose 41 %); 16 F1 paragraphs per table row (F1 there, like the one window, flags a
-# broken model); and generations of 100 sequences: a table row's 80 prompts in one call (96 in one call took 13.2 s
-# against 15.2 s in calls of 64 and 32 on SmolLM2; 192 is no faster) and the 200 attribution prompts in two.
-# Alternating on SmolLM2, two runs each, against 32 paragraphs and batches of 96: a table row took 13.2 s against
-# 19.2, the neuron statistics' mean activations 24.7 against 30.4, 192 greedy continuations 24.5 against 26.0.
-# A fresh-clone `.ci/run` with these sizes exited 0 in 2,346 s (install 167, tests 71, chapters 108, 732, 84, 258
-# and 894), but took 2,414 s on a later day (chapter 5 1,044 s) and 2,429 s on CI: at the budget, not under it.
-# Since then the stopping rule checks every 10 steps rather than 5 (a check took 26 s on Gemma 3; in those runs every
-# planned step stayed within the budget, at +5 % on SmolLM2 at step 24 and +0.7 % on Gemma 3 at step 8). Fewer
-# pairs were tried and rejected: with 144 pairs and the second model on the first 48 the run took 2,178 s, but DPO's
-# effect did not survive it. SmolLM2's toxicity fell 11 % on the 200 evaluation prompts (interval including zero)
-# against 29 %, and on a table row's 64 prompts it rose. Gemma 3's fell 14 % against 23 %, not distinguishable from
-# zero, and chapter 5 could judge neither model's patching. A learning rate 4/3 or 5/3 times higher recovered
-# SmolLM2 only to 19 % and 16 %. With the checks every 10 steps, a fresh-clone `.ci/run` exited 0 in 2,162 s
-# (install 135, tests 67, chapters 102, 582, 78, 246 and 918, site 17) with every result as before. The checks saved
-# 21 s on SmolLM2 and 38 s on Gemma 3, and the day's machine speed the rest: the unchanged generator trial took 65 s
-# against 82 and the preference pairs 143 against 171. A table row's 64 prompts are few: DPO's drop on them may not
-# be distinguishable from zero, and chapter 5 then says so.
-# The mediation (chapters 4 and 5) reads a teacher-forced margin, whose power does not need many items: with 48
-# challenge prompts and 16 held-out pairs the default model's all-groups denoising fraction read 57 % [49, 66], far
-# inside the +-15 points its claim needs, while the token-wise patching took 116 s on SmolLM2 and 256 s on Gemma 3;
-# 28 prompts and 8 pairs cost about half, and the CI run's own interval is glued in chapter 5.
+# Sized for CI's 40 minutes on 2 CPU cores (a fresh-clone `.ci/run`: install, tests, every chapter, site check)
+# while keeping DPO's drop and the mediation distinguishable from zero; bench/README.md records the runs and
+# trials behind each size.
 CI = Profile(
     name="ci", probe_train_per_class=300, probe_test_per_class=100, probe_max_tokens=64, batch_size=16,
     generation_batch_size=100, eval_prompts=200, perplexity_windows=8, f1_paragraphs=100,
@@ -170,45 +164,9 @@ CI = Profile(
     precompute_dpo_reference=True, dpo_validation_every=10, complete_tables=False,
     mediation_prompts=28, mediation_pairs=8, mediation_random_draws=2,
 )
-# The full profile: the paper's sizes for the probe, the pairs, DPO and the base-vs-DPO comparison (999 of the 1,199
-# challenge prompts, the other 200 held out for the mediation's behaviour items, all 298 WikiText-2 test windows, every F1 paragraph). Its tables (chapters 4 and 5, one
-# evaluation per row, 44 rows on the default model) take 400 prompts, 4 windows and 128 of the 253 F1
-# paragraphs per row, and chapter 2 compares its generators on 100 prompts, so that the default model comes under
-# 3 hours on 2 CPU cores, as the paper's sizes for every row would not (a row at all of them costs about 12
-# minutes, 9 of them perplexity). The cost is compute, not overhead: bench/benchmark.py's compute_ceiling
-# comparison ran a perplexity window's forward pass at 95 % of a large float32 matrix product's rate and greedy
-# generation at no less than 56 % of it, and generation already batches by prompt length, keeps a KV cache and
-# unembeds only the last position, so only fewer operations would fit the target.
-# Timed on SmolLM2 on 2 CPU cores, chapter by chapter (the book build records each executed chapter;
-# bench/full-smollm2-135m.timings.json keeps one uncached execution of each chapter, marked with the time it
-# finished). With generations in batches of 64: chapter 1 7.7 minutes; chapter 2 106.5, of which the generator
-# trial and the preference pairs 49.8, DPO 22.0 with the reference pass over all 2,000 pairs (13.5 since, with the
-# frozen reference copy, precompute_dpo_reference=False: the same 60 steps, losses and validation perplexities, kept
-# step 55 again) and base vs DPO 34.3 (the DPO model's half again 19.1 with the copy's model); chapter 3 6.0;
-# chapter 4 36.2 (21 rows at 87 s, then Figure 1a in 5.4). (Rows at 4 windows took 87 s against 89 at 8 in the
-# earlier execution, on another day; an alternating A/B had measured 84 s against 98, and chapter 1, unchanged, took
-# 9.9 minutes on the later day against 7.7: the machine's speed that day hid most of the gain.)
-# Generations now run 132 at a time, a table row's 400 toxicity and 128 F1 prompts in four calls: a row took 78.8 s
-# against 88.0 at 64 (bench full_table_row's row, alternating, two runs each). Chapter 5, executed so, took 122.2
-# minutes: SmolLM2's 23 rows 26.3 (9 patching rows at 76 s and 2 more rows, with F1; 12 edits at 62 s, without),
-# the second model the other 96. The default model thus takes about 2.9 hours (7.7 + 98.0 + 6.0 + 36.2 + 26.3
-# minutes): under the 3-hour target by a few minutes only, as the machine's speed varies by a tenth between days.
-# The second model (Gemma 3 270M) took, in that execution, 9.7 minutes for its probe (with the chapter's start),
-# 16.9 for its DPO model (25 steps and 6 checks, frozen reference copy), 10.8 for its neuron statistics and
-# 58.6 for its 25 table rows (patching rows at 147 s, edits at 131): 1.6 hours, the whole book about 4.5.
-# DPO stops on its validation-perplexity budget (dpo.PerplexityBudget). At the CI profile's learning rate, 3e-5, it
-# kept step 15 of 250 (120 of the 2,000 pairs): toxicity -27 % at +8 % perplexity on all prompts and windows
-# (without the rule, 250 steps: -52 % at +76 %). At a third of it, 1e-5 (v3's rate), it kept step 55 (440 pairs):
-# -31.5 % at +9.7 %, the run whose DPO section took 20 minutes (reference pass 10.9, 60 steps and 13 checks 9.1);
-# the timed run above kept step 55 again: -31.3 % at +9.9 %.
-# Gemma 3 270M on the same pairs at its spec's full 1e-5 read +5.6 % validation perplexity at step 5 and +18.8 % at
-# step 10, so it kept step 5 (40 pairs). At a third of it, on the ci profile's 240 pairs with a 240-step schedule
-# (8 passes, so its rate decays as slowly as over the full profile's 250 steps; pairs repeat only after step 30),
-# it read +1.9 % at step 15, +7.3 % at 25 and +11.5 % at 30, so it kept step 25 (200 pairs). The same run at 1e-5
-# read +1.4 % at step 5 and +11.4 % at 10: the same kept step as on the full pairs, but a lower rise, so at full
-# size it expected somewhat fewer than 25 steps. The full profile's run read +4.7 % at step 15, +7.8 % at 20 and
-# +11.6 % at 25, so it kept step 20 (160 pairs): on 400 prompts and 4 windows, toxicity 0.36 to 0.24 at
-# perplexity 36.1 to 39.6.
+# The paper's sizes for the probe, the pairs, DPO and the base-vs-DPO comparison (999 of the 1,199 challenge
+# prompts, the other 200 held out for the mediation), and smaller table rows so that the default model stays
+# under 3 hours on 2 CPU cores; bench/README.md records the timings and DPO runs behind them.
 FULL = Profile(
     name="full", probe_train_per_class=2000, probe_test_per_class=580, probe_max_tokens=128, batch_size=32,
     generation_batch_size=132, eval_prompts=999, perplexity_windows=None, f1_paragraphs=None,
@@ -216,12 +174,15 @@ FULL = Profile(
     table_eval_prompts=400, table_perplexity_windows=4, table_f1_paragraphs=128,
     edit_alphas=PAPER_EDIT_ALPHAS, edit_betas=PAPER_EDIT_BETAS, companion_pairs=None, dpo_rate_factor=LONG_RUN_RATE_FACTOR,
     precompute_dpo_reference=False, dpo_validation_every=5, complete_tables=True,
-    # WikiText-2 validation has 2,270 usable sentences: 170 are left after the 100 trial and 2,000 training prompts.
-    mediation_prompts=200, mediation_pairs=170, mediation_random_draws=20,
+    # The mediation's interval narrows as 1/sqrt(items): CI's 36 items read the four groups within +-8 points, and
+    # 128 items within about +-4, far inside the +-15 its claims need. Each batch costs 2 passes, 2 per named set
+    # and 1 per random set (bench stage token_patching), so items and draws are what the run's time buys.
+    mediation_prompts=96, mediation_pairs=32, mediation_random_draws=10,
 )
 
-# All 1,199 prompts for the main evaluations, a few hundred for each table row, 1,000 preference pairs;
-# 580 held-out comments per class (the test pools hold 584 labelled toxic).
+# Sized for one Colab T4 (16 GB) running gpt2-medium in about an hour: 999 of the 1,199 challenge prompts for the
+# main evaluations, a few hundred for each table row, 1,000 preference pairs; 580 held-out comments per class
+# (the test pools hold 584 labelled toxic).
 COLAB = Profile(
     name="colab", probe_train_per_class=2000, probe_test_per_class=580, probe_max_tokens=128, batch_size=32,
     generation_batch_size=64, eval_prompts=999, perplexity_windows=None, f1_paragraphs=None,

@@ -1,9 +1,9 @@
 """Provenance of a chapter run: what produced its numbers.
 
 A chapter starts a :class:`RunRecord` in its first cell and shows it in its last one. The record names the
-git commit, the model and a hash of its weights, the data files (sha256 prefixes), the profile and its sizes,
-the hardware, the wall time, the peak resident memory of the kernel and the versions of the packages that
-compute the results. Nothing in it is typed by hand.
+git commit, the model, a hash of its weights and the dtype it computes in (and why), the data files (sha256
+prefixes), the profile and its sizes, the hardware, the wall time, the peak resident memory of the kernel and
+the versions of the packages that compute the results. Nothing in it is typed by hand.
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 import pandas as pd
 import torch
 
-from .models import LoadedModel
+from .models import LoadedModel, model_dtype
 from .paths import data_root, project_root
 from .profiles import Profile
 
@@ -83,9 +83,12 @@ class RunRecord:
             ("git commit", git_commit()),
             ("model", f"{self.lm.name}: {self.lm.spec.description}"),
             ("weights hash", self.lm.weights_hash),
+            ("dtype", model_dtype(self.lm.spec, self.lm.device)[1]),
         ]
         for other in self.other_models:
-            rows += [(f"model {other.name}", other.spec.description), (f"weights hash {other.name}", other.weights_hash)]
+            rows += [(f"model {other.name}", other.spec.description),
+                     (f"weights hash {other.name}", other.weights_hash),
+                     (f"dtype {other.name}", model_dtype(other.spec, other.device)[1])]
         rows += [
             ("profile", self.profile.name),
             ("profile sizes", ", ".join(f"{k}={v}" for k, v in self.profile.sizes().items() if k != "name")),

@@ -4,7 +4,8 @@ The ``full`` profile's chapters run for hours on a CPU. Each of their long stage
 generator's rejected continuations, the preference pairs) is saved the moment it finishes, under a key that
 hashes its inputs and the source of the modules that compute it. A re-run, after an interruption or in a later
 chapter, reads finished stages back; a changed input or a changed line of those modules gives a new key, so a
-stale result is never served. Files are written atomically: an interrupted write leaves nothing behind.
+stale result is never served. Files are written atomically: an interrupted write leaves nothing behind; a file
+that cannot be read back (truncated, or edited by hand) is reported by path, deleted and computed again.
 
 Example::
 
@@ -16,8 +17,10 @@ Example::
 
 from __future__ import annotations
 
+import ast
 import hashlib
 import json
+import warnings
 from collections.abc import Callable
 from dataclasses import fields, is_dataclass
 from functools import lru_cache
@@ -33,12 +36,33 @@ from .paths import written_atomically
 Result = TypeVar("Result")
 
 
+def _without_docstrings(tree: ast.AST) -> ast.AST:
+    for node in ast.walk(tree):
+        body = getattr(node, "body", None)
+        if (isinstance(node, (ast.Module, ast.ClassDef, ast.FunctionDef, ast.AsyncFunctionDef)) and body
+                and isinstance(body[0], ast.Expr) and isinstance(body[0].value, ast.Constant)
+                and isinstance(body[0].value.value, str)):
+            node.body = body[1:] or [ast.Pass()]
+    return tree
+
+
+def code_hash(source: str) -> str:
+    """Short sha256 of Python ``source`` as its syntax tree without docstrings and comments, so that rewording
+    them changes nothing; of the text itself where it does not parse (an IPython magic, say)."""
+    try:
+        text = ast.dump(_without_docstrings(ast.parse(source)))
+    except SyntaxError:
+        text = source
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
 @lru_cache(maxsize=None)
 def source_hash(*modules: str) -> str:
-    """Hex digest of the source of this package's ``modules`` (file names such as ``"evaluation.py"``)."""
+    """Hex digest of the code of this package's ``modules`` (file names such as ``"evaluation.py"``), by
+    :func:`code_hash`: a reworded docstring or comment keeps every cached result."""
     digest = hashlib.sha256()
     for module in modules:
-        digest.update((Path(__file__).parent / module).read_bytes())
+        digest.update(code_hash((Path(__file__).parent / module).read_text(encoding="utf-8")).encode())
     return digest.hexdigest()
 
 
@@ -80,18 +104,33 @@ def _feed(hasher, value) -> None:
         raise TypeError(f"Cannot hash a {type(value).__name__} for a cache key; pass its defining values instead.")
 
 
+def discard_unreadable(path: Path, error: Exception) -> None:
+    """Warn that the saved result at ``path`` cannot be read (``error``) and delete it, so that it is computed again.
+
+    Any error of a load counts: a truncated or hand-edited file breaks each reader (JSON, NumPy, torch, pandas)
+    differently, and computing the result again is always safe where failing in the middle of a chapter is not.
+    """
+    warnings.warn(f"The saved result {path} cannot be read ({type(error).__name__}: {error}); it is deleted and "
+                  "computed again.", stacklevel=3)
+    Path(path).unlink(missing_ok=True)
+
+
 def cached(folder: Path | None, parts: dict, compute: Callable[[], Result], save: Callable[[Result, Path], None],
            load: Callable[[Path], Result], code: tuple[str, ...] = (), suffix: str = ".json") -> Result:
     """``compute()``, or the result saved under the key of ``parts`` and the source of the ``code`` modules.
 
     With ``folder=None`` nothing is read or written. ``save(result, path)`` must write ``path`` whole;
-    it is given a temporary path that becomes the real one only when it returns.
+    it is given a temporary path that becomes the real one only when it returns. A saved result that ``load``
+    cannot read is computed again, with a warning naming its file (:func:`discard_unreadable`).
     """
     if folder is None:
         return compute()
     path = Path(folder) / f"{digest({'parts': parts, 'code': source_hash(*code)})[:32]}{suffix}"
     if path.is_file():
-        return load(path)
+        try:
+            return load(path)
+        except Exception as error:
+            discard_unreadable(path, error)
     result = compute()
     with written_atomically(path) as partial:
         save(result, partial)
