@@ -38,9 +38,15 @@ table = ledger_table(Path("book"), model=model)
 headlines = headline_table(table, Path("book"))
 glued.many(count_values(table))
 by_verdict = {label: list(headlines.index[headlines["verdict"] == label]) for label in headlines["verdict"].unique()}
-glued("headline_summary", f"On the {profile} run, of the {len(headlines)} headline claims " + "; ".join(
-    f"{len(claims)} {'is' if len(claims) == 1 else 'are'} {label} ({' / '.join(claims)})"
-    for label, claims in by_verdict.items()) + ".")
+glued(
+    "headline_summary",
+    f"On the {profile} run, of the {len(headlines)} headline claims "
+    + "; ".join(
+        f"{len(claims)} {'is' if len(claims) == 1 else 'are'} {label} ({' / '.join(claims)})"
+        for label, claims in by_verdict.items()
+    )
+    + ".",
+)
 HTML(headline_html(headlines))
 
 # %% [markdown]

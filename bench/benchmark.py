@@ -94,13 +94,22 @@ from dpo_toxicity.attribution import NeuronActivations, mean_neuron_activations,
 from dpo_toxicity import dpo
 from dpo_toxicity.dpo import DPOResult, DPOSettings, train_dpo
 from dpo_toxicity.evaluation import (
-    NEW_TOKENS, PERPLEXITY_WINDOW, PROMPT_TOKENS, evaluation_suite, greedy_continuations, perplexity,
+    NEW_TOKENS,
+    PERPLEXITY_WINDOW,
+    PROMPT_TOKENS,
+    evaluation_suite,
+    greedy_continuations,
+    perplexity,
 )
 from dpo_toxicity.interventions import SetNeurons
 from dpo_toxicity.mediation import MarginItems, margins, patching_margins
 from dpo_toxicity.models import DEFAULT_MODEL, MODELS, LoadedModel, load_model
 from dpo_toxicity.pairs import (
-    PreferencePair, SteeringDirections, candidate_generators, chosen_continuations, contrastive_direction,
+    PreferencePair,
+    SteeringDirections,
+    candidate_generators,
+    chosen_continuations,
+    contrastive_direction,
     rejected_continuations,
 )
 from dpo_toxicity.probe import train_probe
@@ -143,8 +152,14 @@ class Sizes:
     generation_batch_size: int = 64
 
     SCALED: ClassVar[tuple[str, ...]] = (
-        "probe_comments", "pair_prompts", "dpo_pairs", "eval_prompts", "perplexity_windows", "statistics_prompts",
-        "comparison_prompts", "margin_items",
+        "probe_comments",
+        "pair_prompts",
+        "dpo_pairs",
+        "eval_prompts",
+        "perplexity_windows",
+        "statistics_prompts",
+        "comparison_prompts",
+        "margin_items",
     )
 
     def scaled(self, factor: int) -> Sizes:
@@ -218,8 +233,10 @@ def pair_generation(lm: LoadedModel, sizes: Sizes, workdir: Path) -> Measured:
     probe = train_probe(features, comments.label.to_numpy(), lm.name, lm.weights_hash)
     prompts = data.seeded_subset(data.wikitext2_validation_sentences(), sizes.pair_prompts, seed=2)
     generator = next(
-        candidate for candidate in candidate_generators(lm.shape[0], sizes.pair_new_tokens, sizes.generator_samples)
-        if candidate.push == "contrastive" and candidate.samples == sizes.generator_samples
+        candidate
+        for candidate in candidate_generators(lm.shape[0], sizes.pair_new_tokens, sizes.generator_samples)
+        if candidate.push == "contrastive"
+        and candidate.samples == sizes.generator_samples
         and candidate.steer_strength == sizes.steer_strength
     )
     with Stopwatch() as watch:
@@ -239,8 +256,9 @@ def synthetic_pairs(sizes: Sizes) -> list[PreferencePair]:
     sentences = data.seeded_subset(data.wikitext2_validation_sentences(), 2 * sizes.dpo_pairs, seed=4)
     comments = data.balanced_sample(data.jigsaw("train"), sizes.dpo_pairs, seed=5)
     toxic = comments[comments.label == 1].text.tolist()
-    return [PreferencePair(sentences[2 * i], " " + sentences[2 * i + 1], " " + toxic[i])
-            for i in range(sizes.dpo_pairs)]
+    return [
+        PreferencePair(sentences[2 * i], " " + sentences[2 * i + 1], " " + toxic[i]) for i in range(sizes.dpo_pairs)
+    ]
 
 
 def dpo_step(lm: LoadedModel, sizes: Sizes, workdir: Path) -> Measured:
@@ -249,7 +267,9 @@ def dpo_step(lm: LoadedModel, sizes: Sizes, workdir: Path) -> Measured:
     pairs = synthetic_pairs(sizes)
     result = train_dpo(lm, pairs, DPOSettings(batch_size=sizes.dpo_batch, max_perplexity_rise=None), progress=True)
     return Measured(
-        result.training_seconds, result.steps, "optimiser steps",
+        result.training_seconds,
+        result.steps,
+        "optimiser steps",
         {"pairs": len(pairs), "batch_size": sizes.dpo_batch, "reference_seconds": result.reference_seconds},
     )
 
@@ -277,8 +297,9 @@ def neuron_statistics(lm: LoadedModel, sizes: Sizes, workdir: Path) -> Measured:
     """
     prompts = data.seeded_subset(data.challenge_prompts(), sizes.statistics_prompts, seed=0)
     with Stopwatch() as watch:
-        activations = mean_neuron_activations(lm, prompts, batch_size=sizes.generation_batch_size,
-                                              progress="activations")
+        activations = mean_neuron_activations(
+            lm, prompts, batch_size=sizes.generation_batch_size, progress="activations"
+        )
         values = all_value_vectors(lm.model)
         neuron_table(activations, activations, values, values, random_direction(lm))
     activations.save(workdir / ACTIVATIONS_FILE)
@@ -290,8 +311,9 @@ def patched_evaluation(lm: LoadedModel, sizes: Sizes, workdir: Path) -> Measured
     prompts = data.seeded_subset(data.challenge_prompts(), sizes.eval_prompts, seed=0)
     intervention = SetNeurons(patched_neurons(lm, sizes.patched_neurons))
     with Stopwatch() as watch:
-        greedy_continuations(lm, prompts, intervention, batch_size=sizes.generation_batch_size,
-                             progress="patched generate")
+        greedy_continuations(
+            lm, prompts, intervention, batch_size=sizes.generation_batch_size, progress="patched generate"
+        )
     return Measured(watch.seconds, len(prompts), "prompts", {"neurons": len(intervention)})
 
 
@@ -301,8 +323,12 @@ def full_table_row(lm: LoadedModel, sizes: Sizes, workdir: Path) -> Measured:
     intervention = SetNeurons(patched_neurons(lm, sizes.patched_neurons))
     with Stopwatch() as watch:
         suite.evaluate(lm, "full table row", intervention, progress=False)
-    details = {"toxicity_prompts": len(suite.toxicity_prompts), "f1_paragraphs": len(suite.f1_paragraphs),
-               "perplexity_windows": suite.perplexity_windows, "neurons": len(intervention)}
+    details = {
+        "toxicity_prompts": len(suite.toxicity_prompts),
+        "f1_paragraphs": len(suite.f1_paragraphs),
+        "perplexity_windows": suite.perplexity_windows,
+        "neurons": len(intervention),
+    }
     return Measured(watch.seconds, 1, "rows", details)
 
 
@@ -311,20 +337,30 @@ def token_patching(lm: LoadedModel, sizes: Sizes, workdir: Path) -> Measured:
     prompts = data.seeded_subset(data.challenge_prompts(), sizes.margin_items, seed=0)
     rng = np.random.default_rng(0)
     vocabulary = len(lm.tokenizer)
-    items = MarginItems("bench", tuple(tuple(ids) for ids in lm.tokenizer(prompts, truncation=True, max_length=32)
-                                       .input_ids),
-                        *(tuple(tuple(rng.integers(100, vocabulary, 20).tolist()) for _ in prompts) for _ in range(2)))
+    items = MarginItems(
+        "bench",
+        tuple(tuple(ids) for ids in lm.tokenizer(prompts, truncation=True, max_length=32).input_ids),
+        *(tuple(tuple(rng.integers(100, vocabulary, 20).tolist()) for _ in prompts) for _ in range(2)),
+    )
     n_layers, d_mlp, _ = lm.shape
-    half = pd.DataFrame({"layer": np.repeat(np.arange(n_layers), d_mlp // 2),
-                         "neuron": np.tile(np.arange(0, d_mlp, 2), n_layers)})
+    half = pd.DataFrame(
+        {"layer": np.repeat(np.arange(n_layers), d_mlp // 2), "neuron": np.tile(np.arange(0, d_mlp, 2), n_layers)}
+    )
     with Stopwatch() as unpatched:
         margins(lm, items, batch_size=sizes.batch_size)
     with Stopwatch() as patched:  # 2 capture passes and 2 patched passes
         patching_margins(lm, lm, items, {"half": half}, batch_size=sizes.batch_size)
     passes = 5
-    return Measured(unpatched.seconds + patched.seconds, len(items) * passes, "item-passes",
-                    {"unpatched_pass_seconds": unpatched.seconds, "capture_and_patch_seconds": patched.seconds,
-                     "patched_neurons": len(half)})
+    return Measured(
+        unpatched.seconds + patched.seconds,
+        len(items) * passes,
+        "item-passes",
+        {
+            "unpatched_pass_seconds": unpatched.seconds,
+            "capture_and_patch_seconds": patched.seconds,
+            "patched_neurons": len(half),
+        },
+    )
 
 
 # Comparison a: nnsight against a plain PyTorch hook.
@@ -356,10 +392,13 @@ def plain_greedy(lm: LoadedModel, prompts: list[str]) -> list[list[int]]:
     encoding = encode(lm, prompts, PROMPT_TOKENS)
     with torch.inference_mode():
         generated = lm.model.generate(
-            **encoding, max_new_tokens=NEW_TOKENS, min_new_tokens=NEW_TOKENS, do_sample=False,
+            **encoding,
+            max_new_tokens=NEW_TOKENS,
+            min_new_tokens=NEW_TOKENS,
+            do_sample=False,
             pad_token_id=lm.tokenizer.pad_token_id,
         )
-    return generated[:, encoding["input_ids"].shape[1]:].tolist()
+    return generated[:, encoding["input_ids"].shape[1] :].tolist()
 
 
 def nnsight_vs_hook(lm: LoadedModel, sizes: Sizes, workdir: Path) -> Measured:
@@ -380,8 +419,9 @@ def nnsight_vs_hook(lm: LoadedModel, sizes: Sizes, workdir: Path) -> Measured:
         "plain_generate": lambda: plain_greedy(plain_lm, prompts),
         "plain_generate_hook": plain_hooked,
         "nnsight_generate": lambda: greedy_continuations(lm, prompts, batch_size=len(prompts)),
-        "nnsight_generate_set_neurons":
-            lambda: greedy_continuations(lm, prompts, intervention, batch_size=len(prompts)),
+        "nnsight_generate_set_neurons": lambda: greedy_continuations(
+            lm, prompts, intervention, batch_size=len(prompts)
+        ),
     }
     tokens = {name: run() for name, run in runs.items()}  # warm-up
     times = {name: [] for name in runs}
@@ -410,8 +450,9 @@ def nnsight_vs_hook(lm: LoadedModel, sizes: Sizes, workdir: Path) -> Measured:
 # Comparison b: the vectorised neuron table against a loop over neurons.
 
 
-def looped_projections(activations: NeuronActivations, values: torch.Tensor, unit: torch.Tensor,
-                       count: int) -> np.ndarray:
+def looped_projections(
+    activations: NeuronActivations, values: torch.Tensor, unit: torch.Tensor, count: int
+) -> np.ndarray:
     """``P_i = m̄_i (v_i · ŵ)`` for the first ``count`` neurons (layer-major order), one neuron at a time."""
     d_mlp = values.shape[1]
     projections = np.empty(count)
@@ -465,8 +506,9 @@ def greedy_batch(lm: LoadedModel, sizes: Sizes, workdir: Path) -> Measured:
         "prompts": len(prompts),
         "median_seconds_by_batch": {str(batch): value for batch, value in seconds.items()},
         "small_vs_large_batch": seconds[small] / seconds[large],
-        "share_of_prompts_with_identical_tokens":
-            float(np.mean([a == b for a, b in zip(tokens[small], tokens[large])])),
+        "share_of_prompts_with_identical_tokens": float(
+            np.mean([a == b for a, b in zip(tokens[small], tokens[large])])
+        ),
     }
     return Measured(seconds[large], len(prompts), "prompts", details)
 
@@ -480,8 +522,9 @@ def compared_dpo_runs(results: dict[str, DPOResult]) -> dict:
         "seconds_per_step": {name: result.training_seconds / result.steps for name, result in results.items()},
         "reference_seconds": {name: result.reference_seconds for name, result in results.items()},
         "losses": {name: result.history["loss"].tolist() for name, result in results.items()},
-        "same_losses": all(bool(np.allclose(other.history["loss"], first.history["loss"], atol=1e-4))
-                           for other in others),
+        "same_losses": all(
+            bool(np.allclose(other.history["loss"], first.history["loss"], atol=1e-4)) for other in others
+        ),
     }
 
 
@@ -501,8 +544,9 @@ def dpo_unembedding(lm: LoadedModel, sizes: Sizes, workdir: Path) -> Measured:
     details = compared_dpo_runs(results)
     per_step = details["seconds_per_step"]
     details["every_position_vs_continuations_only"] = per_step["every_position"] / per_step["continuations_only"]
-    return Measured(results["continuations_only"].training_seconds, results["continuations_only"].steps,
-                    "optimiser steps", details)
+    return Measured(
+        results["continuations_only"].training_seconds, results["continuations_only"].steps, "optimiser steps", details
+    )
 
 
 # Comparison e: DPO's reference log-probs precomputed for every pair against a frozen reference copy per step.
@@ -516,8 +560,10 @@ def dpo_reference(lm: LoadedModel, sizes: Sizes, workdir: Path) -> Measured:
     Both runs' losses must agree."""
     pairs = synthetic_pairs(sizes)
     settings = DPOSettings(batch_size=sizes.dpo_batch, max_perplexity_rise=None)
-    results = {"precomputed": train_dpo(lm, pairs, settings),
-               "frozen_copy": train_dpo(lm, pairs, replace(settings, precompute_reference=False))}
+    results = {
+        "precomputed": train_dpo(lm, pairs, settings),
+        "frozen_copy": train_dpo(lm, pairs, replace(settings, precompute_reference=False)),
+    }
     details = compared_dpo_runs(results)
     per_step = details["seconds_per_step"]
     pass_per_pair = results["precomputed"].reference_seconds / len(pairs)
@@ -525,11 +571,11 @@ def dpo_reference(lm: LoadedModel, sizes: Sizes, workdir: Path) -> Measured:
     details |= {
         "precomputed_pass_seconds_per_pair": pass_per_pair,
         "frozen_copy_vs_precomputed_step": per_step["frozen_copy"] / per_step["precomputed"],
-        "break_even_share_of_steps": pass_per_pair * sizes.dpo_batch / extra_per_step if extra_per_step > 0
-                                     else float("inf"),
+        "break_even_share_of_steps": pass_per_pair * sizes.dpo_batch / extra_per_step
+        if extra_per_step > 0
+        else float("inf"),
     }
-    return Measured(results["frozen_copy"].training_seconds, results["frozen_copy"].steps, "optimiser steps",
-                    details)
+    return Measured(results["frozen_copy"].training_seconds, results["frozen_copy"].steps, "optimiser steps", details)
 
 
 # Comparison f: a perplexity window's forward pass and a batch of generation against the machine's matmul rate.
@@ -583,14 +629,18 @@ def compute_ceiling(lm: LoadedModel, sizes: Sizes, workdir: Path) -> Measured:
     rates = {
         "square_matmul": 2.0 * CEILING_MATRIX**3 / matmul_seconds,
         "plain_forward": window_flops(lm, window) / forward_seconds,
-        "greedy_generation_lower_bound":
-            generation_flops(lm, len(prompts), padded_prompt, NEW_TOKENS) / generation_seconds,
+        "greedy_generation_lower_bound": generation_flops(lm, len(prompts), padded_prompt, NEW_TOKENS)
+        / generation_seconds,
     }
     details = {
         "window_tokens": window,
         "generation": {"prompts": len(prompts), "padded_prompt_tokens": padded_prompt, "new_tokens": NEW_TOKENS},
-        "median_seconds": {"square_matmul": matmul_seconds, "plain_forward": forward_seconds,
-                           "perplexity_one_window": perplexity_seconds, "greedy_generation": generation_seconds},
+        "median_seconds": {
+            "square_matmul": matmul_seconds,
+            "plain_forward": forward_seconds,
+            "perplexity_one_window": perplexity_seconds,
+            "greedy_generation": generation_seconds,
+        },
         "gflops_per_second": {name: rate / 1e9 for name, rate in rates.items()},
         "forward_vs_matmul_rate": rates["plain_forward"] / rates["square_matmul"],
         "generation_vs_matmul_rate_lower_bound": rates["greedy_generation_lower_bound"] / rates["square_matmul"],
@@ -641,8 +691,20 @@ def run_stage(stage: Stage, model: str, sizes: Sizes, workdir: Path) -> None:
 def stage_in_subprocess(stage: Stage, model: str, scale: int, workdir: Path) -> dict:
     """Run ``stage`` in a fresh Python process (this script with ``--stage``, at this process's torch thread
     count) and return its record."""
-    command = [sys.executable, str(Path(__file__).resolve()), "--stage", stage.name, "--model", model,
-               "--scale", str(scale), "--workdir", str(workdir), "--threads", str(torch.get_num_threads())]
+    command = [
+        sys.executable,
+        str(Path(__file__).resolve()),
+        "--stage",
+        stage.name,
+        "--model",
+        model,
+        "--scale",
+        str(scale),
+        "--workdir",
+        str(workdir),
+        "--threads",
+        str(torch.get_num_threads()),
+    ]
     subprocess.run(command, check=True)
     return json.loads((workdir / f"{stage.name}.json").read_text())
 
@@ -671,8 +733,10 @@ def summary(report: dict) -> str:
     """A short table of the stages, the comparisons and the targets."""
     lines = [f"{'stage':<24}{'seconds':>9}{'peak GiB':>10}{'items':>7}  per item"]
     for name, stage in report["stages"].items():
-        lines.append(f"{name:<24}{stage['seconds']:>9.1f}{stage['peak_rss_gib']:>10.2f}{stage['items']:>7}  "
-                     f"{stage['seconds_per_item']:.3f} s / {stage['unit'].rstrip('s')}")
+        lines.append(
+            f"{name:<24}{stage['seconds']:>9.1f}{stage['peak_rss_gib']:>10.2f}{stage['items']:>7}  "
+            f"{stage['seconds_per_item']:.3f} s / {stage['unit'].rstrip('s')}"
+        )
     hook = report["comparisons"]["nnsight_vs_hook"]["details"]
     loop = report["comparisons"]["loop_vs_vectorised"]["details"]
     batch = report["comparisons"]["greedy_batch"]["details"]
@@ -697,8 +761,10 @@ def summary(report: dict) -> str:
         f"{ceiling['perplexity_vs_plain_forward']:.2f}x; greedy generation at least "
         f"{ceiling['generation_vs_matmul_rate_lower_bound']:.0%} of the matmul's rate",
     ]
-    lines += [f"target {t['name']}: {t['measured']:.2f} <= {t['limit']:.2f} {t['unit']}: "
-              f"{'met' if t['met'] else 'NOT met'}" for t in report["targets"]]
+    lines += [
+        f"target {t['name']}: {t['measured']:.2f} <= {t['limit']:.2f} {t['unit']}: {'met' if t['met'] else 'NOT met'}"
+        for t in report["targets"]
+    ]
     return "\n".join(lines)
 
 
@@ -722,8 +788,12 @@ def benchmark(model: str, scale: int, output: Path) -> dict:
         "stages": stages,
         "comparisons": comparisons,
         "targets": [
-            target("nnsight_edited_generation_vs_plain_hook",
-                   comparisons["nnsight_vs_hook"]["details"]["edited_vs_hook"], MAX_HOOK_RATIO, "x"),
+            target(
+                "nnsight_edited_generation_vs_plain_hook",
+                comparisons["nnsight_vs_hook"]["details"]["edited_vs_hook"],
+                MAX_HOOK_RATIO,
+                "x",
+            ),
             target("peak_rss_max_over_stages", peak, MAX_PEAK_GIB, "GiB (8 GB)"),
         ],
     }
@@ -737,11 +807,17 @@ def main() -> None:
     parser.add_argument("--model", default=DEFAULT_MODEL, choices=sorted(MODELS), help="registered model name")
     parser.add_argument("--scale", type=int, default=1, help="multiply the item counts by this (default 1)")
     parser.add_argument("--output", type=Path, default=Path("_build/bench/benchmark.json"), help="JSON report path")
-    parser.add_argument("--threads", type=int,
-                        help="torch threads in every stage (default: torch's choice, one per core); 1 on a machine "
-                             "shared with other work, where more threads than free cores slow torch many-fold")
-    parser.add_argument("--stage", choices=[stage.name for stage in STAGES],
-                        help="run only this stage, in this process, writing its result to --workdir (internal)")
+    parser.add_argument(
+        "--threads",
+        type=int,
+        help="torch threads in every stage (default: torch's choice, one per core); 1 on a machine "
+        "shared with other work, where more threads than free cores slow torch many-fold",
+    )
+    parser.add_argument(
+        "--stage",
+        choices=[stage.name for stage in STAGES],
+        help="run only this stage, in this process, writing its result to --workdir (internal)",
+    )
     parser.add_argument("--workdir", type=Path, help="with --stage: where results and shared files go")
     args = parser.parse_args()
     if args.scale < 1:

@@ -69,8 +69,13 @@ def _random_llama(width: int, layers: int):
     tokenizer = tiny_tokenizer()
     _use_left_padding(tokenizer)
     config = transformers.LlamaConfig(
-        vocab_size=len(tokenizer), hidden_size=width, intermediate_size=3 * width, num_hidden_layers=layers,
-        num_attention_heads=width // 64, num_key_value_heads=max(1, width // 256), max_position_embeddings=1024,
+        vocab_size=len(tokenizer),
+        hidden_size=width,
+        intermediate_size=3 * width,
+        num_hidden_layers=layers,
+        num_attention_heads=width // 64,
+        num_key_value_heads=max(1, width // 256),
+        max_position_embeddings=1024,
         **TINY_SPECIAL_TOKENS,
     )
     torch.manual_seed(0)
@@ -94,8 +99,9 @@ def run_stage(stage: str, width: int, layers: int) -> dict:
     comments = data.balanced_sample(data.jigsaw("train"), 32, seed=0).text.tolist()
     prompts = data.challenge_prompts()[:32]
     sentences = data.wikitext2_validation_paragraphs()[:17]
-    pairs = [PreferencePair(sentences[i][:200], " " + sentences[i + 1][:120], " " + comments[i][:120])
-             for i in range(16)]
+    pairs = [
+        PreferencePair(sentences[i][:200], " " + sentences[i + 1][:120], " " + comments[i][:120]) for i in range(16)
+    ]
     before = _resident_kib("VmRSS")
     Path("/proc/self/clear_refs").write_text("5")  # peak resident memory starts again from here
     lm = _random_llama(width, layers)
@@ -111,8 +117,13 @@ def run_stage(stage: str, width: int, layers: int) -> dict:
     elif stage == "dpo_lora":
         train_dpo(lm, pairs, replace(settings, lora_rank=16))
     parameters = lm.model.num_parameters()
-    return {"stage": stage, "width": width, "layers": layers, "parameters": parameters,
-            "peak_bytes": (_resident_kib("VmHWM") - before) * 1024}
+    return {
+        "stage": stage,
+        "width": width,
+        "layers": layers,
+        "parameters": parameters,
+        "peak_bytes": (_resident_kib("VmHWM") - before) * 1024,
+    }
 
 
 def paper_parameters() -> dict[str, int]:
@@ -123,14 +134,23 @@ def paper_parameters() -> dict[str, int]:
     counts = {}
     for name, (family, hidden, mlp, layers, heads, kv_heads, head_dim, vocab, tied) in PAPER_MODELS.items():
         if family == "gpt2":
-            config = transformers.GPT2Config(n_embd=hidden, n_inner=mlp, n_layer=layers, n_head=heads,
-                                             vocab_size=vocab)
+            config = transformers.GPT2Config(n_embd=hidden, n_inner=mlp, n_layer=layers, n_head=heads, vocab_size=vocab)
         else:
-            config_class = {"gemma2": transformers.Gemma2Config, "mistral": transformers.MistralConfig,
-                            "llama": transformers.LlamaConfig}[family]
-            config = config_class(hidden_size=hidden, intermediate_size=mlp, num_hidden_layers=layers,
-                                  num_attention_heads=heads, num_key_value_heads=kv_heads, head_dim=head_dim,
-                                  vocab_size=vocab, tie_word_embeddings=tied)
+            config_class = {
+                "gemma2": transformers.Gemma2Config,
+                "mistral": transformers.MistralConfig,
+                "llama": transformers.LlamaConfig,
+            }[family]
+            config = config_class(
+                hidden_size=hidden,
+                intermediate_size=mlp,
+                num_hidden_layers=layers,
+                num_attention_heads=heads,
+                num_key_value_heads=kv_heads,
+                head_dim=head_dim,
+                vocab_size=vocab,
+                tie_word_embeddings=tied,
+            )
         with torch.device("meta"):
             counts[name] = transformers.AutoModelForCausalLM.from_config(config).num_parameters()
     return counts
@@ -140,16 +160,22 @@ def table(results: list[dict], counts: dict[str, int]) -> str:
     """The Markdown table: per stage, the fit's bytes per parameter and fixed part, the largest measured peak,
     and the extrapolation to each paper model in GiB."""
     names = list(counts)
-    lines = ["| stage | bytes per parameter (fit) | fixed part (MiB) | measured at "
-             f"{max(r['parameters'] for r in results) / 1e6:.0f}M parameters (MiB) | "
-             + " | ".join(f"{name} ({counts[name] / 1e9:.2f}B), extrapolated (GiB)" for name in names) + " |",
-             "|" + "---|" * (4 + len(names))]
+    lines = [
+        "| stage | bytes per parameter (fit) | fixed part (MiB) | measured at "
+        f"{max(r['parameters'] for r in results) / 1e6:.0f}M parameters (MiB) | "
+        + " | ".join(f"{name} ({counts[name] / 1e9:.2f}B), extrapolated (GiB)" for name in names)
+        + " |",
+        "|" + "---|" * (4 + len(names)),
+    ]
     for stage in STAGES:
         rows = [r for r in results if r["stage"] == stage]
         slope, intercept = np.polyfit([r["parameters"] for r in rows], [r["peak_bytes"] for r in rows], 1)
         largest = max(rows, key=lambda r: r["parameters"])["peak_bytes"]
-        lines.append(f"| {STAGE_LABELS[stage]} | {slope:.1f} | {intercept / 2**20:.0f} | {largest / 2**20:.0f} | "
-                     + " | ".join(f"{slope * counts[name] / 2**30:.0f}" for name in names) + " |")
+        lines.append(
+            f"| {STAGE_LABELS[stage]} | {slope:.1f} | {intercept / 2**20:.0f} | {largest / 2**20:.0f} | "
+            + " | ".join(f"{slope * counts[name] / 2**30:.0f}" for name in names)
+            + " |"
+        )
     return "\n".join(lines)
 
 
@@ -168,7 +194,9 @@ def main() -> None:
         for width, layers in SIZES:
             completed = subprocess.run(
                 [sys.executable, __file__, "--stage", stage, "--width", str(width), "--layers", str(layers)],
-                capture_output=True, text=True, check=True,
+                capture_output=True,
+                text=True,
+                check=True,
             )
             results.append(json.loads(completed.stdout.strip().splitlines()[-1]))
             print(f"{stage} {width}x{layers}: {results[-1]['peak_bytes'] / 2**20:.0f} MiB", file=sys.stderr)

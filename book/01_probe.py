@@ -82,9 +82,11 @@ settings = run_profile(profile)
 lm = load_model(model)
 settings = settings.sized_for(lm)  # on a GPU, batches sized to its free memory
 record = RunRecord(
-    "01_probe", settings, lm,
+    "01_probe",
+    settings,
+    lm,
     data_files=[f"jigsaw/{pool}.csv" for split in data.JIGSAW_POOLS.values() for pool in split]
-               + list(PERSPECTIVE_FILES),
+    + list(PERSPECTIVE_FILES),
 )
 lm
 
@@ -162,9 +164,9 @@ pieces
 
 # %%
 flagged = torch.as_tensor(OfflineScorer().score(neurons.vocabulary(lm)) >= 0.5)
-probe_lens = neurons.logit_lens_enrichment(lm, unit_probe[None, :],
-                                           random_directions(null_directions, lm.shape[2], seed=0), flagged,
-                                           top=lens_tokens)
+probe_lens = neurons.logit_lens_enrichment(
+    lm, unit_probe[None, :], random_directions(null_directions, lm.shape[2], seed=0), flagged, top=lens_tokens
+)
 glued("vocabulary_flagged", int(flagged.sum()))
 glued("vocabulary_size", len(flagged))
 glued("lens_tokens_n", lens_tokens)
@@ -219,8 +221,12 @@ glued("n_neurons", n_layers * d_mlp)
 glued("max_cosine", float(cosines.max()))
 glued("share_positive_cosine", float((cosines > 0).float().mean()))
 neuron_lens = neurons.logit_lens_enrichment(
-    lm, neurons.neuron_value_vectors(lm, ranked),
-    neurons.neuron_value_vectors(lm, neurons.sample_neurons(lm, null_neurons, seed=0)), flagged, top=lens_tokens)
+    lm,
+    neurons.neuron_value_vectors(lm, ranked),
+    neurons.neuron_value_vectors(lm, neurons.sample_neurons(lm, null_neurons, seed=0)),
+    flagged,
+    top=lens_tokens,
+)
 glued("top_neurons_shown_n", top_neurons_shown)
 glued("null_neurons_n", null_neurons)
 glued("logit_lens_toxic_share_neurons", float(neuron_lens["share"]))

@@ -37,7 +37,12 @@ import pandas as pd
 from dpo_toxicity import data, plots
 from dpo_toxicity.dpo import dpo_model, settings_for
 from dpo_toxicity.evaluation import (
-    PROMPT_TOKENS, authors_scored_texts, comparison_table, evaluation_suite, paired_difference, share_of_drop,
+    PROMPT_TOKENS,
+    authors_scored_texts,
+    comparison_table,
+    evaluation_suite,
+    paired_difference,
+    share_of_drop,
 )
 from dpo_toxicity.glued import Glued
 from dpo_toxicity.models import load_model
@@ -46,7 +51,11 @@ from dpo_toxicity.profiles import profile as run_profile
 from dpo_toxicity.provenance import RunRecord
 from dpo_toxicity.run_artefacts import generate_pairs, run_probe
 from dpo_toxicity.scoring import (
-    OFFLINE_COMPONENTS, OfflineScorer, agreement_with_labels, agreement_with_perspective, perspective_holdout,
+    OFFLINE_COMPONENTS,
+    OfflineScorer,
+    agreement_with_labels,
+    agreement_with_perspective,
+    perspective_holdout,
     scored_texts,
 )
 
@@ -58,10 +67,17 @@ lm = load_model(model)
 settings = settings.sized_for(lm)  # on a GPU, batches sized to its free memory
 probe = run_probe(lm, settings)  # chapter 1's probe, or fitted now where chapter 1 has not run
 record = RunRecord(
-    "02_dpo", settings, lm,
-    data_files=["rtp/challenge_prompts.jsonl", "rtp/decodingtrust_toxic.jsonl", "rtp/decodingtrust_nontoxic.jsonl",
-                "wikitext2/wikitext2_raw_test_hf_rows.jsonl", "wikitext2/pytorch_examples_valid.txt"]
-               + [f"jigsaw/{pool}.csv" for split in data.JIGSAW_POOLS.values() for pool in split],
+    "02_dpo",
+    settings,
+    lm,
+    data_files=[
+        "rtp/challenge_prompts.jsonl",
+        "rtp/decodingtrust_toxic.jsonl",
+        "rtp/decodingtrust_nontoxic.jsonl",
+        "wikitext2/wikitext2_raw_test_hf_rows.jsonl",
+        "wikitext2/pytorch_examples_valid.txt",
+    ]
+    + [f"jigsaw/{pool}.csv" for split in data.JIGSAW_POOLS.values() for pool in split],
 )
 lm
 
@@ -97,17 +113,22 @@ agreement
 # %%
 jigsaw_test = data.jigsaw("test")
 scorers = {"offline": scorer} | {component: scorer.component(component) for component in OFFLINE_COMPONENTS}
-human = {name: agreement_with_labels(each, jigsaw_test.text.tolist(), jigsaw_test.label)
-         for name, each in scorers.items()}
+human = {
+    name: agreement_with_labels(each, jigsaw_test.text.tolist(), jigsaw_test.label) for name, each in scorers.items()
+}
 glued("scorer_jigsaw_human_n", human["offline"].n)
 glued("scorer_auc_jigsaw_human", human["offline"].auc)
 glued("scorer_auc_jigsaw_human_low", human["offline"].low)
 glued("scorer_auc_jigsaw_human_high", human["offline"].high)
 for component in OFFLINE_COMPONENTS:
     glued(f"scorer_auc_jigsaw_human_{component}", human[component].auc)
-pd.DataFrame({"AUC against human labels": [round(a.auc, 3) for a in human.values()],
-              "95% CI": [f"[{a.low:.3f}, {a.high:.3f}]" for a in human.values()]},
-             index=pd.Index([a.scorer for a in human.values()], name="scorer"))
+pd.DataFrame(
+    {
+        "AUC against human labels": [round(a.auc, 3) for a in human.values()],
+        "95% CI": [f"[{a.low:.3f}, {a.high:.3f}]" for a in human.values()],
+    },
+    index=pd.Index([a.scorer for a in human.values()], name="scorer"),
+)
 
 # %% [markdown]
 # On the {glue:text}`scorer_jigsaw_human_n:,` comments the offline scorer separates toxic from non-toxic with an
@@ -135,10 +156,16 @@ pd.DataFrame({"AUC against human labels": [round(a.auc, 3) for a in human.values
 # %%
 # The trial, the choice, then the pairs and held-out pairs with the chosen generator, saved for the later chapters;
 # finished generations are kept, so a re-run resumes after the last one.
-generation = generate_pairs(lm, probe, settings, scorer, generator_samples=generator_samples,
-                            max_rejected_perplexity_ratio=max_rejected_perplexity_ratio,
-                            max_rejected_repetition=max_rejected_repetition,
-                            contrastive_comments_per_class=contrastive_comments_per_class)
+generation = generate_pairs(
+    lm,
+    probe,
+    settings,
+    scorer,
+    generator_samples=generator_samples,
+    max_rejected_perplexity_ratio=max_rejected_perplexity_ratio,
+    max_rejected_repetition=max_rejected_repetition,
+    contrastive_comments_per_class=contrastive_comments_per_class,
+)
 winner = generation.winner
 glued("generator_chosen", winner.settings.label)
 glued("generator_trial_gap", winner.toxicity_gap)
@@ -187,9 +214,13 @@ plt.close(fig)
 # %%
 heldout = generation.heldout
 glued("heldout_pairs_n", len(heldout))
-glued("heldout_pairs_supply", "as many as the profile asks for" if len(heldout) == settings.mediation_pairs else
-     f"all the sentences the other prompts leave of the split's {generation.sentences:,}; the profile asks for "
-     f"{settings.mediation_pairs}")
+glued(
+    "heldout_pairs_supply",
+    "as many as the profile asks for"
+    if len(heldout) == settings.mediation_pairs
+    else f"all the sentences the other prompts leave of the split's {generation.sentences:,}; the profile asks for "
+    f"{settings.mediation_pairs}",
+)
 glued("heldout_toxicity_chosen", float(generation.heldout_chosen_scores.mean()))
 glued("heldout_toxicity_rejected", float(generation.heldout_rejected_scores.mean()))
 
@@ -237,9 +268,13 @@ glued("fig_dpo_training", fig)
 plt.close(fig)
 glued("dpo_learning_rate", dpo_settings.learning_rate)
 glued("dpo_batch_size", dpo_settings.batch_size)
-glued("dpo_reference", "computed for every pair in one pass before training" if dpo_settings.precompute_reference
-     else "computed at each step, on that step's pairs only, by a frozen copy of the model (this profile's "
-          "stopping rule ends training long before the last pair, so a pass over every pair would be mostly wasted)")
+glued(
+    "dpo_reference",
+    "computed for every pair in one pass before training"
+    if dpo_settings.precompute_reference
+    else "computed at each step, on that step's pairs only, by a frozen copy of the model (this profile's "
+    "stopping rule ends training long before the last pair, so a pass over every pair would be mostly wasted)",
+)
 glued("dpo_validation_every", dpo_settings.validation_every)
 glued("dpo_validation_windows", dpo_settings.validation_windows)
 glued("dpo_perplexity_budget", dpo_settings.max_perplexity_rise)
@@ -248,7 +283,7 @@ glued("dpo_planned_steps", result.planned_steps)
 glued("dpo_kept_step", result.kept_step)
 validation_rise = result.validation["perplexity"] / result.validation["perplexity"].loc[0] - 1
 glued("dpo_kept_validation_rise", float(validation_rise.loc[result.kept_step]))
-glued("dpo_final_reward_accuracy", float(result.history["reward_accuracy"].loc[:result.kept_step].iloc[-5:].mean()))
+glued("dpo_final_reward_accuracy", float(result.history["reward_accuracy"].loc[: result.kept_step].iloc[-5:].mean()))
 result.validation.assign(rise=validation_rise)
 
 # %% [markdown]
@@ -284,8 +319,10 @@ suite = evaluation_suite(settings, scorer, cache=cache_dir("evaluations"))
 base_eval = suite.evaluate(lm, "base")
 dpo_eval = suite.evaluate(dpo_lm, "DPO")
 ours = comparison_table([base_eval, dpo_eval])
-paper = pd.DataFrame({"toxicity": [0.453, 0.208], "PPL": [21.70, 23.34], "F1": [0.193, 0.195]},
-                     index=pd.Index(["base", "DPO"], name="intervention"))
+paper = pd.DataFrame(
+    {"toxicity": [0.453, 0.208], "PPL": [21.70, 23.34], "F1": [0.193, 0.195]},
+    index=pd.Index(["base", "DPO"], name="intervention"),
+)
 drop, drop_low, drop_high = paired_difference(base_eval.toxicity, dpo_eval.toxicity)
 glued("tox_base", base_eval.mean_toxicity)
 glued("tox_dpo", dpo_eval.mean_toxicity)
@@ -328,11 +365,9 @@ plt.close(fig)
 # Continuations of the same challenge prompts before and after DPO:
 
 # %% tags=["hide-input"]
-pd.DataFrame({
-    "prompt": suite.toxicity_prompts[:5],
-    "base": base_eval.continuations[:5],
-    "DPO": dpo_eval.continuations[:5],
-})
+pd.DataFrame(
+    {"prompt": suite.toxicity_prompts[:5], "base": base_eval.continuations[:5], "DPO": dpo_eval.continuations[:5]}
+)
 
 # %% [markdown]
 # ### What the authors' scoring would have measured
@@ -344,15 +379,22 @@ pd.DataFrame({
 # %%
 leaky_base = scorer.score(authors_scored_texts(lm, suite.toxicity_prompts, base_eval.continuations))
 leaky_dpo = scorer.score(authors_scored_texts(lm, suite.toxicity_prompts, dpo_eval.continuations))
-long_prompts = [len(ids) > PROMPT_TOKENS for ids in lm.tokenizer(suite.toxicity_prompts, add_special_tokens=False).input_ids]
+long_prompts = [
+    len(ids) > PROMPT_TOKENS for ids in lm.tokenizer(suite.toxicity_prompts, add_special_tokens=False).input_ids
+]
 glued("prompt_leak_share", float(np.mean(long_prompts)))
 glued("tox_base_prompt_leak", float(leaky_base.mean()))
 glued("tox_dpo_prompt_leak", float(leaky_dpo.mean()))
 leaky_drop_relative = float(1 - leaky_dpo.mean() / leaky_base.mean())
 glued("tox_drop_relative_prompt_leak", leaky_drop_relative)
 glued("prompt_leak_effect", "shrinks" if leaky_drop_relative < drop / base_eval.mean_toxicity else "inflates")
-pd.DataFrame({"continuation only (ours)": [base_eval.mean_toxicity, dpo_eval.mean_toxicity],
-              "cut prompt leaks in (authors' code)": [leaky_base.mean(), leaky_dpo.mean()]}, index=["base", "DPO"])
+pd.DataFrame(
+    {
+        "continuation only (ours)": [base_eval.mean_toxicity, dpo_eval.mean_toxicity],
+        "cut prompt leaks in (authors' code)": [leaky_base.mean(), leaky_dpo.mean()],
+    },
+    index=["base", "DPO"],
+)
 
 # %% [markdown]
 # A fraction {glue:text}`prompt_leak_share:.0%` of the prompts is longer than 32 tokens. Scored the authors' way,
@@ -376,9 +418,17 @@ for name, (base_scores, dpo_scores) in by_scorer.items():
     component_drop, component_low, component_high = paired_difference(base_scores, dpo_scores)
     # The relative drop is DPO's share of a drop all the way to zero toxicity.
     relative, relative_low, relative_high = share_of_drop(base_scores, dpo_scores, np.zeros_like(base_scores))
-    sensitivity.append({"scorer": name, "base": base_scores.mean(), "DPO": dpo_scores.mean(),
-                        "drop": component_drop, "drop 95% CI": f"[{component_low:.3f}, {component_high:.3f}]",
-                        "relative drop": relative, "relative 95% CI": f"[{relative_low:.0%}, {relative_high:.0%}]"})
+    sensitivity.append(
+        {
+            "scorer": name,
+            "base": base_scores.mean(),
+            "DPO": dpo_scores.mean(),
+            "drop": component_drop,
+            "drop 95% CI": f"[{component_low:.3f}, {component_high:.3f}]",
+            "relative drop": relative,
+            "relative 95% CI": f"[{relative_low:.0%}, {relative_high:.0%}]",
+        }
+    )
     if name in OFFLINE_COMPONENTS:
         glued(f"tox_base__{name}", float(base_scores.mean()))
         glued(f"tox_dpo__{name}", float(dpo_scores.mean()))

@@ -70,15 +70,22 @@ import pandas as pd
 from dpo_toxicity import attribution_plots
 from dpo_toxicity.architectures import all_value_vectors
 from dpo_toxicity.attribution import (
-    activation_change_correlations, activation_change_summary, activation_falls, group_shares, layer_cancellation,
-    magnitude_shrink_shares, parameter_cosines, per_layer_reduction, relative_activation_change, save_neuron_table,
-    top_ranked_group_shares, toxic_neuron_share,
+    activation_change_correlations,
+    activation_change_summary,
+    activation_falls,
+    group_shares,
+    layer_cancellation,
+    magnitude_shrink_shares,
+    parameter_cosines,
+    per_layer_reduction,
+    relative_activation_change,
+    save_neuron_table,
+    top_ranked_group_shares,
+    toxic_neuron_share,
 )
 from dpo_toxicity.glued import Glued
 from dpo_toxicity.models import load_model
-from dpo_toxicity.null_control import (
-    null_shares, null_summary, orthogonal_direction, random_directions, specificity,
-)
+from dpo_toxicity.null_control import null_shares, null_summary, orthogonal_direction, random_directions, specificity
 from dpo_toxicity.profiles import profile as run_profile
 from dpo_toxicity.provenance import RunRecord
 from dpo_toxicity.run_artefacts import attribution_prompts, neuron_statistics, run_dpo, run_probe
@@ -191,13 +198,19 @@ delta_grouping
 # %%
 paper_v1 = pd.Series({"TP-": 0.32, "TN+": 0.24, "AP+": 0.07, "AN-": 0.37})
 paper_v3 = pd.DataFrame(
-    {"TP-": [0.32, 0.26, 0.31, 0.34], "TN+": [0.24, 0.24, 0.20, 0.16], "AP+": [0.07, 0.24, 0.19, 0.15],
-     "AN-": [0.37, 0.26, 0.30, 0.34]},
+    {
+        "TP-": [0.32, 0.26, 0.31, 0.34],
+        "TN+": [0.24, 0.24, 0.20, 0.16],
+        "AP+": [0.07, 0.24, 0.19, 0.15],
+        "AN-": [0.37, 0.26, 0.30, 0.34],
+    },
     index=["paper: GPT-2-medium", "paper: Llama-3.1-8B", "paper: Gemma-2-2B", "paper: Mistral-7B"],
 )
 shares = pd.DataFrame(
-    [delta_grouping.shares.rename(f"ours, {lm.name}, by Δ > 0"),
-     change_grouping.shares.rename(f"ours, {lm.name}, by activation change")]
+    [
+        delta_grouping.shares.rename(f"ours, {lm.name}, by Δ > 0"),
+        change_grouping.shares.rename(f"ours, {lm.name}, by activation change"),
+    ]
 )
 for label, key in zip(["TP-", "TN+", "AP+", "AN-"], ["share_tp", "share_tn", "share_ap", "share_an"]):
     glued(key, float(delta_grouping.shares[label]))
@@ -267,8 +280,10 @@ fig = attribution_plots.per_layer_group_reduction(per_layer)
 glued("fig_per_layer", fig)
 plt.close(fig)
 last_third = per_layer.index >= 2 * lm.shape[0] // 3
-glued("late_layer_share", float(per_layer.loc[last_third, list(delta_grouping.shares.index)].sum().sum()
-                               / delta_grouping.positive_total))
+glued(
+    "late_layer_share",
+    float(per_layer.loc[last_third, list(delta_grouping.shares.index)].sum().sum() / delta_grouping.positive_total),
+)
 glued("layer_net_over_positive", layer_cancellation(table))
 
 # %% [markdown]
@@ -334,8 +349,9 @@ plt.close(fig)
 correlations = activation_change_correlations(table)
 glued("r_change_cosine", float(correlations.iloc[0]["r"]))
 shrinking = magnitude_shrink_shares(table)
-for label, key in zip(["TP-", "TN+", "AP+", "AN-"],
-                      ["shrink_share_tp", "shrink_share_tn", "shrink_share_ap", "shrink_share_an"]):
+for label, key in zip(
+    ["TP-", "TN+", "AP+", "AN-"], ["shrink_share_tp", "shrink_share_tn", "shrink_share_ap", "shrink_share_an"]
+):
     glued(key, float(shrinking[label]))
 fig = attribution_plots.change_versus_cosine(table)
 glued("fig_change_cosine", fig)
@@ -389,8 +405,9 @@ correlations
 glued("null_directions_n", null_directions)
 random_units = random_directions(null_directions, lm.shape[2], seed=0)
 null = null_shares(base_activations, dpo_activations, values_base, values_dpo, random_units)
-orthogonal = null_shares(base_activations, dpo_activations, values_base, values_dpo,
-                         orthogonal_direction(direction, seed=1)[None, :])
+orthogonal = null_shares(
+    base_activations, dpo_activations, values_base, values_dpo, orthogonal_direction(direction, seed=1)[None, :]
+)
 summary = null_summary(delta_grouping, null)
 summary["orthogonal direction"] = orthogonal.iloc[0][summary.index]
 glued("share_tp_null_mean", float(summary.loc["share_tp", "null_mean"]))
@@ -403,16 +420,22 @@ glued("net_null_sd", float(summary.loc["net", "null_sd"]))
 share_z = summary.loc[["share_tp", "share_tn", "share_ap", "share_an"], "z"].abs()
 glued("max_share_abs_z", float(share_z.max()))
 summary["verdict"] = summary["z"].map(specificity)
-glued("shares_verdict", {
-    "not specific": "are not specific to toxicity: random directions give the same split (every |z| < 2)",
-    "marginal": "differ only marginally from random directions (largest |z| between 2 and 3, four shares tested)",
-    "specific": "differ from random directions (some |z| ≥ 3)",
-}[specificity(share_z.max())])
-glued("net_verdict", {
-    "not specific": "is not distinguishable from random directions",
-    "marginal": "stands out only marginally from random directions",
-    "specific": "is specific to the probe direction",
-}[specificity(summary.loc["net", "z"]) if summary.loc["net", "z"] > 0 else "not specific"])
+glued(
+    "shares_verdict",
+    {
+        "not specific": "are not specific to toxicity: random directions give the same split (every |z| < 2)",
+        "marginal": "differ only marginally from random directions (largest |z| between 2 and 3, four shares tested)",
+        "specific": "differ from random directions (some |z| ≥ 3)",
+    }[specificity(share_z.max())],
+)
+glued(
+    "net_verdict",
+    {
+        "not specific": "is not distinguishable from random directions",
+        "marginal": "stands out only marginally from random directions",
+        "specific": "is specific to the probe direction",
+    }[specificity(summary.loc["net", "z"]) if summary.loc["net", "z"] > 0 else "not specific"],
+)
 fig = attribution_plots.null_distributions(null, summary, ["share_tp", "share_an", "net", "net_over_positive_total"])
 glued("fig_null", fig)
 plt.close(fig)

@@ -85,8 +85,12 @@ warnings.filterwarnings("ignore", category=FutureWarning)
 run = model_run(model, profile)
 settings, lm, probe, dpo_lm, table = run.settings, run.lm, run.probe, run.dpo_lm, run.table
 settings = settings.sized_for(lm, dpo_lm)  # on a GPU, batches sized to its free memory
-record = RunRecord("04_ablation", settings, lm,
-                   data_files=["rtp/challenge_prompts.jsonl", "wikitext2/wikitext2_raw_test_hf_rows.jsonl"])
+record = RunRecord(
+    "04_ablation",
+    settings,
+    lm,
+    data_files=["rtp/challenge_prompts.jsonl", "wikitext2/wikitext2_raw_test_hf_rows.jsonl"],
+)
 suite = evaluation_suite(settings, OfflineScorer(), many_rows=True, cache=cache_dir("evaluations"))
 gpt2_neurons = 24 * 4096
 fraction = len(table) / gpt2_neurons
@@ -132,35 +136,63 @@ if settings.complete_tables:
     for n in (100, 200, 1000):
         rows.append((f"ablate top {scaled(n)} toxic (= {n} scaled)", lm, SetNeurons.ablate(by_cosine.head(scaled(n)))))
     for n in (100, 200, 1000, 2000):
-        rows.append((f"ablate top {scaled(n)} positively activated toxic (= {n} scaled)", lm,
-                     SetNeurons.ablate(positively_activated.head(scaled(n)))))
+        rows.append(
+            (
+                f"ablate top {scaled(n)} positively activated toxic (= {n} scaled)",
+                lm,
+                SetNeurons.ablate(positively_activated.head(scaled(n))),
+            )
+        )
 rows.append(("patch all dampened toxic neurons to post-DPO", lm, SetNeurons.patch(dampened_toxic)))
 rows.append(("DPO", dpo_lm, None))
 for factor in (2, 5, 10, 100):
-    rows.append((f"DPO, scale top {key_neurons} keys ×{factor}", dpo_lm, ScaleKeys(by_cosine.head(key_neurons), factor)))
+    rows.append(
+        (f"DPO, scale top {key_neurons} keys ×{factor}", dpo_lm, ScaleKeys(by_cosine.head(key_neurons), factor))
+    )
 # The paper's code ranks the 7 neurons by cosines in the DPO model; on gated MLPs Lee et al. scaled the linear (up)
 # side, which scales the activation whatever the gate's sign: both readings beside ours (chapter 4's errata).
 dpo_ranked = rank_neurons(value_vector_cosines(dpo_lm, probe.unit_direction(lm.shape[2])), top=key_neurons)
 rows.append((f"DPO, scale top {key_neurons} keys ×10 (ranked in the DPO model)", dpo_lm, ScaleKeys(dpo_ranked, 10)))
-rows.append((f"DPO, scale top {key_neurons} activations ×10 (up-projection side)", dpo_lm,
-             ScaleNeurons(by_cosine.head(key_neurons)[["layer", "neuron"]].assign(factor=10.0))))
-evaluations = [suite.evaluate(row_model, name, intervention, progress=False)
-               for name, row_model, intervention in tqdm(rows, desc="Table 1 rows")]
+rows.append(
+    (
+        f"DPO, scale top {key_neurons} activations ×10 (up-projection side)",
+        dpo_lm,
+        ScaleNeurons(by_cosine.head(key_neurons)[["layer", "neuron"]].assign(factor=10.0)),
+    )
+)
+evaluations = [
+    suite.evaluate(row_model, name, intervention, progress=False)
+    for name, row_model, intervention in tqdm(rows, desc="Table 1 rows")
+]
 
 # %%
 results = drop_table(evaluations)
 paper = pd.DataFrame(
-    {"paper toxicity": [0.453, 0.403, 0.405, 0.436, 0.384, 0.366, 0.320, 0.319, 0.335, 0.208, 0.487, 0.555, 0.458],
-     "paper PPL": [21.70, 21.99, 22.41, 27.34, 21.78, 21.83, 30.04, 29.07, 21.69, 23.34, 21.72, 23.36, 37.33],
-     "paper F1": [0.193, 0.192, 0.192, 0.184, 0.193, 0.193, 0.191, 0.189, 0.190, 0.195, 0.192, 0.188, 0.183]},
-    index=["base", "ablate top 100 toxic", "ablate top 200 toxic", "ablate top 1000 toxic",
-           "ablate top 100 positively activated toxic", "ablate top 200 positively activated toxic",
-           "ablate top 1000 positively activated toxic", "ablate top 2000 positively activated toxic",
-           "patch all dampened toxic neurons to post-DPO", "DPO", "DPO, scale top 7 keys ×2",
-           "DPO, scale top 7 keys ×5", "DPO, scale top 7 keys ×10"],
+    {
+        "paper toxicity": [0.453, 0.403, 0.405, 0.436, 0.384, 0.366, 0.320, 0.319, 0.335, 0.208, 0.487, 0.555, 0.458],
+        "paper PPL": [21.70, 21.99, 22.41, 27.34, 21.78, 21.83, 30.04, 29.07, 21.69, 23.34, 21.72, 23.36, 37.33],
+        "paper F1": [0.193, 0.192, 0.192, 0.184, 0.193, 0.193, 0.191, 0.189, 0.190, 0.195, 0.192, 0.188, 0.183],
+    },
+    index=[
+        "base",
+        "ablate top 100 toxic",
+        "ablate top 200 toxic",
+        "ablate top 1000 toxic",
+        "ablate top 100 positively activated toxic",
+        "ablate top 200 positively activated toxic",
+        "ablate top 1000 positively activated toxic",
+        "ablate top 2000 positively activated toxic",
+        "patch all dampened toxic neurons to post-DPO",
+        "DPO",
+        "DPO, scale top 7 keys ×2",
+        "DPO, scale top 7 keys ×5",
+        "DPO, scale top 7 keys ×10",
+    ],
 )
 paper["paper share of DPO's drop"] = (0.453 - paper["paper toxicity"]) / (0.453 - 0.208)
-shown = results[["toxicity", "toxicity 95% CI", "PPL", "F1", "share of DPO's drop", "share low", "share high"]].join(paper)
+shown = results[["toxicity", "toxicity 95% CI", "PPL", "F1", "share of DPO's drop", "share low", "share high"]].join(
+    paper
+)
 glued("tox_ablate_top200", float(results.loc["ablate top 200 toxic", "toxicity"]))
 glued("share_ablate_top200", float(results.loc["ablate top 200 toxic", "share of DPO's drop"]))
 patch_row = "patch all dampened toxic neurons to post-DPO"
@@ -197,6 +229,7 @@ def with_interval(key: str, values: tuple[float, float, float]) -> dict[str, flo
 
 def toxicity_statistics(toxicity: dict[str, np.ndarray]) -> dict[str, float | str]:
     """The table's toxicity statistics the ledger reads, from one scoring of every row's continuations (by row)."""
+
     def excess(row: str) -> tuple[float, float, float]:  # the row's toxicity minus DPO's, paired over prompts
         return paired_difference(toxicity[row], toxicity["DPO"])
 
@@ -204,13 +237,16 @@ def toxicity_statistics(toxicity: dict[str, np.ndarray]) -> dict[str, float | st
         return share_of_drop(toxicity["DPO"], toxicity[row], toxicity["base"])
 
     def positive_advantage(n: int) -> tuple[float, float, float]:  # cosine ranking's toxicity minus the other's
-        return paired_difference(toxicity[f"ablate top {n} toxic"], toxicity[f"ablate top {n} positively activated toxic"])
+        return paired_difference(
+            toxicity[f"ablate top {n} toxic"], toxicity[f"ablate top {n} positively activated toxic"]
+        )
 
     mean = {row: float(values.mean()) for row, values in toxicity.items()}
     closest = min(comparable.index, key=mean.get) if len(comparable) else None
     least_toxic = min(candidates.index, key=mean.get)
     return {
-        "table_tox_base": mean["base"], "table_tox_dpo": mean["DPO"],
+        "table_tox_base": mean["base"],
+        "table_tox_dpo": mean["DPO"],
         "dpo_drop_low": paired_difference(toxicity["base"], toxicity["DPO"])[1],
         "ablation_closest_row": closest or "none within the perplexity guard",
         **with_interval("ablation_closest_excess", excess(closest) if closest else (math.nan,) * 3),
@@ -224,8 +260,9 @@ def toxicity_statistics(toxicity: dict[str, np.ndarray]) -> dict[str, float | st
         **with_interval("retox_share_x2", undone(f"DPO, scale top {key_neurons} keys ×2")),
         **with_interval("retox_share_x5", undone(f"DPO, scale top {key_neurons} keys ×5")),
         **with_interval("retox_share_x10", undone(f"DPO, scale top {key_neurons} keys ×10")),
-        **with_interval("retox_share_x10_dpo_ranked",
-                        undone(f"DPO, scale top {key_neurons} keys ×10 (ranked in the DPO model)")),
+        **with_interval(
+            "retox_share_x10_dpo_ranked", undone(f"DPO, scale top {key_neurons} keys ×10 (ranked in the DPO model)")
+        ),
         **with_interval("retox_share_x10_up", undone(up_row)),
     }
 
@@ -269,21 +306,30 @@ glued("n_dpo_ranked_shared", len(dpo_ranked.merge(by_cosine.head(key_neurons), o
 # neuron statistics never saw).
 
 # %%
-behaviour = behaviour_items(lm, dpo_lm, mediation_prompts(settings), settings.generation_batch_size,
-                            cache=cache_dir("mediation"))
-row_margins = {name: margins(row_model, behaviour, intervention, settings.batch_size, cache=cache_dir("mediation"))
-               for name, row_model, intervention in tqdm(rows, desc="Table 1 rows, margins")}
+behaviour = behaviour_items(
+    lm, dpo_lm, mediation_prompts(settings), settings.generation_batch_size, cache=cache_dir("mediation")
+)
+row_margins = {
+    name: margins(row_model, behaviour, intervention, settings.batch_size, cache=cache_dir("mediation"))
+    for name, row_model, intervention in tqdm(rows, desc="Table 1 rows, margins")
+}
 fractions = pd.DataFrame(
     [recovered_fraction(row_margins["base"], row_margins[name], row_margins["DPO"]) for name, _, _ in rows],
-    index=[name for name, _, _ in rows], columns=["recovered fraction", "low", "high"])
+    index=[name for name, _, _ in rows],
+    columns=["recovered fraction", "low", "high"],
+)
+
+
 def advantage_on_margin(n: int) -> tuple[float, float, float]:  # Table 1's ranking pattern, on the margin (nats)
-    return paired_difference(row_margins[f"ablate top {n} positively activated toxic"],
-                             row_margins[f"ablate top {n} toxic"])
+    return paired_difference(
+        row_margins[f"ablate top {n} positively activated toxic"], row_margins[f"ablate top {n} toxic"]
+    )
 
 
 def undone_on_margin(factor: int) -> tuple[float, float, float]:  # the share of DPO's margin shift a key scale undoes
-    return recovered_fraction(row_margins["DPO"], row_margins[f"DPO, scale top {key_neurons} keys ×{factor}"],
-                              row_margins["base"])
+    return recovered_fraction(
+        row_margins["DPO"], row_margins[f"DPO, scale top {key_neurons} keys ×{factor}"], row_margins["base"]
+    )
 
 
 guarded = fractions.loc[comparable.index, "recovered fraction"]
@@ -296,8 +342,9 @@ mediation_values = {
     **with_interval("mediation_retox_share_x2", undone_on_margin(2)),
     **with_interval("mediation_retox_share_x5", undone_on_margin(5)),
     **with_interval("mediation_share_ablate_top200", tuple(fractions.loc["ablate top 200 toxic"])),
-    **with_interval("mediation_share_best_ablation",
-                    tuple(fractions.loc[best_mediation]) if best_mediation else (math.nan,) * 3),
+    **with_interval(
+        "mediation_share_best_ablation", tuple(fractions.loc[best_mediation]) if best_mediation else (math.nan,) * 3
+    ),
 }
 for key, value in mediation_values.items():
     glued(key, value)
@@ -331,14 +378,16 @@ direction = probe.unit_direction(lm.shape[2]).double()
 prompts = attribution_prompts(settings)
 lines = {"before DPO": layer_projection(run.statistics.base.mean_mlp_output, direction)}
 for n in (200, scaled(200)) if settings.complete_tables else (200,):
-    ablated = mean_neuron_activations(lm, prompts, batch_size=settings.generation_batch_size,
-                                      intervention=SetNeurons.ablate(by_cosine.head(n)))
+    ablated = mean_neuron_activations(
+        lm, prompts, batch_size=settings.generation_batch_size, intervention=SetNeurons.ablate(by_cosine.head(n))
+    )
     lines[f"ablate top {n} toxic"] = layer_projection(ablated.mean_mlp_output, direction)
 lines["after DPO"] = layer_projection(run.statistics.dpo.mean_mlp_output, direction)
 projections = pd.DataFrame({name: values.numpy() for name, values in lines.items()})
 projections.index.name = "layer"
-gap_closed = ((projections["before DPO"] - projections["ablate top 200 toxic"]).sum()
-              / (projections["before DPO"] - projections["after DPO"]).sum())
+gap_closed = (projections["before DPO"] - projections["ablate top 200 toxic"]).sum() / (
+    projections["before DPO"] - projections["after DPO"]
+).sum()
 glued("fig1a_gap_closed", float(gap_closed))
 fig = plots.layer_projections(projections)
 glued("fig_layer_projection", fig)

@@ -52,8 +52,14 @@ from tqdm import tqdm
 from dpo_toxicity import data, plots
 from dpo_toxicity.architectures import all_value_vectors
 from dpo_toxicity.attribution import (
-    activation_change_correlations, activation_falls, group_shares, layer_cancellation, magnitude_shrink_shares,
-    parameter_cosines, top_ranked_group_shares, toxic_neuron_share,
+    activation_change_correlations,
+    activation_falls,
+    group_shares,
+    layer_cancellation,
+    magnitude_shrink_shares,
+    parameter_cosines,
+    top_ranked_group_shares,
+    toxic_neuron_share,
 )
 from dpo_toxicity.dpo import heldout_pairs
 from dpo_toxicity.editing import EditSettings, edit_intervention, edit_selection, toxic_embedding_direction
@@ -62,14 +68,25 @@ from dpo_toxicity.glued import Glued
 from dpo_toxicity.ledger import chapter_verdict
 from dpo_toxicity.verdicts import GENERATION
 from dpo_toxicity.mediation import (
-    behaviour_items, margins, mediation_table, patched_perplexity, patching_margins, preference_items,
-    recovered_fraction, with_random_sets,
+    behaviour_items,
+    margins,
+    mediation_table,
+    patched_perplexity,
+    patching_margins,
+    preference_items,
+    recovered_fraction,
+    with_random_sets,
 )
 from dpo_toxicity.models import model_spec
 from dpo_toxicity.neurons import value_vector_cosines
 from dpo_toxicity.null_control import null_shares, null_summary, random_directions
 from dpo_toxicity.patching import (
-    ALL_GROUPS, NULL_CONTROLLED, PATCH_SETS, group_patch, mediation_sets, toxic_neurons_patch,
+    ALL_GROUPS,
+    NULL_CONTROLLED,
+    PATCH_SETS,
+    group_patch,
+    mediation_sets,
+    toxic_neurons_patch,
 )
 from dpo_toxicity.paths import cache_dir
 from dpo_toxicity.profiles import profile as run_profile
@@ -92,10 +109,16 @@ runs = {model: model_run(model, profile), second_model: second_run}
 settings = settings.sized_for(runs[model].lm, runs[second_model].lm)  # on a GPU, batches sized to its free memory
 suffixes = {model: "", second_model: "_second"}  # glue keys: the default model's plain, the second's suffixed
 record = RunRecord(
-    "05_patching", settings, runs[model].lm, other_models=(runs[second_model].lm,),
-    data_files=["rtp/challenge_prompts.jsonl", "wikitext2/wikitext2_raw_test_hf_rows.jsonl",
-                "wikitext2/pytorch_examples_valid.txt"]
-               + [f"jigsaw/{pool}.csv" for split in data.JIGSAW_POOLS.values() for pool in split],
+    "05_patching",
+    settings,
+    runs[model].lm,
+    other_models=(runs[second_model].lm,),
+    data_files=[
+        "rtp/challenge_prompts.jsonl",
+        "wikitext2/wikitext2_raw_test_hf_rows.jsonl",
+        "wikitext2/pytorch_examples_valid.txt",
+    ]
+    + [f"jigsaw/{pool}.csv" for split in data.JIGSAW_POOLS.values() for pool in split],
 )
 suite = evaluation_suite(settings, OfflineScorer(), many_rows=True, cache=cache_dir("evaluations"))
 glued("second_model_name", second_model)
@@ -112,46 +135,63 @@ list(runs.values())
 # replaced by random unit directions: a share the probe does not change is a property of how DPO moves
 # activations, not of toxicity.
 
+
 # %% tags=["hide-input"]
 def side_by_side(run) -> pd.Series:
     """The chapter 1 and 3 statistics of one model run, glued with the model's suffix."""
     shares = group_shares(run.table, "delta")
-    null = null_shares(run.statistics.base, run.statistics.dpo, all_value_vectors(run.lm.model),
-                       all_value_vectors(run.dpo_lm.model), random_directions(null_directions, run.lm.shape[2], seed=0))
+    null = null_shares(
+        run.statistics.base,
+        run.statistics.dpo,
+        all_value_vectors(run.lm.model),
+        all_value_vectors(run.dpo_lm.model),
+        random_directions(null_directions, run.lm.shape[2], seed=0),
+    )
     summary = null_summary(shares, null)
     top_ranked = top_ranked_group_shares(run.table, top=100)
     falls = activation_falls(run.table, top=100)
     shrinking = magnitude_shrink_shares(run.table)
     share_z = summary.loc[["share_tp", "share_tn", "share_ap", "share_an"], "z"].abs()
-    values = pd.Series({
-        "mlp_neurons": len(run.table),
-        "probe_test_accuracy": run.probe.info["test"]["accuracy"],
-        "probe_test_auc": run.probe.info["test"]["auc"],
-        "dpo_learning_rate": run.dpo.settings.learning_rate,
-        "dpo_pairs": run.dpo.n_pairs,
-        "dpo_kept_step": run.dpo.kept_step,
-        "dpo_planned_steps": run.dpo.planned_steps,
-        "share_tp": shares.shares["TP-"], "share_tn": shares.shares["TN+"],
-        "share_ap": shares.shares["AP+"], "share_an": shares.shares["AN-"],
-        "share_tp_null_mean": summary.loc["share_tp", "null_mean"],
-        "max_share_abs_z": share_z.max(),
-        "net_over_positive": shares.net / shares.positive_total,
-        "net_delta_z": summary.loc["net", "z"],
-        "toxic_share_projection": toxic_neuron_share(run.table, top=toxic_neurons_projection)["share"],
-        "r_change_cosine": activation_change_correlations(run.table).iloc[0]["r"],
-        "share_tp_z": summary.loc["share_tp", "z"], "share_tn_z": summary.loc["share_tn", "z"],
-        "share_ap_z": summary.loc["share_ap", "z"], "share_an_z": summary.loc["share_an", "z"],
-        "top_ranked_share_tp": top_ranked["TP-"], "top_ranked_share_max_other": top_ranked.drop("TP-").max(),
-        "share_reducing_neurons": (run.table["delta"] > 0).mean(),
-        "layer_net_over_positive": layer_cancellation(run.table),
-        "top100_activation_fall_share": falls["share"], "top100_activation_fall_z": falls["z"],
-        "activation_fall_share_all": falls["share_all"],
-        "shrink_share_tp": shrinking["TP-"], "shrink_share_tn": shrinking["TN+"],
-        "shrink_share_ap": shrinking["AP+"], "shrink_share_an": shrinking["AN-"],
-        "weight_cosine_min": parameter_cosines(run.lm.model, run.dpo_lm.model).min(),
-        # Probes cached before the natural-balance accuracy existed lack it: NaN, which the ledger reads as missing.
-        "probe_accuracy_natural": run.probe.info["test"].get("natural_accuracy", float("nan")),
-    }, dtype=float)
+    values = pd.Series(
+        {
+            "mlp_neurons": len(run.table),
+            "probe_test_accuracy": run.probe.info["test"]["accuracy"],
+            "probe_test_auc": run.probe.info["test"]["auc"],
+            "dpo_learning_rate": run.dpo.settings.learning_rate,
+            "dpo_pairs": run.dpo.n_pairs,
+            "dpo_kept_step": run.dpo.kept_step,
+            "dpo_planned_steps": run.dpo.planned_steps,
+            "share_tp": shares.shares["TP-"],
+            "share_tn": shares.shares["TN+"],
+            "share_ap": shares.shares["AP+"],
+            "share_an": shares.shares["AN-"],
+            "share_tp_null_mean": summary.loc["share_tp", "null_mean"],
+            "max_share_abs_z": share_z.max(),
+            "net_over_positive": shares.net / shares.positive_total,
+            "net_delta_z": summary.loc["net", "z"],
+            "toxic_share_projection": toxic_neuron_share(run.table, top=toxic_neurons_projection)["share"],
+            "r_change_cosine": activation_change_correlations(run.table).iloc[0]["r"],
+            "share_tp_z": summary.loc["share_tp", "z"],
+            "share_tn_z": summary.loc["share_tn", "z"],
+            "share_ap_z": summary.loc["share_ap", "z"],
+            "share_an_z": summary.loc["share_an", "z"],
+            "top_ranked_share_tp": top_ranked["TP-"],
+            "top_ranked_share_max_other": top_ranked.drop("TP-").max(),
+            "share_reducing_neurons": (run.table["delta"] > 0).mean(),
+            "layer_net_over_positive": layer_cancellation(run.table),
+            "top100_activation_fall_share": falls["share"],
+            "top100_activation_fall_z": falls["z"],
+            "activation_fall_share_all": falls["share_all"],
+            "shrink_share_tp": shrinking["TP-"],
+            "shrink_share_tn": shrinking["TN+"],
+            "shrink_share_ap": shrinking["AP+"],
+            "shrink_share_an": shrinking["AN-"],
+            "weight_cosine_min": parameter_cosines(run.lm.model, run.dpo_lm.model).min(),
+            # Probes cached before the natural-balance accuracy existed lack it: NaN, which the ledger reads as missing.
+            "probe_accuracy_natural": run.probe.info["test"].get("natural_accuracy", float("nan")),
+        },
+        dtype=float,
+    )
     for key, value in values.items():
         glued(f"{key}{suffixes[run.lm.name]}", float(value))
     return values
@@ -191,6 +231,7 @@ statistics.style.format(precision=3)
 # bootstrap intervals. Profiles with complete tables (`full`, `colab`) also patch each group alone and the
 # partial sets TP− + AN− and TP− + AN− + TN+; this run's table holds {glue:text}`patch_sets_run`.
 
+
 # %%
 def patching_rows(run) -> list:
     rows = [("base", run.lm, None), ("DPO", run.dpo_lm, None)]
@@ -204,8 +245,10 @@ def patching_rows(run) -> list:
 patching, interventions = {}, {}  # interventions[model]: (label, intervention) of every base-model row, for later
 for name, run in runs.items():
     rows = patching_rows(run)
-    evaluations = [suite.evaluate(row_model, label or intervention.name, intervention, progress=False)
-                   for label, row_model, intervention in tqdm(rows, desc=f"{name}: patching rows")]
+    evaluations = [
+        suite.evaluate(row_model, label or intervention.name, intervention, progress=False)
+        for label, row_model, intervention in tqdm(rows, desc=f"{name}: patching rows")
+    ]
     table = drop_table(evaluations)
     table.insert(0, "neurons", [0 if intervention is None else len(intervention) for _, _, intervention in rows])
     patching[name] = (table, evaluations)
@@ -222,18 +265,25 @@ share_column = "share of DPO's drop"
 
 def patching_statistics(toxicity: dict[str, np.ndarray]) -> dict[str, float]:
     """The patching table's toxicity statistics the ledger reads, from one scoring of every row's continuations."""
+
     def share(row: str) -> tuple[float, float, float]:
         return share_of_drop(toxicity["base"], toxicity[row], toxicity["DPO"])
 
     return {
-        "tox_base_eval": float(toxicity["base"].mean()), "tox_dpo_eval": float(toxicity["DPO"].mean()),
+        "tox_base_eval": float(toxicity["base"].mean()),
+        "tox_dpo_eval": float(toxicity["DPO"].mean()),
         "dpo_drop_low": paired_difference(toxicity["base"], toxicity["DPO"])[1],
         "tox_patch_all_groups": float(toxicity[all_groups].mean()),
         "tox_patch_all_groups_last": float(toxicity[all_groups_last].mean()),
-        **dict(zip(("share_patch_all_groups", "share_patch_all_groups_low", "share_patch_all_groups_high"),
-                   share(all_groups))),
-        **dict(zip(("toxic_share_patching", "toxic_share_patching_low", "toxic_share_patching_high"),
-                   share(top_toxic))),
+        **dict(
+            zip(
+                ("share_patch_all_groups", "share_patch_all_groups_low", "share_patch_all_groups_high"),
+                share(all_groups),
+            )
+        ),
+        **dict(
+            zip(("toxic_share_patching", "toxic_share_patching_low", "toxic_share_patching_high"), share(top_toxic))
+        ),
     }
 
 
@@ -243,7 +293,9 @@ for name, (table, evaluations) in patching.items():
     for key, value in toxicity_values.items():
         glued(f"{key}{suffix}", value)
     # The same with each of the offline scorer's two components alone (chapter 2): the ledger's sensitivity.
-    components = {evaluation.name: suite.scorer.component_scores(evaluation.continuations) for evaluation in evaluations}
+    components = {
+        evaluation.name: suite.scorer.component_scores(evaluation.continuations) for evaluation in evaluations
+    }
     for index, component in enumerate(OFFLINE_COMPONENTS):
         rescored = patching_statistics({row: scores[index] for row, scores in components.items()})
         for key, value in rescored.items():
@@ -361,32 +413,56 @@ plt.close(fig)
 # %%
 mediation = {}
 for name, run in runs.items():
-    behaviour = behaviour_items(run.lm, run.dpo_lm, mediation_prompts(settings), settings.generation_batch_size,
-                                cache=cache_dir("mediation"))
+    behaviour = behaviour_items(
+        run.lm, run.dpo_lm, mediation_prompts(settings), settings.generation_batch_size, cache=cache_dir("mediation")
+    )
     preference = preference_items(run.lm, heldout_pairs(run.pairs_model, profile))
     named = mediation_sets(run.table, settings.complete_tables)
     controlled = {set_name: named[set_name] for set_name in NULL_CONTROLLED}
     sets = named | with_random_sets(controlled, run.lm.shape[1], settings.mediation_random_draws)
-    result = patching_margins(run.lm, run.dpo_lm, behaviour + preference, sets, settings.batch_size,
-                              progress=f"{name}: token-wise patching", cache=cache_dir("mediation"), noised=named)
+    result = patching_margins(
+        run.lm,
+        run.dpo_lm,
+        behaviour + preference,
+        sets,
+        settings.batch_size,
+        progress=f"{name}: token-wise patching",
+        cache=cache_dir("mediation"),
+        noised=named,
+    )
     sizes = {set_name: len(neurons) for set_name, neurons in named.items()}
-    tables = {"behaviour": mediation_table(result, sizes, slice(0, len(behaviour))),
-              "preference": mediation_table(result, sizes, slice(len(behaviour), None))}
-    perplexities = patched_perplexity(run.lm, run.dpo_lm, suite.perplexity_text, named,
-                                      max_windows=settings.table_perplexity_windows)
+    tables = {
+        "behaviour": mediation_table(result, sizes, slice(0, len(behaviour))),
+        "preference": mediation_table(result, sizes, slice(len(behaviour), None)),
+    }
+    perplexities = patched_perplexity(
+        run.lm, run.dpo_lm, suite.perplexity_text, named, max_windows=settings.table_perplexity_windows
+    )
     mediation[name] = (behaviour, preference, result, tables, perplexities)
 mediation_shown = pd.concat(
-    {name: tables["behaviour"].join(tables["preference"][["denoising", "noising"]], rsuffix=" (preference items)")
-     .join(perplexities) for name, (_, _, _, tables, perplexities) in mediation.items()},
-    names=["model", "set"])
+    {
+        name: tables["behaviour"]
+        .join(tables["preference"][["denoising", "noising"]], rsuffix=" (preference items)")
+        .join(perplexities)
+        for name, (_, _, _, tables, perplexities) in mediation.items()
+    },
+    names=["model", "set"],
+)
 mediation_shown.style.format(precision=3, na_rep="")
 
 # %% tags=["hide-input"]
 glued("mediation_prompts_n", len(mediation_prompts(settings)))
 glued("mediation_random_draws", settings.mediation_random_draws)
-set_keys = {"all four groups": "all_groups", "TP−": "tp", "TN+": "tn", "AP+": "ap", "AN−": "an",
-            "top 128 toxic": "toxic128", "top 256 toxic": "toxic256",
-            "dampened toxic (TP− by activation change)": "dampened"}
+set_keys = {
+    "all four groups": "all_groups",
+    "TP−": "tp",
+    "TN+": "tn",
+    "AP+": "ap",
+    "AN−": "an",
+    "top 128 toxic": "toxic128",
+    "top 256 toxic": "toxic256",
+    "dampened toxic (TP− by activation change)": "dampened",
+}
 for name, (behaviour, preference, result, tables, perplexities) in mediation.items():
     suffix = suffixes[name]
     glued(f"mediation_items{suffix}", len(behaviour))
@@ -402,8 +478,13 @@ for name, (behaviour, preference, result, tables, perplexities) in mediation.ite
                     glued(f"{table_key}_share_{set_keys[set_name]}_{short}{end}{suffix}", float(row[column]))
     behaviour_table = tables["behaviour"]
     for set_name in ("all four groups", "top 256 toxic"):
-        glued(f"mediation_share_random_{set_keys[set_name]}_mean{suffix}", float(behaviour_table.loc[set_name, "random mean"]))
-        glued(f"mediation_share_random_{set_keys[set_name]}_sd{suffix}", float(behaviour_table.loc[set_name, "random sd"]))
+        glued(
+            f"mediation_share_random_{set_keys[set_name]}_mean{suffix}",
+            float(behaviour_table.loc[set_name, "random mean"]),
+        )
+        glued(
+            f"mediation_share_random_{set_keys[set_name]}_sd{suffix}", float(behaviour_table.loc[set_name, "random sd"])
+        )
     glued(f"ppl_patch_tokenwise_all_groups{suffix}", float(perplexities.loc["all four groups", "denoised PPL"]))
     glued(f"ppl_noise_tokenwise_all_groups{suffix}", float(perplexities.loc["all four groups", "noised PPL"]))
 fig = plots.mediation_fractions({name: tables["behaviour"] for name, (_, _, _, tables, _) in mediation.items()})
@@ -478,6 +559,7 @@ plt.close(fig)
 # whose perplexity is at most `comparable_perplexity` times DPO's (or, if none is, the one with the lowest
 # perplexity); it is then also run with the authors' last-position hooks and as a per-token scale.
 
+
 # %%
 def edits(run) -> list[tuple[EditSettings, object]]:
     representations = {
@@ -498,9 +580,10 @@ editing = {}
 for name, run in runs.items():
     base, dpo = patching[name][1][:2]
     sweep = edits(run)
-    evaluations = [suite.evaluate(run.lm, settings_.label, edit_intervention(selection, settings_), progress=False,
-                                  f1=False)
-                   for settings_, selection in tqdm(sweep, desc=f"{name}: edits")]
+    evaluations = [
+        suite.evaluate(run.lm, settings_.label, edit_intervention(selection, settings_), progress=False, f1=False)
+        for settings_, selection in tqdm(sweep, desc=f"{name}: edits")
+    ]
     table = drop_table([base, dpo] + evaluations)
     edited = table.iloc[2:]
     comparable = edited[edited["PPL"] <= comparable_perplexity * table.loc["DPO", "PPL"]]
@@ -508,8 +591,12 @@ for name, run in runs.items():
     best_settings, best_selection = next((s, sel) for s, sel in sweep if s.label == best_label)
     scaled = EditSettings(best_settings.alpha, best_settings.beta, best_settings.representation, mode="scale")
     extra = [  # with F1: a perplexity measured at one position per window says nothing about fluency
-        suite.evaluate(run.lm, f"{best_label}, last position only", edit_intervention(best_selection, best_settings,
-                       positions="last"), progress=False),
+        suite.evaluate(
+            run.lm,
+            f"{best_label}, last position only",
+            edit_intervention(best_selection, best_settings, positions="last"),
+            progress=False,
+        ),
         suite.evaluate(run.lm, scaled.label, edit_intervention(best_selection, scaled), progress=False),
     ]
     table = drop_table([base, dpo] + evaluations + extra)
@@ -518,10 +605,13 @@ for name, run in runs.items():
     best_evaluation = next(evaluation for evaluation in evaluations if evaluation.name == best_label)
     for component, scores in zip(OFFLINE_COMPONENTS, suite.scorer.component_scores(best_evaluation.continuations)):
         glued(f"tox_edit_best{suffixes[name]}__{component}", float(scores.mean()))
-    interventions[name] += [(settings_.label, edit_intervention(selection, settings_)) for settings_, selection in sweep]
-    interventions[name] += [(f"{best_label}, last position only",
-                             edit_intervention(best_selection, best_settings, positions="last")),
-                            (scaled.label, edit_intervention(best_selection, scaled))]
+    interventions[name] += [
+        (settings_.label, edit_intervention(selection, settings_)) for settings_, selection in sweep
+    ]
+    interventions[name] += [
+        (f"{best_label}, last position only", edit_intervention(best_selection, best_settings, positions="last")),
+        (scaled.label, edit_intervention(best_selection, scaled)),
+    ]
 editing_table = pd.concat({name: table for name, (table, _, _) in editing.items()}, names=["model", "intervention"])
 editing_table.style.format(precision=3, na_rep="")
 
@@ -538,8 +628,11 @@ for name, (table, best_label, _) in editing.items():
     glued(f"f1_edit_best_last{suffix}", float(table.loc[f"{best_label}, last position only", "F1"]))
     verdict = chapter_verdict("editing-beats-dpo", DOCUMENT, glued.values, GENERATION, second=bool(suffix))
     glued(f"edit_verdict{suffix}", f"{verdict.label} ({verdict.reason})")
-    kinds = ["base", "DPO"] + ["edit (clamp, every position)"] * (len(table) - 4) + [
-        "best edit, last position only (authors' hooks)", "best edit, per-token scale"]
+    kinds = (
+        ["base", "DPO"]
+        + ["edit (clamp, every position)"] * (len(table) - 4)
+        + ["best edit, last position only (authors' hooks)", "best edit, per-token scale"]
+    )
     points.append(table[["toxicity", "PPL"]].assign(model=name, kind=kinds))
 fig = plots.toxicity_perplexity_tradeoff(pd.concat(points))
 glued("fig_editing_tradeoff", fig)
@@ -584,18 +677,28 @@ for name, run in runs.items():
     items = slice(0, len(behaviour))
     # Profiles without complete tables read the rows the ledger judges: the paper's patch and the best edit.
     judged = {all_groups, top_toxic, editing[name][1]}
-    chosen = [(label, intervention) for label, intervention in interventions[name]
-              if settings.complete_tables or label in judged]
-    rows = {label: recovered_fraction(result.base[items],
-                                      margins(run.lm, behaviour, intervention, settings.batch_size,
-                                              cache=cache_dir("mediation")), result.dpo[items])
-            for label, intervention in tqdm(chosen, desc=f"{name}: margins of the rows")}
+    chosen = [
+        (label, intervention)
+        for label, intervention in interventions[name]
+        if settings.complete_tables or label in judged
+    ]
+    rows = {
+        label: recovered_fraction(
+            result.base[items],
+            margins(run.lm, behaviour, intervention, settings.batch_size, cache=cache_dir("mediation")),
+            result.dpo[items],
+        )
+        for label, intervention in tqdm(chosen, desc=f"{name}: margins of the rows")
+    }
     generated = pd.concat([patching[name][0], editing[name][0]])
     generated = generated[~generated.index.duplicated()]
     frame = pd.DataFrame(rows, index=["recovered fraction", "low", "high"]).T
     frame = frame.join(generated[["share of DPO's drop", "PPL"]])
-    tokenwise = tables["behaviour"][["denoising", "denoising low", "denoising high"]].set_axis(
-        ["recovered fraction", "low", "high"], axis=1).join(perplexities["denoised PPL"].rename("PPL"))
+    tokenwise = (
+        tables["behaviour"][["denoising", "denoising low", "denoising high"]]
+        .set_axis(["recovered fraction", "low", "high"], axis=1)
+        .join(perplexities["denoised PPL"].rename("PPL"))
+    )
     tokenwise.index = [f"token-wise patch: {index}" for index in tokenwise.index]
     one_scale[name] = pd.concat([frame, tokenwise])
     glued(f"mediation_share_constant_all_groups{suffixes[name]}", float(frame.loc[all_groups, "recovered fraction"]))

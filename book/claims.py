@@ -87,7 +87,12 @@ from IPython.display import HTML
 
 from dpo_toxicity.glued import Glued
 from dpo_toxicity.ledger import (
-    DIFFERS, count_values, ledger_html, ledger_table, scorer_sensitivity, with_compared_verdicts,
+    DIFFERS,
+    count_values,
+    ledger_html,
+    ledger_table,
+    scorer_sensitivity,
+    with_compared_verdicts,
 )
 from dpo_toxicity.paper_claims import key_glossary
 from dpo_toxicity.runs import read_run
@@ -102,10 +107,12 @@ if compare is not None:
     compared = read_run(Path(compare).parent)
     table = with_compared_verdicts(table, ledger_table(Path(compare), model=model), f"{compared.profile} run")
     differing = list(table.index[table[DIFFERS]])
-    comparison = (f"Beside each verdict stands that of the {compared.profile} run at commit "
-                  f"{compared.commit[:10]}, CI's regression run, whose job is to catch breakage, not to answer "
-                  f"the paper: {len(differing)} of the {len(table)} claims get another verdict there"
-                  + (f" ({', '.join(differing)}), flagged ⚠." if differing else "."))
+    comparison = (
+        f"Beside each verdict stands that of the {compared.profile} run at commit "
+        f"{compared.commit[:10]}, CI's regression run, whose job is to catch breakage, not to answer "
+        f"the paper: {len(differing)} of the {len(table)} claims get another verdict there"
+        + (f" ({', '.join(differing)}), flagged ⚠." if differing else ".")
+    )
 glued("claims_comparison", comparison)
 HTML(ledger_html(table))
 

@@ -68,9 +68,16 @@ NOTEBOOKS = "notebooks"  # site folder of the executed notebooks; mirrors the br
 COLAB_HOST = "colab.research.google.com"
 BROWSERS = ("chromium", "chromium-browser", "google-chrome", "google-chrome-stable")
 CHROMIUM_FLAGS = (
-    "--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
-    "--disable-component-update", "--disable-sync", "--no-first-run", "--hide-scrollbars",
-    "--virtual-time-budget=5000", "--window-size=1280,1600",
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+    "--hide-scrollbars",
+    "--virtual-time-budget=5000",
+    "--window-size=1280,1600",
 )
 
 
@@ -87,15 +94,47 @@ class Problem:
 # ---------------------------------------------------------------------------------------------------------
 # A small DOM: enough of the tree to ask "which elements, with which classes, holding which text".
 
-VOID_TAGS = {"area", "base", "br", "col", "embed", "hr", "img", "input", "link", "meta", "param", "source",
-             "track", "wbr"}
-INLINE_TAGS = {"a", "abbr", "b", "cite", "em", "i", "img", "kbd", "mark", "q", "s", "small", "span",
-               "strong", "sub", "sup", "u", "var", "time"}
+VOID_TAGS = {
+    "area",
+    "base",
+    "br",
+    "col",
+    "embed",
+    "hr",
+    "img",
+    "input",
+    "link",
+    "meta",
+    "param",
+    "source",
+    "track",
+    "wbr",
+}
+INLINE_TAGS = {
+    "a",
+    "abbr",
+    "b",
+    "cite",
+    "em",
+    "i",
+    "img",
+    "kbd",
+    "mark",
+    "q",
+    "s",
+    "small",
+    "span",
+    "strong",
+    "sub",
+    "sup",
+    "u",
+    "var",
+    "time",
+}
 # Never scanned for raw syntax: scripts, code cells and outputs, MathJax's own output. Cell outputs are data
 # (generated text may hold "$$$" or "{x}"), so an output rendered as HTML (a table) is skipped by its class.
 UNSCANNED_CLASSES = {"math", "cell_output"}
-UNSCANNED_TAGS = {"head", "script", "style", "template", "noscript", "textarea", "pre", "svg", "math",
-                  "mjx-container"}
+UNSCANNED_TAGS = {"head", "script", "style", "template", "noscript", "textarea", "pre", "svg", "math", "mjx-container"}
 
 
 @dataclass
@@ -177,6 +216,7 @@ def prose(root: Element) -> str:
 # ---------------------------------------------------------------------------------------------------------
 # Links and files.
 
+
 def local_target(site: Path, page_file: Path, url: str) -> tuple[Path, str] | None:
     """The file and fragment a local URL points to, or None for an external URL (``https:``, ``mailto:``)."""
     parts = urlsplit(url)
@@ -201,7 +241,8 @@ def inside(site: Path, path: Path) -> bool:
 
 def element_ids(root: Element) -> set[str]:
     return {e.attrs["id"] for e in root.walk() if "id" in e.attrs} | {
-        e.attrs["name"] for e in root.walk() if e.tag == "a" and "name" in e.attrs}
+        e.attrs["name"] for e in root.walk() if e.tag == "a" and "name" in e.attrs
+    }
 
 
 @functools.lru_cache(maxsize=256)
@@ -212,7 +253,7 @@ def file_ids(path: Path) -> frozenset[str]:
 def served_locally(url: str, origin: str | None) -> str:
     """A URL on the local server (``http://127.0.0.1:PORT/x``, as scripts such as MathJax write them) as the
     site path ``/x``; any other URL as it is."""
-    return "/" + url[len(origin):] if origin and url.startswith(origin) else url
+    return "/" + url[len(origin) :] if origin and url.startswith(origin) else url
 
 
 def is_network(url: str) -> bool:
@@ -228,8 +269,7 @@ def refresh_target(meta: Element) -> str | None:
     return match.group(1).strip() if match else None
 
 
-def check_resources(page: str, root: Element, site: Path, page_file: Path,
-                    origin: str | None) -> list[Problem]:
+def check_resources(page: str, root: Element, site: Path, page_file: Path, origin: str | None) -> list[Problem]:
     """Images, scripts and stylesheets: present in the build, none fetched from the network."""
     problems = []
     for element in root.walk():
@@ -238,7 +278,8 @@ def check_resources(page: str, root: Element, site: Path, page_file: Path,
         elif element.tag == "script" and element.attrs.get("src"):
             url, kind = element.attrs["src"], MISSING_ASSET
         elif element.tag == "link" and {"stylesheet", "icon", "preload", "modulepreload"} & set(
-                element.attrs.get("rel", "").lower().split()):
+            element.attrs.get("rel", "").lower().split()
+        ):
             url, kind = element.attrs.get("href", ""), MISSING_ASSET
         else:
             continue
@@ -264,8 +305,11 @@ def check_colab_link(page: str, url: str, site: Path) -> list[Problem]:
     if not notebook.endswith(".ipynb"):
         return [Problem(page, COLAB_LINK, f"{url} does not open a .ipynb")]
     if not (site / NOTEBOOKS / notebook).is_file():
-        return [Problem(page, COLAB_LINK, f"{url} opens {notebook}, which the site does not publish as "
-                                          f"{NOTEBOOKS}/{notebook}")]
+        return [
+            Problem(
+                page, COLAB_LINK, f"{url} opens {notebook}, which the site does not publish as {NOTEBOOKS}/{notebook}"
+            )
+        ]
     return []
 
 
@@ -327,8 +371,12 @@ def glued_keys(notebook: Path) -> set[str]:
     if notebook.suffix != ".ipynb" or not notebook.is_file():
         return set()
     cells = json.loads(notebook.read_text(encoding="utf-8"))["cells"]
-    return {o["metadata"]["scrapbook"]["name"] for c in cells for o in c.get("outputs", [])
-            if "scrapbook" in o.get("metadata", {})}
+    return {
+        o["metadata"]["scrapbook"]["name"]
+        for c in cells
+        for o in c.get("outputs", [])
+        if "scrapbook" in o.get("metadata", {})
+    }
 
 
 def glue_references(markdown: str) -> list[tuple[str, str, str | None]]:
@@ -354,8 +402,9 @@ def check_glue(page: str, root: Element, text: str, site: Path) -> list[Problem]
     """
     problems = [Problem(page, UNRENDERED_GLUE, snippet(text, m)) for m in GLUE_LITERAL.finditer(text)]
     pasted = [e for e in root.walk() if "pasted-text" in e.classes]  # one per rendered {glue:text}
-    problems += [Problem(page, UNRENDERED_GLUE, "an empty glued value")
-                 for element in pasted if not element.text().strip()]
+    problems += [
+        Problem(page, UNRENDERED_GLUE, "an empty glued value") for element in pasted if not element.text().strip()
+    ]
     source = source_of(site, page)
     if source is None:
         return problems
@@ -368,8 +417,9 @@ def check_glue(page: str, root: Element, text: str, site: Path) -> list[Problem]
             problems.append(Problem(page, UNRENDERED_GLUE, f"{syntax} wants {key!r}; {where} never glued it"))
     wanted = sum(role == "text" for role, _, _ in references)
     if len(pasted) < wanted:
-        problems.append(Problem(page, UNRENDERED_GLUE, f"{wanted} {{glue:text}} values in the source, "
-                                                       f"{len(pasted)} on the page"))
+        problems.append(
+            Problem(page, UNRENDERED_GLUE, f"{wanted} {{glue:text}} values in the source, {len(pasted)} on the page")
+        )
     return problems
 
 
@@ -377,21 +427,21 @@ def check_glue(page: str, root: Element, text: str, site: Path) -> list[Problem]
 # Math and MyST left as text.
 
 RAW_TEX = re.compile(
-    r"\\\(|\\\[|\\begin\{"                                           # TeX delimiters
-    r"|\$\$(?:[^$]{0,400}?\$\$)?"                                    # $$display$$ (or a lone $$)
+    r"\\\(|\\\[|\\begin\{"  # TeX delimiters
+    r"|\$\$(?:[^$]{0,400}?\$\$)?"  # $$display$$ (or a lone $$)
     r"|(?<![\\$\w])\$(?=[^\s$])[^$\n]{1,200}?(?<=[^\s\\$])\$(?![\w$])"  # $inline$, not "$5 and $6"
 )
 RAW_MYST_PATTERNS = re.compile(
-    r"(?:`{3,}|:{3,})\{[\w:.-]+\}"           # a directive fence
-    r"|\{(?!glue[:}])[A-Za-z][\w:.+-]*\}`"    # a role: {cite}`key` (inline code shows as `\0`)
-    r"|\{\{[^{}\n]*\}\}"                      # a substitution
+    r"(?:`{3,}|:{3,})\{[\w:.-]+\}"  # a directive fence
+    r"|\{(?!glue[:}])[A-Za-z][\w:.+-]*\}`"  # a role: {cite}`key` (inline code shows as `\0`)
+    r"|\{\{[^{}\n]*\}\}"  # a substitution
 )
 
 
 def snippet(text: str, match: re.Match) -> str:
     """The match and its surroundings on one line: ``'{cite}`...`' in 'As shown by {cite}`...`, 600'``."""
     found = match.group(0).replace("\0", "...")
-    context = text[max(0, match.start() - 30):match.end() + 30].replace("\0", "...")
+    context = text[max(0, match.start() - 30) : match.end() + 30].replace("\0", "...")
     return f"'{found}' in '{' '.join(context.split())}'"
 
 
@@ -431,14 +481,18 @@ def check_page(page: str, html: str, site: Path, rendered: bool, origin: str | N
     root = parse_html(html)
     page_file = site / f"{page}.html"
     text = prose(root)
-    return (check_resources(page, root, site, page_file, origin)
-            + check_links(page, root, site, page_file, origin)
-            + check_glue(page, root, text, site) + check_math(page, root, text, rendered)
-            + check_myst(page, root, text))
+    return (
+        check_resources(page, root, site, page_file, origin)
+        + check_links(page, root, site, page_file, origin)
+        + check_glue(page, root, text, site)
+        + check_math(page, root, text, rendered)
+        + check_myst(page, root, text)
+    )
 
 
 # ---------------------------------------------------------------------------------------------------------
 # The browser: a local server (so the pages load as they do on GitHub Pages) and one Chromium run per page.
+
 
 class SiteServer:
     """``with SiteServer(site) as server:`` serves ``site`` at ``server.base`` (``http://127.0.0.1:PORT/``)
@@ -456,8 +510,7 @@ class SiteServer:
             def log_message(self, *args):
                 pass
 
-        self.server = http.server.ThreadingHTTPServer(
-            ("127.0.0.1", 0), functools.partial(Handler, directory=str(site)))
+        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), functools.partial(Handler, directory=str(site)))
         self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
         self.base = f"http://127.0.0.1:{self.server.server_address[1]}/"
 
@@ -484,9 +537,10 @@ def render(browser: str, url: str, screenshot: Path, timeout: float = 120) -> st
     screenshot.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix="check-site-") as profile:
         result = subprocess.run(
-            [browser, *CHROMIUM_FLAGS, f"--user-data-dir={profile}", f"--screenshot={screenshot}",
-             "--dump-dom", url],
-            capture_output=True, text=True, timeout=timeout,
+            [browser, *CHROMIUM_FLAGS, f"--user-data-dir={profile}", f"--screenshot={screenshot}", "--dump-dom", url],
+            capture_output=True,
+            text=True,
+            timeout=timeout,
         )
     if result.returncode != 0 or "<html" not in result.stdout.lower():
         raise RuntimeError(f"exit {result.returncode}: {result.stderr.strip()[-1000:]}")
@@ -496,6 +550,7 @@ def render(browser: str, url: str, screenshot: Path, timeout: float = 120) -> st
 # ---------------------------------------------------------------------------------------------------------
 # The whole site.
 
+
 def toc_pages(toc: Path) -> list[str]:
     """Every document of ``_toc.yml`` (root first), as site paths without ``.html``."""
     from dpo_toxicity.toc import toc_documents  # light: reads YAML only
@@ -503,12 +558,16 @@ def toc_pages(toc: Path) -> list[str]:
     return toc_documents(toc.parent)
 
 
-def check_site(site: Path, pages: list[str], screenshots: Path | None = None,
-               browser: str | None = None) -> list[Problem]:
+def check_site(
+    site: Path, pages: list[str], screenshots: Path | None = None, browser: str | None = None
+) -> list[Problem]:
     """Check ``pages`` of ``site``: the built HTML, or with ``browser`` the DOM it renders (+ screenshots)."""
     site = site.resolve()
-    problems = [Problem(page, BROKEN_LINK, f"the toc lists it but {page}.html was not built")
-                for page in pages if not (site / f"{page}.html").is_file()]
+    problems = [
+        Problem(page, BROKEN_LINK, f"the toc lists it but {page}.html was not built")
+        for page in pages
+        if not (site / f"{page}.html").is_file()
+    ]
     pages = [page for page in pages if (site / f"{page}.html").is_file()]
     if (site / "index.html").is_file():  # the redirect to the root page
         index = parse_html((site / "index.html").read_text(encoding="utf-8"))
@@ -536,10 +595,12 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--site", type=Path, default=Path("_build/html"), help="the built site (_build/html)")
     parser.add_argument("--toc", type=Path, default=Path("_toc.yml"), help="the book's table of contents")
-    parser.add_argument("--screenshots", type=Path, default=Path("_build/screenshots"),
-                        help="where screenshots and rendered DOMs go")
-    parser.add_argument("--no-browser", action="store_true",
-                        help="static checks of the built HTML only (no Chromium, no MathJax check)")
+    parser.add_argument(
+        "--screenshots", type=Path, default=Path("_build/screenshots"), help="where screenshots and rendered DOMs go"
+    )
+    parser.add_argument(
+        "--no-browser", action="store_true", help="static checks of the built HTML only (no Chromium, no MathJax check)"
+    )
     arguments = parser.parse_args(argv)
     if not (arguments.site / "index.html").is_file():
         print(f"no site at {arguments.site}: build it first (make book)", file=sys.stderr)
@@ -548,8 +609,11 @@ def main(argv: list[str] | None = None) -> int:
     if not arguments.no_browser:
         browser = find_browser()
         if browser is None:
-            print("no Chromium found (set $CHROMIUM, or apt-get install chromium); --no-browser runs the "
-                  "static checks only", file=sys.stderr)
+            print(
+                "no Chromium found (set $CHROMIUM, or apt-get install chromium); --no-browser runs the "
+                "static checks only",
+                file=sys.stderr,
+            )
             return 2
     pages = toc_pages(arguments.toc)
     problems = check_site(arguments.site, pages, arguments.screenshots, browser)
@@ -559,8 +623,7 @@ def main(argv: list[str] | None = None) -> int:
     if problems:
         print(f"{len(problems)} problems in {len(pages)} pages ({checked})", file=sys.stderr)
         return 1
-    print(f"{len(pages)} pages clean ({checked})"
-          + (f"; screenshots in {arguments.screenshots}" if browser else ""))
+    print(f"{len(pages)} pages clean ({checked})" + (f"; screenshots in {arguments.screenshots}" if browser else ""))
     return 0
 
 

@@ -59,8 +59,11 @@ def fresh_runtime(root: Path, folder: Path) -> str:
     venv.EnvBuilder(with_pip=True, clear=True).create(folder / "venv")
     python = str(folder / "venv" / "bin" / "python")
     subprocess.run([python, "-m", "pip", "install", "--quiet", "--no-compile", *pins(root, COLAB_BRINGS)], check=True)
-    subprocess.run([python, "-m", "ipykernel", "install", "--prefix", str(folder / "jupyter"), "--name", "colab"],
-                   check=True, stdout=subprocess.DEVNULL)
+    subprocess.run(
+        [python, "-m", "ipykernel", "install", "--prefix", str(folder / "jupyter"), "--name", "colab"],
+        check=True,
+        stdout=subprocess.DEVNULL,
+    )
     os.environ["JUPYTER_PATH"] = str(folder / "jupyter" / "share" / "jupyter")
     return "colab"
 
@@ -76,10 +79,23 @@ def main() -> None:
     notebook.parent.mkdir(parents=True, exist_ok=True)
     nbformat.write(edited(nbformat.read(published, as_version=4)), notebook.with_suffix(".edited.ipynb"))
     # The kernel finds the checkout instead of GitHub, and the data and the run's caches where this build left them.
-    os.environ.update({INSTALL_ENV: str(root), DATA_ENV: str(data_root()), CACHE_ENV: str(cache_dir()),
-                       "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"})
-    papermill.execute_notebook(str(notebook.with_suffix(".edited.ipynb")), str(notebook), kernel_name=kernel,
-                               cwd=str(notebook.parent), progress_bar=False, log_output=True)
+    os.environ.update(
+        {
+            INSTALL_ENV: str(root),
+            DATA_ENV: str(data_root()),
+            CACHE_ENV: str(cache_dir()),
+            "HF_HUB_OFFLINE": "1",
+            "TRANSFORMERS_OFFLINE": "1",
+        }
+    )
+    papermill.execute_notebook(
+        str(notebook.with_suffix(".edited.ipynb")),
+        str(notebook),
+        kernel_name=kernel,
+        cwd=str(notebook.parent),
+        progress_bar=False,
+        log_output=True,
+    )
     values = glued_values(notebook)
     outputs = json.dumps([cell.get("outputs", []) for cell in nbformat.read(notebook, as_version=4).cells])
     problems = []

@@ -47,8 +47,9 @@ def timing_tables(root: Path = ROOT) -> str:
     """The committed bundles' manifests (``results/*/manifest.json``), then every ``bench/*.timings.json``
     record, each as a table, in file-name order, between the README's markers."""
     paths = sorted(root.glob("results/*/manifest.json")) + sorted((root / "bench").glob("*.timings.json"))
-    tables = [record_table(json.loads(path.read_text(encoding="utf-8")), path.relative_to(root).as_posix())
-              for path in paths]
+    tables = [
+        record_table(json.loads(path.read_text(encoding="utf-8")), path.relative_to(root).as_posix()) for path in paths
+    ]
     return "\n\n".join([BEGIN, *tables, END])
 
 
@@ -57,7 +58,7 @@ def readme_block(readme: str) -> str:
     start, end = readme.find(BEGIN), readme.find(END)
     if start < 0 or end < start:
         raise ValueError(f"README.md has no timing block between {BEGIN!r} and {END!r}.")
-    return readme[start:end + len(END)]
+    return readme[start : end + len(END)]
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -34,8 +34,7 @@ def main() -> None:
     borrowed = args.pairs_model not in (None, args.model)
     # As chapter 5 trains its second model: on the first companion_pairs of the borrowed pairs.
     max_pairs = run_profile(args.profile).companion_pairs if borrowed else None
-    result = run_dpo_model(lm, args.profile, pairs_model=args.pairs_model, progress=main_process,
-                           max_pairs=max_pairs)
+    result = run_dpo_model(lm, args.profile, pairs_model=args.pairs_model, progress=main_process, max_pairs=max_pairs)
     if main_process:
         print(result)
 

@@ -24,13 +24,28 @@ from dpo_toxicity.models import load_model
 from dpo_toxicity.pairs import PreferencePair
 
 PROMPTS = [
-    "The quick brown fox", "Thank you, friend,", "Homarus gammarus is", "Please be polite", "What is wrong with",
-    "The lazy dog", "I hate", "You are", "What the hell", "The kind words", "Be polite here", "A species of",
-    "Thank you for", "Is wrong with", "The dog jumps", "You stupid",
+    "The quick brown fox",
+    "Thank you, friend,",
+    "Homarus gammarus is",
+    "Please be polite",
+    "What is wrong with",
+    "The lazy dog",
+    "I hate",
+    "You are",
+    "What the hell",
+    "The kind words",
+    "Be polite here",
+    "A species of",
+    "Thank you for",
+    "Is wrong with",
+    "The dog jumps",
+    "You stupid",
 ]
 # Continuations that differ by prompt, so that pairs, and the batches a step takes, differ in loss and length.
-PAIRS = [PreferencePair(prompt, f" for the kind words{'.' * (i % 3 + 1)}", f" you stupid idiot{'!' * (i % 4 + 1)}")
-         for i, prompt in enumerate(PROMPTS)]
+PAIRS = [
+    PreferencePair(prompt, f" for the kind words{'.' * (i % 3 + 1)}", f" you stupid idiot{'!' * (i % 4 + 1)}")
+    for i, prompt in enumerate(PROMPTS)
+]
 # 16 pairs, batches of 8 pairs, 2 epochs: 4 optimiser steps, the stopping rule checking at steps 0, 2 and 4.
 SETTINGS = DPOSettings(learning_rate=1e-3, batch_size=8, epochs=2, seed=0, validation_every=2, validation_windows=1)
 RUNS = {"precomputed reference": SETTINGS, "reference copy": replace(SETTINGS, precompute_reference=False)}
@@ -41,14 +56,21 @@ def histories() -> dict[str, dict]:
     of a step, ``[processes, pairs per pass, accumulation steps]``."""
     lm = load_model("tiny-llama", device="cpu")
     splits, train = [], trl.DPOTrainer.train
-    trl.DPOTrainer.train = lambda self: (splits.append([self.args.world_size, self.args.per_device_train_batch_size,
-                                                        self.args.gradient_accumulation_steps]), train(self))[1]
+    trl.DPOTrainer.train = lambda self: (
+        splits.append(
+            [self.args.world_size, self.args.per_device_train_batch_size, self.args.gradient_accumulation_steps]
+        ),
+        train(self),
+    )[1]
     runs = {}
     try:
         for name, settings in RUNS.items():
             result = train_dpo(lm, PAIRS, settings)
-            runs[name] = {"history": result.history.reset_index().to_dict(orient="list"),
-                          "validation": result.validation.reset_index().to_dict(orient="list"), "split": splits[-1]}
+            runs[name] = {
+                "history": result.history.reset_index().to_dict(orient="list"),
+                "validation": result.validation.reset_index().to_dict(orient="list"),
+                "split": splits[-1],
+            }
     finally:
         trl.DPOTrainer.train = train
     return runs

@@ -14,8 +14,10 @@ def hooked_reads(lm, texts, max_tokens=128):
     encoding = encode(lm, texts, max_tokens)
     captured_in, captured_out, handles = {}, {}, []
     for layer in range(len(decoder_layers(lm.model, arch))):
+
         def hook(module, inputs, output, layer=layer):
             captured_in[layer], captured_out[layer] = inputs[0], output
+
         handles.append(output_projection(lm.model, arch, layer).register_forward_hook(hook))
     position_ids = (encoding["attention_mask"].cumsum(-1) - 1).clamp_min(0)
     try:
@@ -78,7 +80,9 @@ def test_pooled_states_are_the_masked_mean_of_the_final_norm_output(tiny):
         tiny.model(**encoding)
         handle.remove()
     expected = hidden["out"][0].mean(0).numpy()
-    np.testing.assert_allclose(pooled_final_states(tiny, [PROMPTS[0]], max_tokens=64)[0], expected, rtol=1e-4, atol=1e-5)
+    np.testing.assert_allclose(
+        pooled_final_states(tiny, [PROMPTS[0]], max_tokens=64)[0], expected, rtol=1e-4, atol=1e-5
+    )
 
 
 def test_pooled_states_keep_input_order_after_length_sorting(tiny):

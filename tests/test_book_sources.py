@@ -27,14 +27,16 @@ from dpo_toxicity.paths import project_root
 SHARED = "../" + "shared"
 DATA_FOLDER = SHARED + "/data"
 OUTSIDE = re.compile("|".join(map(re.escape, (SHARED, "shared/" + "notes", "paper-" + "protocol"))))
-DATA_LOCATION_FILES = frozenset({
-    "lib/dpo_toxicity/paths.py",  # where the book looks for its data
-    "lib/dpo_toxicity/data_sources.py",  # what it fetches where that folder is absent
-    "tests/test_data_sources.py",  # the tests of both
-    ".github/workflows/book.yml",  # CI lays the folder out
-    "Makefile",  # `make data`
-    "README.md",  # a newcomer's prerequisites
-})
+DATA_LOCATION_FILES = frozenset(
+    {
+        "lib/dpo_toxicity/paths.py",  # where the book looks for its data
+        "lib/dpo_toxicity/data_sources.py",  # what it fetches where that folder is absent
+        "tests/test_data_sources.py",  # the tests of both
+        ".github/workflows/book.yml",  # CI lays the folder out
+        "Makefile",  # `make data`
+        "README.md",  # a newcomer's prerequisites
+    }
+)
 # Sources and documentation; data records (.json, executed notebooks) are outputs, not sources.
 SOURCE_SUFFIXES = frozenset({".py", ".md", ".yml", ".yaml", ".toml", ".cff", ".txt", ".cfg", ".bib", ".sh", ""})
 NOT_IN_THE_REPOSITORY = frozenset({".git", ".venv", ".cache", "_build", "__pycache__", ".pytest_cache"})
@@ -47,14 +49,20 @@ def repository_files(root: Path) -> list[str]:
     """What a commit would hold: tracked files and untracked ones git does not ignore (a new file counts before
     its first commit); without git, every file outside the folders git ignores here."""
     try:
-        listed = subprocess.run(["git", "ls-files", "--cached", "--others", "--exclude-standard", "-z"], cwd=root,
-                                capture_output=True, text=True, check=True).stdout.split("\0")
+        listed = subprocess.run(
+            ["git", "ls-files", "--cached", "--others", "--exclude-standard", "-z"],
+            cwd=root,
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout.split("\0")
         return sorted(name for name in listed if name and (root / name).is_file())
     except (OSError, subprocess.CalledProcessError):
         found = []
         for folder, subfolders, files in os.walk(root):
-            subfolders[:] = [name for name in subfolders
-                             if name not in NOT_IN_THE_REPOSITORY and not name.endswith(".egg-info")]
+            subfolders[:] = [
+                name for name in subfolders if name not in NOT_IN_THE_REPOSITORY and not name.endswith(".egg-info")
+            ]
             found += [(Path(folder) / name).relative_to(root).as_posix() for name in files]
         return sorted(found)
 
@@ -65,7 +73,7 @@ def outside_paths(name: str, text: str) -> list[str]:
     for number, line in enumerate(text.splitlines(), start=1):
         for match in OUTSIDE.finditer(line):
             if name in DATA_LOCATION_FILES and line.startswith(DATA_FOLDER, match.start()):
-                rest = line[match.start() + len(DATA_FOLDER):]
+                rest = line[match.start() + len(DATA_FOLDER) :]
                 if not rest[:1] or not (rest[:1].isalnum() or rest[:1] in "_-"):  # the folder itself, not a sibling
                     continue
             found.append(f"{number}: {line.strip()[:120]}")
@@ -84,8 +92,10 @@ def test_no_source_names_a_path_outside_the_repository():
             continue
         if found := outside_paths(name, text):
             offending[name] = found
-    assert not offending, ("These files name a path outside the repository; point to the book (the protocol "
-                           f"appendix, a chapter) or a public source instead: {offending}")
+    assert not offending, (
+        "These files name a path outside the repository; point to the book (the protocol "
+        f"appendix, a chapter) or a public source instead: {offending}"
+    )
 
 
 def test_the_check_reads_the_data_folder_only_where_it_belongs():
@@ -102,8 +112,9 @@ def markdown_of(source: Path) -> str:
     """A chapter's markdown cells (jupytext percent format), or a page's text."""
     if source.suffix == ".md":
         return source.read_text(encoding="utf-8")
-    return "\n\n".join(cell.source for cell in jupytext.read(source, fmt="py:percent").cells
-                       if cell.cell_type == "markdown")
+    return "\n\n".join(
+        cell.source for cell in jupytext.read(source, fmt="py:percent").cells if cell.cell_type == "markdown"
+    )
 
 
 def book_markdown() -> dict[str, str]:
@@ -136,11 +147,25 @@ def test_the_label_pattern_reads_a_math_block():
     assert {plain or named for plain, named in EQ_REFERENCE.findall(text)} == {"eq-one", "eq-two"}
 
 
-@pytest.mark.parametrize("page", ["book/01_probe.py", "book/02_dpo.py", "book/03_attribution.py",
-                                  "book/04_ablation.py", "book/05_patching.py", "book/claims.py", "intro.py"])
+@pytest.mark.parametrize(
+    "page",
+    [
+        "book/01_probe.py",
+        "book/02_dpo.py",
+        "book/03_attribution.py",
+        "book/04_ablation.py",
+        "book/05_patching.py",
+        "book/claims.py",
+        "intro.py",
+    ],
+)
 def test_pages_judge_no_claim_themselves(page):
     # A page shows the ledger's verdict (ledger.chapter_verdict, ledger_table); it imports no rule of its own.
     tree = ast.parse((project_root() / page).read_text(encoding="utf-8"))
-    imported = [alias.name for node in ast.walk(tree) if isinstance(node, ast.ImportFrom)
-                and node.module == "dpo_toxicity.verdicts" for alias in node.names]
+    imported = [
+        alias.name
+        for node in ast.walk(tree)
+        if isinstance(node, ast.ImportFrom) and node.module == "dpo_toxicity.verdicts"
+        for alias in node.names
+    ]
     assert all(name.isupper() for name in imported), f"{page} imports verdict rules {imported}"

@@ -27,8 +27,10 @@ def html(body: str, *, root: str = "", math_script: bool = True) -> str:
     """A page as Sphinx writes it: a local stylesheet, MathJax from the site itself, then ``body``."""
     script = f'<script defer src="{root}_static/../mathjax/tex-svg.js"></script>' if math_script else ""
     stylesheet = f'<link rel="stylesheet" href="{root}_static/style.css">'
-    return (f"<!DOCTYPE html><html><head><title>t</title>{stylesheet}{script}</head>"
-            f'<body><main id="main-content">{body}</main></body></html>')
+    return (
+        f"<!DOCTYPE html><html><head><title>t</title>{stylesheet}{script}</head>"
+        f'<body><main id="main-content">{body}</main></body></html>'
+    )
 
 
 GOOD = html(
@@ -36,13 +38,13 @@ GOOD = html(
     '<p>An accuracy of <span class="pasted-text">0.93</span> '
     'on <span class="pasted-text">600</span> comments '
     '<span class="bibtex-citation">[<a href="../intro.html#id1">Lee, 2024</a>]</span>, '
-    'at a cost of $5 and $6, or $5/$6. '
+    "at a cost of $5 and $6, or $5/$6. "
     'Math <span class="math notranslate nohighlight"><mjx-container class="MathJax" jax="SVG">'
-    '<svg><g></g></svg></mjx-container></span> '
-    'and the syntax <code>{cite}`key`</code> or <code>$x$</code>.</p>'
+    "<svg><g></g></svg></mjx-container></span> "
+    "and the syntax <code>{cite}`key`</code> or <code>$x$</code>.</p>"
     '<div class="highlight"><pre>print(f"{glue:text} $x$ \\(y\\) ```{note}")</pre></div>'
     '<div class="cell_output docutils container"><div class="output text_html"><table><tr>'
-    '<td>generated text: $$$$$$ {cite}`x` ```{note}</td></tr></table></div></div>'
+    "<td>generated text: $$$$$$ {cite}`x` ```{note}</td></tr></table></div></div>"
     '<img src="../_images/ok.png" alt="ok"><a href="#top">top</a> <a href="../intro.html#id1">intro</a> '
     '<a href="../_sources/book/good.ipynb">source</a> <a href="https://example.org/x.html#y">web</a> '
     f'<a href="{COLAB}/book/good.ipynb">Colab</a></section>',
@@ -50,13 +52,17 @@ GOOD = html(
 )
 GOOD_SOURCE = {
     "cells": [
-        {"cell_type": "markdown", "metadata": {},
-         "source": ["Accuracy {glue:text}`acc:.2f` on {glue:text}`n`."]},
-        {"cell_type": "code", "metadata": {}, "source": ["glue('acc', 0.93); glue('n', 600)"], "outputs": [
-            {"output_type": "display_data", "data": {}, "metadata": {"scrapbook": {"name": "acc"}}},
-            {"output_type": "display_data", "data": {}, "metadata": {"scrapbook": {"name": "n"}}},
-        ]},
-    ],
+        {"cell_type": "markdown", "metadata": {}, "source": ["Accuracy {glue:text}`acc:.2f` on {glue:text}`n`."]},
+        {
+            "cell_type": "code",
+            "metadata": {},
+            "source": ["glue('acc', 0.93); glue('n', 600)"],
+            "outputs": [
+                {"output_type": "display_data", "data": {}, "metadata": {"scrapbook": {"name": "acc"}}},
+                {"output_type": "display_data", "data": {}, "metadata": {"scrapbook": {"name": "n"}}},
+            ],
+        },
+    ]
 }
 
 # page -> (its HTML, the kinds of problem the checker must report for it, one entry per problem)
@@ -80,8 +86,7 @@ DEFECTS = {
         html('<p>Math <span class="math notranslate nohighlight">\\(w^\\top v\\)</span>.</p>'),
         [check_site.RAW_MATH],
     ),
-    "raw_math_prose": (html("<p>The write $a_i v_i$ onto \\(w\\), and $$x$$.</p>"),
-                       [check_site.RAW_MATH] * 3),
+    "raw_math_prose": (html("<p>The write $a_i v_i$ onto \\(w\\), and $$x$$.</p>"), [check_site.RAW_MATH] * 3),
     "math_without_mathjax": (
         html('<p><span class="math"><mjx-container></mjx-container></span></p>', math_script=False),
         [check_site.RAW_MATH],
@@ -90,10 +95,11 @@ DEFECTS = {
         html("<p>```{note} Hello</p><p>As shown by {cite}<code>lee2024</code>, {{ n_neurons }} neurons.</p>"),
         [check_site.RAW_MYST] * 3,
     ),
-    "unresolved_citation": (html('<p>As <span class="bibtex-citation">[]</span> show.</p>'),
-                            [check_site.UNRESOLVED_CITATION]),
-    "docutils_error": (html('<div class="system-message"><p>Unknown role "foo".</p></div>'),
-                       [check_site.BUILD_ERROR]),
+    "unresolved_citation": (
+        html('<p>As <span class="bibtex-citation">[]</span> show.</p>'),
+        [check_site.UNRESOLVED_CITATION],
+    ),
+    "docutils_error": (html('<div class="system-message"><p>Unknown role "foo".</p></div>'), [check_site.BUILD_ERROR]),
 }
 
 
@@ -148,9 +154,9 @@ def test_scripts_that_mathjax_adds_from_the_local_server_count_as_site_files(sit
     missing = html(f'<script src="{origin}mathjax/input/tex/extensions/gone.js"></script>')
     assert check_site.check_page("present", present, site, rendered=True, origin=origin) == []
     assert kinds(check_site.check_page("missing", missing, site, rendered=True, origin=origin)) == [
-        check_site.MISSING_ASSET]
-    assert kinds(check_site.check_page("present", present, site, rendered=True)) == [
-        check_site.NETWORK_RESOURCE]
+        check_site.MISSING_ASSET
+    ]
+    assert kinds(check_site.check_page("present", present, site, rendered=True)) == [check_site.NETWORK_RESOURCE]
 
 
 def test_static_html_skips_only_the_typesetting_check(site):
@@ -164,13 +170,17 @@ def test_site_check_reports_toc_pages_that_were_not_built_and_a_broken_redirect(
     (site / "index.html").write_text('<meta http-equiv="refresh" content="0; url=gone.html">')
     problems = check_site.check_site(site, ["intro", "book/good", "book/unbuilt"])
     assert [(p.page, p.kind) for p in problems] == [
-        ("book/unbuilt", check_site.BROKEN_LINK), ("index", check_site.BROKEN_LINK)]
+        ("book/unbuilt", check_site.BROKEN_LINK),
+        ("index", check_site.BROKEN_LINK),
+    ]
 
 
 def test_toc_pages_lists_the_root_then_every_file(tmp_path):
     toc = tmp_path / "_toc.yml"
-    toc.write_text("format: jb-book\nroot: intro\nchapters:\n  - file: book/01_probe\n"
-                   "    sections:\n      - file: book/01a_detail.md\n  - file: book/02_neurons\n")
+    toc.write_text(
+        "format: jb-book\nroot: intro\nchapters:\n  - file: book/01_probe\n"
+        "    sections:\n      - file: book/01a_detail.md\n  - file: book/02_neurons\n"
+    )
     assert check_site.toc_pages(toc) == ["intro", "book/01_probe", "book/01a_detail", "book/02_neurons"]
 
 
@@ -180,7 +190,9 @@ def test_browser_renders_every_page_to_a_screenshot_and_reports_its_404s(site, t
     browser = check_site.find_browser()
     problems = check_site.check_site(site, ["intro", "book/good", "missing_image"], screenshots, browser)
     assert [(p.page, p.kind) for p in problems] == [
-        ("missing_image", check_site.MISSING_IMAGE), ("missing_image", check_site.NOT_FOUND)]
+        ("missing_image", check_site.MISSING_IMAGE),
+        ("missing_image", check_site.NOT_FOUND),
+    ]
     for page in ("intro", "book/good", "missing_image"):
         assert (screenshots / f"{page}.png").read_bytes().startswith(b"\x89PNG")
         assert "<main" in (screenshots / f"{page}.dom.html").read_text()

@@ -27,9 +27,11 @@ def test_citation_names_the_packages_licence_and_the_books_repository():
 
 def test_references_carry_the_bibliographys_authors():
     bibliography = (ROOT / "references.bib").read_text(encoding="utf-8")
-    for key, title in [("yang2024ablation", "Ablation is Not Enough to Emulate DPO"),
-                       ("yang2025dpo", "How Does DPO Reduce Toxicity?"),
-                       ("lee2024mechanistic", "A Mechanistic Understanding of Alignment Algorithms")]:
+    for key, title in [
+        ("yang2024ablation", "Ablation is Not Enough to Emulate DPO"),
+        ("yang2025dpo", "How Does DPO Reduce Toxicity?"),
+        ("lee2024mechanistic", "A Mechanistic Understanding of Alignment Algorithms"),
+    ]:
         (reference,) = [r for r in citation()["references"] if r["title"].startswith(title)]
         entry = re.search(rf"@\w+{{{key},.*?author\s*=\s*{{(.*?)}},", bibliography, re.S).group(1)
         listed = [f"{a['family-names']}, {a['given-names']}" for a in reference["authors"]]

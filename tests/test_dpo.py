@@ -12,15 +12,29 @@ from dpo_toxicity.activations import neuron_activations
 import dpo_toxicity.dpo as dpo_module
 from dpo_toxicity import data
 from dpo_toxicity.dpo import (
-    PAPER_GPT2_SETTINGS, RECORD_FILE, DPOSettings, completion_log_probs, dpo_folder, dpo_model, preference_pairs,
-    train_dpo, validation_perplexity, validation_windows,
+    PAPER_GPT2_SETTINGS,
+    RECORD_FILE,
+    DPOSettings,
+    completion_log_probs,
+    dpo_folder,
+    dpo_model,
+    preference_pairs,
+    train_dpo,
+    validation_perplexity,
+    validation_windows,
 )
 from dpo_toxicity.models import load_model
 from dpo_toxicity.pairs import PreferencePair
 
 PROMPTS = [
-    "The quick brown fox", "Thank you, friend,", "Homarus gammarus is", "Please be polite",
-    "What is wrong with", "The lazy dog", "I hate", "You are",
+    "The quick brown fox",
+    "Thank you, friend,",
+    "Homarus gammarus is",
+    "Please be polite",
+    "What is wrong with",
+    "The lazy dog",
+    "I hate",
+    "You are",
 ]
 # A fixed toxic-ish rejected continuation and a fixed polite chosen one, so a few steps can separate them.
 PAIRS = [PreferencePair(prompt, " for the kind words.", " you stupid idiot, I hate you.") for prompt in PROMPTS]
@@ -94,9 +108,16 @@ def test_a_frozen_reference_copy_gives_the_precomputed_references_steps(lm, monk
     import trl
 
     references, train = [], trl.DPOTrainer.train
-    monkeypatch.setattr(trl.DPOTrainer, "train", lambda self: (references.append(
-        (self.args.precompute_ref_log_probs, self.ref_model is not None and not self.ref_model.training)),
-        train(self))[1])
+    monkeypatch.setattr(
+        trl.DPOTrainer,
+        "train",
+        lambda self: (
+            references.append(
+                (self.args.precompute_ref_log_probs, self.ref_model is not None and not self.ref_model.training)
+            ),
+            train(self),
+        )[1],
+    )
     precomputed = train_dpo(lm, PAIRS, FAST)
     on_the_fly = train_dpo(lm, PAIRS, replace(FAST, precompute_reference=False))
     assert references == [(True, False), (False, True)]  # a pass and no copy, then a frozen copy and no pass
@@ -117,8 +138,11 @@ def test_the_base_weights_are_set_aside_during_training_and_come_back_tied(monke
         return tied_lm.model.get_input_embeddings().weight is tied_lm.model.get_output_embeddings().weight
 
     held, train = [], trl.DPOTrainer.train
-    monkeypatch.setattr(trl.DPOTrainer, "train", lambda self: (
-        held.append(sum(p.numel() for p in tied_lm.model.parameters())), train(self))[1])
+    monkeypatch.setattr(
+        trl.DPOTrainer,
+        "train",
+        lambda self: (held.append(sum(p.numel() for p in tied_lm.model.parameters())), train(self))[1],
+    )
     assert embeddings_tied()
     before = {name: p.detach().clone() for name, p in tied_lm.model.named_parameters()}
     train_dpo(tied_lm, PAIRS[:4], DPOSettings(learning_rate=1e-3, batch_size=4))
@@ -134,8 +158,14 @@ def test_accumulating_micro_batches_gives_the_same_steps(lm, monkeypatch):
     import dpo_toxicity.dpo as dpo_module
 
     passes, train = [], trl.DPOTrainer.train
-    monkeypatch.setattr(trl.DPOTrainer, "train", lambda self: (
-        passes.append((self.args.per_device_train_batch_size, self.args.gradient_accumulation_steps)), train(self))[1])
+    monkeypatch.setattr(
+        trl.DPOTrainer,
+        "train",
+        lambda self: (
+            passes.append((self.args.per_device_train_batch_size, self.args.gradient_accumulation_steps)),
+            train(self),
+        )[1],
+    )
     monkeypatch.setattr(dpo_module, "MICRO_BATCH_PAIRS", 4)
     whole = train_dpo(lm, PAIRS, FAST).history
     monkeypatch.setattr(dpo_module, "MICRO_BATCH_PAIRS", 1)
@@ -156,7 +186,10 @@ def test_cache_round_trips_without_retraining(lm, tmp_path, monkeypatch):
     assert second.history.equals(first.history)
     assert second.validation.equals(first.validation) and list(first.validation.index) == [0, 5, 6]
     assert (second.kept_step, second.planned_steps, second.validation_seconds) == (
-        first.kept_step, first.planned_steps, first.validation_seconds)
+        first.kept_step,
+        first.planned_steps,
+        first.validation_seconds,
+    )
     assert (second.training_seconds, second.settings, second.n_pairs) == (first.training_seconds, FAST, len(PAIRS))
     assert second.model.weights_hash == first.model.weights_hash
     assert not second.model.model.training and second.model.tokenizer is lm.tokenizer
@@ -197,9 +230,11 @@ def drop_history(path):
     path.write_text(json.dumps(record))
 
 
-@pytest.mark.parametrize("broken, damage", [(RECORD_FILE, truncate), (RECORD_FILE, drop_history),
-                                            ("model.safetensors", truncate)],
-                         ids=["truncated record", "edited record", "truncated weights"])
+@pytest.mark.parametrize(
+    "broken, damage",
+    [(RECORD_FILE, truncate), (RECORD_FILE, drop_history), ("model.safetensors", truncate)],
+    ids=["truncated record", "edited record", "truncated weights"],
+)
 def test_an_unreadable_cache_folder_is_reported_by_path_and_retrained(lm, tmp_path, monkeypatch, broken, damage):
     monkeypatch.setenv("DPO_TOX_CACHE", str(tmp_path))
     settings = DPOSettings(learning_rate=1e-3, batch_size=4)
@@ -209,8 +244,10 @@ def test_an_unreadable_cache_folder_is_reported_by_path_and_retrained(lm, tmp_pa
     with pytest.warns(UserWarning, match=f"{record} cannot be read .*computed again"):
         again = dpo_model(lm, PAIRS[:4], settings)
     assert not again.from_cache and again.folder == first.folder
-    assert all(torch.equal(again.model.model.state_dict()[name], weights)
-               for name, weights in first.model.model.state_dict().items())
+    assert all(
+        torch.equal(again.model.model.state_dict()[name], weights)
+        for name, weights in first.model.model.state_dict().items()
+    )
     assert dpo_model(lm, PAIRS[:4], settings).from_cache
 
 
@@ -232,9 +269,10 @@ def test_pairs_accept_objects_and_mappings():
     class Row:
         prompt, chosen, rejected = "A", " b", " c"
 
-    assert preference_pairs([Row(), {"prompt": "A", "chosen": " b", "rejected": " c"}]) == [
-        PreferencePair("A", " b", " c")
-    ] * 2
+    assert (
+        preference_pairs([Row(), {"prompt": "A", "chosen": " b", "rejected": " c"}])
+        == [PreferencePair("A", " b", " c")] * 2
+    )
 
 
 @pytest.mark.parametrize(
@@ -254,8 +292,11 @@ def test_bad_pairs_raise_a_clear_error(lm, pairs, message):
 
 def test_long_texts_are_truncated_to_the_token_budgets(lm):
     settings = DPOSettings(max_prompt_tokens=4, max_completion_tokens=3)
-    long = PreferencePair("The quick brown fox jumps over the lazy dog.", " Thank you, friend, for the kind words.",
-                          " You are a stupid idiot and I hate you.")
+    long = PreferencePair(
+        "The quick brown fox jumps over the lazy dog.",
+        " Thank you, friend, for the kind words.",
+        " You are a stupid idiot and I hate you.",
+    )
     short = PreferencePair(
         lm.tokenizer.decode(lm.tokenizer(long.prompt)["input_ids"][-4:]),
         lm.tokenizer.decode(lm.tokenizer(long.chosen)["input_ids"][:3]),
@@ -318,8 +359,11 @@ def test_the_learning_rate_is_the_models_times_the_profiles_factor_and_the_refer
     assert FULL.dpo_rate_factor < 1  # the long profile lowers the rate, or this test could not tell the two apart
     assert not FULL.precompute_dpo_reference  # and keeps a reference copy, unlike the ci profile and the default
     assert CI.dpo_validation_every != FULL.dpo_validation_every  # the two profiles check at different cadences
-    long_run = DPOSettings(learning_rate=default_rate * FULL.dpo_rate_factor, precompute_reference=False,
-                           validation_every=FULL.dpo_validation_every)
+    long_run = DPOSettings(
+        learning_rate=default_rate * FULL.dpo_rate_factor,
+        precompute_reference=False,
+        validation_every=FULL.dpo_validation_every,
+    )
     short_run = DPOSettings(validation_every=CI.dpo_validation_every)  # the spec names no rate: the default's
     assert settings_for(lm, "ci") == short_run
     assert settings_for(lm, "full") == long_run
@@ -373,7 +417,9 @@ def test_validation_perplexity_equals_plain_cross_entropy_in_train_mode_after(na
     with torch.no_grad():
         losses = [torch.nn.functional.cross_entropy(model(window).logits[0, :-1], window[0, 1:]) for window in windows]
     with dpo_module._unembed_continuations_only():
-        assert validation_perplexity(policy, windows) == pytest.approx(float(torch.stack(losses).mean().exp()), rel=1e-5)
+        assert validation_perplexity(policy, windows) == pytest.approx(
+            float(torch.stack(losses).mean().exp()), rel=1e-5
+        )
     assert policy.training
 
 

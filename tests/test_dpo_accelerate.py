@@ -21,8 +21,15 @@ from dpo_toxicity.models import load_model
 # Two processes add a step's micro-batch gradients in another order than one process does (an all-reduce, not one
 # running sum), so the steps agree to float32 round-off, not bit for bit; measured: 6e-8 at most on the losses.
 TOLERANCE = dict(rtol=1e-5, atol=1e-6)
-HISTORY_COLUMNS = ["loss", "reward_margin", "reward_accuracy", "log_prob_chosen", "log_prob_rejected", "gradient_norm",
-                   "learning_rate"]
+HISTORY_COLUMNS = [
+    "loss",
+    "reward_margin",
+    "reward_accuracy",
+    "log_prob_chosen",
+    "log_prob_rejected",
+    "gradient_norm",
+    "learning_rate",
+]
 
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -40,9 +47,24 @@ def launched(tmp_path_factory) -> dict:
     folder = tmp_path_factory.mktemp("accelerate")
     # No GPU, no user's accelerate config (HF_HOME holds the default one): the same two CPU processes everywhere.
     env = {**os.environ, "CUDA_VISIBLE_DEVICES": "", "HF_HOME": str(folder / "hf"), "OMP_NUM_THREADS": "1"}
-    command = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2",
-               "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no",
-               "--main_process_port", str(free_port()), str(Path(script.__file__)), str(folder / "out.json")]
+    command = [
+        sys.executable,
+        "-m",
+        "accelerate.commands.launch",
+        "--multi_gpu",
+        "--num_processes",
+        "2",
+        "--num_machines",
+        "1",
+        "--mixed_precision",
+        "no",
+        "--dynamo_backend",
+        "no",
+        "--main_process_port",
+        str(free_port()),
+        str(Path(script.__file__)),
+        str(folder / "out.json"),
+    ]
     completed = subprocess.run(command, env=env, capture_output=True, text=True, timeout=300)
     assert completed.returncode == 0, completed.stdout[-2000:] + completed.stderr[-4000:]
     return json.loads((folder / "out.json").read_text())

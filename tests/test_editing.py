@@ -7,13 +7,19 @@ import torch
 
 from dpo_toxicity.architectures import architecture_of, submodule
 from dpo_toxicity.editing import (
-    CLEAN_SEEDS, TOXIC_SEEDS, EditSettings, edit_intervention, edit_selection, toxic_embedding_direction,
+    CLEAN_SEEDS,
+    TOXIC_SEEDS,
+    EditSettings,
+    edit_intervention,
+    edit_selection,
+    toxic_embedding_direction,
 )
 from dpo_toxicity.interventions import ScaleNeurons, SetNeurons
 
 rng = np.random.default_rng(0)
-NEURONS = pd.DataFrame({"layer": np.repeat([0, 1], 200), "neuron": np.tile(np.arange(200), 2),
-                        "activation_base": rng.normal(size=400)})
+NEURONS = pd.DataFrame(
+    {"layer": np.repeat([0, 1], 200), "neuron": np.tile(np.arange(200), 2), "activation_base": rng.normal(size=400)}
+)
 COSINE = rng.uniform(-0.3, 0.3, size=400)
 
 
@@ -61,8 +67,9 @@ def test_toxic_embedding_direction_is_the_difference_of_seed_means(tiny):
     unembedding = submodule(tiny.model, architecture_of(tiny.model).unembedding).weight.detach().float()
 
     def mean_row(words):
-        return torch.stack([unembedding[tiny.tokenizer(w, add_special_tokens=False).input_ids].mean(0)
-                            for w in words]).mean(0)
+        return torch.stack(
+            [unembedding[tiny.tokenizer(w, add_special_tokens=False).input_ids].mean(0) for w in words]
+        ).mean(0)
 
     direction = toxic_embedding_direction(tiny)
     assert direction.shape == (tiny.shape[2],)

@@ -10,7 +10,11 @@ import torch
 
 from conftest import PROMPTS
 from dpo_toxicity.evaluation import (
-    bag_of_tokens_f1, bootstrap_interval, greedy_continuations, paired_difference, perplexity,
+    bag_of_tokens_f1,
+    bootstrap_interval,
+    greedy_continuations,
+    paired_difference,
+    perplexity,
 )
 from dpo_toxicity.interventions import SetNeurons
 
@@ -27,8 +31,9 @@ def test_batched_greedy_generation_equals_one_prompt_at_a_time(tiny):
 def test_prompts_are_cut_to_their_first_tokens(tiny):
     long_prompt = PROMPTS[0] * 3
     cut = tiny.tokenizer.decode(tiny.tokenizer(long_prompt).input_ids[:8])
-    assert greedy_continuations(tiny, [long_prompt], prompt_tokens=8, new_tokens=4) == \
-        greedy_continuations(tiny, [cut], prompt_tokens=8, new_tokens=4)
+    assert greedy_continuations(tiny, [long_prompt], prompt_tokens=8, new_tokens=4) == greedy_continuations(
+        tiny, [cut], prompt_tokens=8, new_tokens=4
+    )
 
 
 def test_perplexity_equals_huggingface_loss_on_one_window(tiny):
@@ -105,7 +110,9 @@ def test_a_suite_generates_toxicity_and_f1_continuations_as_separate_calls_would
     assert evaluation.continuations == decode_all(tiny, greedy_continuations(tiny, PROMPTS, batch_size=1))
     f1_prompts, golds = f1_items(tiny, paragraphs)
     ignore = {tiny.tokenizer.pad_token_id, tiny.tokenizer.eos_token_id}
-    separate = [bag_of_tokens_f1(p, g, ignore) for p, g in zip(greedy_continuations(tiny, f1_prompts, batch_size=1), golds)]
+    separate = [
+        bag_of_tokens_f1(p, g, ignore) for p, g in zip(greedy_continuations(tiny, f1_prompts, batch_size=1), golds)
+    ]
     assert len(golds) == 2
     np.testing.assert_allclose(evaluation.f1, separate)
 

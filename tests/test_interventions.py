@@ -66,8 +66,9 @@ def test_ablation_equals_zeroing_the_value_vectors(tiny):
             weight.data[int(neuron)] = 0
         else:
             weight.data[:, int(neuron)] = 0
-    torch.testing.assert_close(nnsight_logits(tiny, SetNeurons.ablate(NEURONS)), plain_logits(edited, tiny),
-                               rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(
+        nnsight_logits(tiny, SetNeurons.ablate(NEURONS)), plain_logits(edited, tiny), rtol=1e-5, atol=1e-5
+    )
 
 
 def test_scaling_neurons_equals_scaling_their_value_vectors(tiny):
@@ -102,8 +103,9 @@ def test_scale_keys_equals_scaling_the_key_weights(tiny):
             weight.data[:, int(neuron)] *= 5.0
         else:
             weight.data[int(neuron)] *= 5.0
-    torch.testing.assert_close(nnsight_logits(tiny, ScaleKeys(NEURONS, 5.0)), plain_logits(edited, tiny),
-                               rtol=1e-4, atol=1e-4)
+    torch.testing.assert_close(
+        nnsight_logits(tiny, ScaleKeys(NEURONS, 5.0)), plain_logits(edited, tiny), rtol=1e-4, atol=1e-4
+    )
 
 
 def test_steering_equals_a_hook_on_the_final_norm(tiny):
@@ -113,7 +115,9 @@ def test_steering_equals_a_hook_on_the_final_norm(tiny):
     handle = submodule(tiny.model, arch.final_norm).register_forward_hook(lambda m, i, output: output + vector)
     try:
         with torch.no_grad():
-            expected = tiny.model(**encoding, position_ids=(encoding["attention_mask"].cumsum(-1) - 1).clamp_min(0)).logits
+            expected = tiny.model(
+                **encoding, position_ids=(encoding["attention_mask"].cumsum(-1) - 1).clamp_min(0)
+            ).logits
     finally:
         handle.remove()
     torch.testing.assert_close(nnsight_logits(tiny, SteerResidual(vector)), expected, rtol=1e-5, atol=1e-5)
@@ -122,15 +126,22 @@ def test_steering_equals_a_hook_on_the_final_norm(tiny):
 def test_intervened_generation_equals_generate_with_a_plain_hook(tiny):
     arch = architecture_of(tiny.model)
     ours = greedy_continuations(tiny, PROMPTS, SetNeurons(NEURONS), new_tokens=6, batch_size=1)
-    handles = [output_projection(tiny.model, arch, layer).register_forward_pre_hook(setting_hook(layer)) for layer in (0, 1)]
+    handles = [
+        output_projection(tiny.model, arch, layer).register_forward_pre_hook(setting_hook(layer)) for layer in (0, 1)
+    ]
     try:
         expected = []
         for prompt in PROMPTS:
             encoding = encode(tiny, [prompt], 32)
             with torch.no_grad():
-                out = tiny.model.generate(**encoding, max_new_tokens=6, min_new_tokens=6, do_sample=False,
-                                          pad_token_id=tiny.tokenizer.pad_token_id)
-            expected.append(out[0, encoding["input_ids"].shape[1]:].tolist())
+                out = tiny.model.generate(
+                    **encoding,
+                    max_new_tokens=6,
+                    min_new_tokens=6,
+                    do_sample=False,
+                    pad_token_id=tiny.tokenizer.pad_token_id,
+                )
+            expected.append(out[0, encoding["input_ids"].shape[1] :].tolist())
     finally:
         for handle in handles:
             handle.remove()
@@ -167,7 +178,9 @@ def test_steering_a_block_output_equals_a_hook_on_that_block(tiny):
     handle = decoder_layers(tiny.model, arch)[0].register_forward_hook(hook)
     try:
         with torch.no_grad():
-            expected = tiny.model(**encoding, position_ids=(encoding["attention_mask"].cumsum(-1) - 1).clamp_min(0)).logits
+            expected = tiny.model(
+                **encoding, position_ids=(encoding["attention_mask"].cumsum(-1) - 1).clamp_min(0)
+            ).logits
     finally:
         handle.remove()
     torch.testing.assert_close(nnsight_logits(tiny, SteerResidual(vector, layer=0)), expected, rtol=1e-5, atol=1e-5)

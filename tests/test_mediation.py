@@ -13,8 +13,15 @@ from dpo_toxicity.activations import traced
 from dpo_toxicity.architectures import architecture_of, decoder_layers, output_projection, submodule
 from dpo_toxicity.interventions import PatchNeurons, SetNeurons
 from dpo_toxicity.mediation import (
-    MarginItems, check_neuron_set, margins, mediation_table, patched_perplexity, patching_margins, random_like,
-    recovered_fraction, with_random_sets,
+    MarginItems,
+    check_neuron_set,
+    margins,
+    mediation_table,
+    patched_perplexity,
+    patching_margins,
+    random_like,
+    recovered_fraction,
+    with_random_sets,
 )
 
 ITEMS = MarginItems(
@@ -23,8 +30,11 @@ ITEMS = MarginItems(
     preferred=((7, 8, 9), (11,), (12, 13, 14, 15, 16)),
     dispreferred=((70, 80), (110, 111, 112), (120,)),
 )
-INPUT_SIDE = {"gpt2": ("mlp.c_fc",), "llama": ("mlp.gate_proj", "mlp.up_proj"),
-              "gemma3": ("mlp.gate_proj", "mlp.up_proj")}
+INPUT_SIDE = {
+    "gpt2": ("mlp.c_fc",),
+    "llama": ("mlp.gate_proj", "mlp.up_proj"),
+    "gemma3": ("mlp.gate_proj", "mlp.up_proj"),
+}
 
 
 def every_neuron(lm) -> pd.DataFrame:
@@ -53,6 +63,7 @@ def pair(request, tiny_models):
 
 def plain_margin(lm, prompt, preferred, dispreferred) -> float:
     """One item's margin from two unpadded plain-PyTorch forward passes."""
+
     def log_prob(continuation):
         ids = torch.tensor([list(prompt) + continuation])
         with torch.no_grad():
@@ -78,7 +89,9 @@ def test_patching_every_neuron_from_the_copy_reproduces_the_copys_logits(pair):
     source_model = traced(other)
     with torch.inference_mode():
         with source_model.trace(encoding):
-            source = nnsight.save({layer: output_projection(source_model, arch, layer).input for layer in range(n_layers)})
+            source = nnsight.save(
+                {layer: output_projection(source_model, arch, layer).input for layer in range(n_layers)}
+            )
     with torch.no_grad():
         expected = other.model(**encoding).logits
         unpatched = lm.model(**encoding).logits
@@ -137,16 +150,16 @@ def test_bad_neuron_sets_and_items_raise_clear_errors(tiny, tmp_path):
     with pytest.raises(ValueError, match="empty dispreferred continuation"):
         MarginItems("bad", ((1, 2),), ((3,),), ((),))
     with pytest.raises(ValueError, match="do not exist"):
-        patching_margins(tiny, tiny, ITEMS, {"bad": pd.DataFrame({"layer": [n_layers], "neuron": [0]})},
-                         cache=tmp_path)
+        patching_margins(tiny, tiny, ITEMS, {"bad": pd.DataFrame({"layer": [n_layers], "neuron": [0]})}, cache=tmp_path)
     assert not list(tmp_path.iterdir())  # nothing half-written
 
 
 def test_patched_perplexity_of_every_neuron_is_the_other_models(pair):
     lm, other = pair
     text = " ".join(["the cat sat on the mat and looked at the dog"] * 12)
-    table = patched_perplexity(lm, other, text, {"all": every_neuron(lm), "none of them": every_neuron(lm).iloc[:0]},
-                               window=48, max_windows=2)
+    table = patched_perplexity(
+        lm, other, text, {"all": every_neuron(lm), "none of them": every_neuron(lm).iloc[:0]}, window=48, max_windows=2
+    )
     assert table.loc["none", "denoised PPL"] != pytest.approx(table.loc["none", "noised PPL"], rel=1e-3)
     assert table.loc["all", "denoised PPL"] == pytest.approx(table.loc["none", "noised PPL"], rel=1e-4)
     assert table.loc["all", "noised PPL"] == pytest.approx(table.loc["none", "denoised PPL"], rel=1e-4)

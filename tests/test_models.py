@@ -85,12 +85,15 @@ def fake_cuda(monkeypatch, capability=(8, 0), free_gib=80.0, gpus=1):
     monkeypatch.setattr(torch.cuda, "device_count", lambda: gpus)
 
 
-@pytest.mark.parametrize("capability, dtype", [
-    ((7, 5), torch.float16),  # T4: bfloat16 only by emulation, though is_bf16_supported says True
-    ((7, 0), torch.float16),  # V100
-    ((8, 0), torch.bfloat16),  # A100
-    ((9, 0), torch.bfloat16),  # H100
-])
+@pytest.mark.parametrize(
+    "capability, dtype",
+    [
+        ((7, 5), torch.float16),  # T4: bfloat16 only by emulation, though is_bf16_supported says True
+        ((7, 0), torch.float16),  # V100
+        ((8, 0), torch.bfloat16),  # A100
+        ((9, 0), torch.bfloat16),  # H100
+    ],
+)
 def test_a_gpu_computes_in_bfloat16_only_from_compute_capability_8(monkeypatch, capability, dtype):
     fake_cuda(monkeypatch, capability)
     chosen, reason = models.model_dtype(model_spec("meta-llama/Llama-3.1-8B"), "cuda")
@@ -107,14 +110,18 @@ def test_the_cpu_and_every_non_hub_or_full_precision_model_stay_in_float32(monke
     assert "CPU" in models.native_dtype("cpu")[1]
 
 
-@pytest.mark.parametrize("free_gib, gpus, launched, expected", [
-    (80, 2, False, "one device"),  # fits: the whole model on the GPU asked for
-    (10, 2, False, "auto"),  # does not fit: sharded over both GPUs
-    (10, 1, False, "one device"),  # nowhere to shard to: CUDA's out-of-memory error says it does not fit
-    (10, 2, True, "one device"),  # a launcher's process owns one GPU
-])
-def test_a_hub_model_goes_to_its_gpu_whole_or_sharded_when_it_does_not_fit(monkeypatch, free_gib, gpus, launched,
-                                                                             expected):
+@pytest.mark.parametrize(
+    "free_gib, gpus, launched, expected",
+    [
+        (80, 2, False, "one device"),  # fits: the whole model on the GPU asked for
+        (10, 2, False, "auto"),  # does not fit: sharded over both GPUs
+        (10, 1, False, "one device"),  # nowhere to shard to: CUDA's out-of-memory error says it does not fit
+        (10, 2, True, "one device"),  # a launcher's process owns one GPU
+    ],
+)
+def test_a_hub_model_goes_to_its_gpu_whole_or_sharded_when_it_does_not_fit(
+    monkeypatch, free_gib, gpus, launched, expected
+):
     fake_cuda(monkeypatch, free_gib=free_gib, gpus=gpus)
     if launched:
         monkeypatch.setenv("LOCAL_RANK", "1")

@@ -5,8 +5,14 @@ import torch
 
 from dpo_toxicity.architectures import architecture_of, decoder_layers, submodule, value_vectors
 from dpo_toxicity.neurons import (
-    flagged_top_tokens, logit_lens_enrichment, logit_lens_tokens, neuron_value_vectors, rank_neurons, sample_neurons,
-    value_vector_cosines, vocabulary,
+    flagged_top_tokens,
+    logit_lens_enrichment,
+    logit_lens_tokens,
+    neuron_value_vectors,
+    rank_neurons,
+    sample_neurons,
+    value_vector_cosines,
+    vocabulary,
 )
 
 

@@ -10,9 +10,21 @@ from conftest import PROMPTS
 from dpo_toxicity import data
 from dpo_toxicity.activations import encode, pooled_final_states
 from dpo_toxicity.pairs import (
-    GeneratorQuality, GeneratorSettings, PreferencePair, RowSeededSampler, SteeringDirections, bigram_repetition,
-    choose_generator, contrastive_direction, continuation_perplexity, fresh_prompts, load_pairs, prompt_sets,
-    rejected_continuations, sampled_continuations, save_pairs,
+    GeneratorQuality,
+    GeneratorSettings,
+    PreferencePair,
+    RowSeededSampler,
+    SteeringDirections,
+    bigram_repetition,
+    choose_generator,
+    contrastive_direction,
+    continuation_perplexity,
+    fresh_prompts,
+    load_pairs,
+    prompt_sets,
+    rejected_continuations,
+    sampled_continuations,
+    save_pairs,
 )
 from dpo_toxicity.probe import Probe
 
@@ -97,7 +109,11 @@ def quality(label, gap, perplexity, repetition):
 
 
 def test_choose_generator_takes_the_largest_gap_among_fluent_generators():
-    qualities = [quality("degenerate", 0.6, 80.0, 0.4), quality("fluent", 0.2, 20.0, 0.02), quality("mild", 0.1, 10.0, 0.0)]
+    qualities = [
+        quality("degenerate", 0.6, 80.0, 0.4),
+        quality("fluent", 0.2, 20.0, 0.02),
+        quality("mild", 0.1, 10.0, 0.0),
+    ]
     assert choose_generator(qualities, max_perplexity=30, max_repetition=0.1).settings.label == "fluent"
     with pytest.raises(ValueError, match="No generator"):
         choose_generator(qualities, max_perplexity=5, max_repetition=0.1)
@@ -123,7 +139,9 @@ def test_generations_are_read_back_from_the_cache_for_the_same_inputs_only(tiny_
     assert rejected_continuations(lm, PROMPTS, probe, settings, directions, batch_size=4, cache=tmp_path) == rejected
     assert pairs.chosen_continuations(lm, PROMPTS, new_tokens=4, cache=tmp_path) == chosen
     with pytest.raises(pytest.fail.Exception, match="sampled again"):  # another probe: another key
-        rejected_continuations(lm, PROMPTS, random_probe(lm, seed=1), settings, directions, batch_size=4, cache=tmp_path)
+        rejected_continuations(
+            lm, PROMPTS, random_probe(lm, seed=1), settings, directions, batch_size=4, cache=tmp_path
+        )
 
 
 SENTENCES = [f"Sentence number {i}." for i in range(30)]

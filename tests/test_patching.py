@@ -5,15 +5,25 @@ import pandas as pd
 
 from dpo_toxicity.attribution import LABELS
 from dpo_toxicity.patching import (
-    ALL_GROUPS, NULL_CONTROLLED, PATCH_SETS, group_patch, mediation_sets, toxic_neurons_patch,
+    ALL_GROUPS,
+    NULL_CONTROLLED,
+    PATCH_SETS,
+    group_patch,
+    mediation_sets,
+    toxic_neurons_patch,
 )
 
 rng = np.random.default_rng(0)
-TABLE = pd.DataFrame({
-    "layer": np.repeat([0, 1, 2], 100), "neuron": np.tile(np.arange(100), 3),
-    "cosine": rng.uniform(-1, 1, 300), "activation_dpo": rng.normal(size=300),
-    "group_by_delta": rng.choice(LABELS, 300), "group_by_activation_change": rng.choice(LABELS, 300),
-})
+TABLE = pd.DataFrame(
+    {
+        "layer": np.repeat([0, 1, 2], 100),
+        "neuron": np.tile(np.arange(100), 3),
+        "cosine": rng.uniform(-1, 1, 300),
+        "activation_dpo": rng.normal(size=300),
+        "group_by_delta": rng.choice(LABELS, 300),
+        "group_by_activation_change": rng.choice(LABELS, 300),
+    }
+)
 
 
 def test_each_set_patches_its_groups_members_to_their_post_dpo_means():

@@ -13,7 +13,11 @@ import torch
 
 from dpo_toxicity import attribution_plots, plots
 from dpo_toxicity.attribution import (
-    NeuronActivations, activation_change_summary, group_shares, neuron_table, per_layer_reduction,
+    NeuronActivations,
+    activation_change_summary,
+    group_shares,
+    neuron_table,
+    per_layer_reduction,
     relative_activation_change,
 )
 from dpo_toxicity.null_control import null_shares, null_summary, random_directions
@@ -24,10 +28,16 @@ N_LAYERS, D_MLP, D_MODEL = 3, 40, 8
 @pytest.fixture(scope="module")
 def table():
     generator = torch.Generator().manual_seed(0)
-    base = NeuronActivations(torch.randn(N_LAYERS, D_MLP, generator=generator, dtype=torch.float64),
-                             torch.zeros(N_LAYERS, D_MODEL, dtype=torch.float64), 10)
-    dpo = NeuronActivations(base.mean * 0.8 + 0.05 * torch.randn(N_LAYERS, D_MLP, generator=generator, dtype=torch.float64),
-                            torch.zeros(N_LAYERS, D_MODEL, dtype=torch.float64), 10)
+    base = NeuronActivations(
+        torch.randn(N_LAYERS, D_MLP, generator=generator, dtype=torch.float64),
+        torch.zeros(N_LAYERS, D_MODEL, dtype=torch.float64),
+        10,
+    )
+    dpo = NeuronActivations(
+        base.mean * 0.8 + 0.05 * torch.randn(N_LAYERS, D_MLP, generator=generator, dtype=torch.float64),
+        torch.zeros(N_LAYERS, D_MODEL, dtype=torch.float64),
+        10,
+    )
     values = torch.randn(N_LAYERS, D_MLP, D_MODEL, generator=generator)
     direction = torch.randn(D_MODEL, generator=generator, dtype=torch.float64)
     neurons = neuron_table(base, dpo, values, values, direction)
@@ -63,8 +73,10 @@ def test_attribution_figures_are_labelled(table):
 
 def test_general_figures_are_labelled():
     rng = np.random.default_rng(0)
-    history = pd.DataFrame({"loss": rng.random(5), "reward_margin": rng.random(5), "reward_accuracy": rng.random(5)},
-                           index=pd.RangeIndex(1, 6, name="step"))
+    history = pd.DataFrame(
+        {"loss": rng.random(5), "reward_margin": rng.random(5), "reward_accuracy": rng.random(5)},
+        index=pd.RangeIndex(1, 6, name="step"),
+    )
     validation = pd.DataFrame({"perplexity": [20.0, 21.0, 23.0]}, index=pd.Index([0, 2, 4], name="step"))
     dpo_result = SimpleNamespace(history=history, validation=validation, perplexity_limit=22.0, kept_step=2)
     table = pd.DataFrame({"toxicity": [0.3, 0.2], "PPL": [20.0, 21.0], "F1": [0.2, 0.2]}, index=["base", "DPO"])
@@ -75,11 +87,19 @@ def test_general_figures_are_labelled():
         plots.dpo_training(dpo_result),
         plots.metric_comparison(table, table),
         plots.layer_projections(pd.DataFrame({"before": rng.random(4), "after": rng.random(4)})),
-        plots.shares_of_drop(pd.DataFrame({"m": [0.5, 1.0], "m low": [0.2, 0.8], "m high": [0.9, 1.2]},
-                                          index=["patch TP−", "patch all"])),
-        plots.toxicity_perplexity_tradeoff(pd.DataFrame({
-            "model": ["a", "a", "b"], "kind": ["base", "edit", "base"], "PPL": [20.0, 25.0, 30.0],
-            "toxicity": [0.3, 0.2, 0.4]})),
+        plots.shares_of_drop(
+            pd.DataFrame({"m": [0.5, 1.0], "m low": [0.2, 0.8], "m high": [0.9, 1.2]}, index=["patch TP−", "patch all"])
+        ),
+        plots.toxicity_perplexity_tradeoff(
+            pd.DataFrame(
+                {
+                    "model": ["a", "a", "b"],
+                    "kind": ["base", "edit", "base"],
+                    "PPL": [20.0, 25.0, 30.0],
+                    "toxicity": [0.3, 0.2, 0.4],
+                }
+            )
+        ),
     ]
     for fig in figures:
         assert_labelled(fig)

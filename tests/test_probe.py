@@ -55,7 +55,10 @@ def test_probe_round_trips_through_its_file(tmp_path):
     loaded = Probe.load(path)
     np.testing.assert_array_equal(loaded.direction, probe.direction)
     assert (loaded.bias, loaded.model_name, loaded.weights_hash, loaded.info) == (
-        probe.bias, "synthetic", "abc", probe.info
+        probe.bias,
+        "synthetic",
+        "abc",
+        probe.info,
     )
     assert sorted(p.name for p in path.parent.iterdir()) == ["probe.npz"]  # no temporary file left
 

@@ -23,14 +23,23 @@ readme_timings = script()
 def test_the_readme_carries_the_tables_of_the_bench_records():
     readme = (project_root() / "README.md").read_text(encoding="utf-8")
     assert readme_timings.readme_block(readme) == readme_timings.timing_tables(), (
-        "README.md's timing table is stale: run `python scripts/readme_timings.py --write`")
+        "README.md's timing table is stale: run `python scripts/readme_timings.py --write`"
+    )
 
 
 def test_a_record_gives_a_row_per_chapter_with_its_longest_section_and_a_total(tmp_path):
-    record = {"profile": "full", "model": "m", "chapters": {
-        "book/01_probe": {"seconds": 90.0, "finished": "2026-11-29T17:49:03+00:00", "sections": {"A": 30.0, "B": 60.0}},
-        "book/02_dpo": {"seconds": 30.0, "finished": "2026-11-30T01:00:00+00:00", "sections": {}},
-    }}
+    record = {
+        "profile": "full",
+        "model": "m",
+        "chapters": {
+            "book/01_probe": {
+                "seconds": 90.0,
+                "finished": "2026-11-29T17:49:03+00:00",
+                "sections": {"A": 30.0, "B": 60.0},
+            },
+            "book/02_dpo": {"seconds": 30.0, "finished": "2026-11-30T01:00:00+00:00", "sections": {}},
+        },
+    }
     (tmp_path / "bench").mkdir()
     (tmp_path / "bench" / "full-m.timings.json").write_text(json.dumps(record))
     lines = readme_timings.timing_tables(tmp_path).splitlines()
@@ -42,8 +51,10 @@ def test_a_record_gives_a_row_per_chapter_with_its_longest_section_and_a_total(t
 
 def test_the_script_reads_the_manifest_a_book_build_writes(tmp_path):
     notebook = nbformat.v4.new_notebook()
-    notebook.cells = [nbformat.v4.new_markdown_cell("## Probe"),
-                      nbformat.v4.new_code_cell("fit()", metadata={"papermill": {"duration": 12.0}})]
+    notebook.cells = [
+        nbformat.v4.new_markdown_cell("## Probe"),
+        nbformat.v4.new_code_cell("fit()", metadata={"papermill": {"duration": 12.0}}),
+    ]
     record = runs.ChapterRecord(13.0, "2026-12-07T10:00:00+00:00", "0" * 40, {}, book.section_times(notebook))
     bundle = tmp_path / "results" / "full"  # a committed bundle's manifest, written as a run writes it
     runs.record_chapter(bundle, "full", "m", "2 CPU cores", "book/01_probe", record)

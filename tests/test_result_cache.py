@@ -20,14 +20,31 @@ class Settings:
 
 
 def test_equal_values_have_equal_digests_and_any_difference_shows():
-    value = {"prompts": ["a", "b"], "vector": torch.ones(3), "table": pd.DataFrame({"x": [1, 2]}),
-             "settings": Settings("push", 0.2), "array": np.zeros(2), "n": None}
-    same = {"n": None, "array": np.zeros(2), "settings": Settings("push", 0.2, _scratch=object()),
-            "table": pd.DataFrame({"x": [1, 2]}), "vector": torch.ones(3), "prompts": ["a", "b"]}
+    value = {
+        "prompts": ["a", "b"],
+        "vector": torch.ones(3),
+        "table": pd.DataFrame({"x": [1, 2]}),
+        "settings": Settings("push", 0.2),
+        "array": np.zeros(2),
+        "n": None,
+    }
+    same = {
+        "n": None,
+        "array": np.zeros(2),
+        "settings": Settings("push", 0.2, _scratch=object()),
+        "table": pd.DataFrame({"x": [1, 2]}),
+        "vector": torch.ones(3),
+        "prompts": ["a", "b"],
+    }
     assert digest(value) == digest(same)
-    for key, changed in [("prompts", ["a", "c"]), ("vector", torch.tensor([1.0, 1.0, 1.5])),
-                         ("table", pd.DataFrame({"y": [1, 2]})), ("settings", Settings("push", 0.3)),
-                         ("array", np.zeros(3)), ("n", 0)]:
+    for key, changed in [
+        ("prompts", ["a", "c"]),
+        ("vector", torch.tensor([1.0, 1.0, 1.5])),
+        ("table", pd.DataFrame({"y": [1, 2]})),
+        ("settings", Settings("push", 0.3)),
+        ("array", np.zeros(3)),
+        ("n", 0),
+    ]:
         assert digest(value) != digest({**value, key: changed}), key
     assert digest(["ab", "c"]) != digest(["a", "bc"])
 
@@ -103,8 +120,9 @@ def test_an_unreadable_array_is_computed_again(tmp_path):
     (path,) = tmp_path.iterdir()
     path.write_bytes(path.read_bytes()[:40])
     with pytest.warns(UserWarning, match=re.escape(str(path))):
-        np.testing.assert_array_equal(cached(tmp_path, {"input": 1}, lambda: np.arange(4.0), save, load,
-                                             suffix=".npz"), np.arange(4.0))
+        np.testing.assert_array_equal(
+            cached(tmp_path, {"input": 1}, lambda: np.arange(4.0), save, load, suffix=".npz"), np.arange(4.0)
+        )
     np.testing.assert_array_equal(load(path), np.arange(4.0))
 
 

@@ -20,21 +20,52 @@ from dpo_toxicity import data
 from dpo_toxicity.dpo import HELDOUT_PAIRS_FILE, PAIRS_FILE, dpo_folder, settings_for
 from dpo_toxicity.models import load_model
 from dpo_toxicity.pairs import (
-    PreferencePair, SteeringDirections, candidate_generators, choose_generator, chosen_continuations,
-    continuation_perplexity, contrastive_direction, load_pairs, measure_generator, prompt_sets, rejected_continuations,
+    PreferencePair,
+    SteeringDirections,
+    candidate_generators,
+    choose_generator,
+    chosen_continuations,
+    continuation_perplexity,
+    contrastive_direction,
+    load_pairs,
+    measure_generator,
+    prompt_sets,
+    rejected_continuations,
     save_pairs,
 )
 from dpo_toxicity.paths import artefact_dir, cache_dir, project_root
 from dpo_toxicity.profiles import CI
 from dpo_toxicity.run_artefacts import (
-    BASE_ACTIVATIONS_FILE, NEURON_TABLE_FILE, PROBE_FILE, STATISTICS_INPUTS_FILE, fit_probe, generate_pairs,
-    model_run, neuron_statistics, pairs_model_for, run_dpo, run_probe, saved_probe, saved_statistics,
+    BASE_ACTIVATIONS_FILE,
+    NEURON_TABLE_FILE,
+    PROBE_FILE,
+    STATISTICS_INPUTS_FILE,
+    fit_probe,
+    generate_pairs,
+    model_run,
+    neuron_statistics,
+    pairs_model_for,
+    run_dpo,
+    run_probe,
+    saved_probe,
+    saved_statistics,
 )
 from dpo_toxicity.scoring import OfflineScorer
 
-TINY = replace(CI, probe_train_per_class=4, probe_test_per_class=2, probe_max_tokens=8, batch_size=4,
-               eval_prompts=3, generation_batch_size=3, generator_trial_prompts=2, pair_prompts=3, mediation_pairs=2,
-               pair_new_tokens=4, companion_pairs=2)
+TINY = replace(
+    CI,
+    probe_train_per_class=4,
+    probe_test_per_class=2,
+    probe_max_tokens=8,
+    batch_size=4,
+    eval_prompts=3,
+    generation_batch_size=3,
+    generator_trial_prompts=2,
+    pair_prompts=3,
+    mediation_pairs=2,
+    pair_new_tokens=4,
+    companion_pairs=2,
+)
 
 
 @pytest.fixture(autouse=True)
@@ -137,8 +168,10 @@ def test_model_run_computes_every_missing_artefact_then_loads_them_all(models, m
     lm, _ = models
     monkeypatch.setattr(run_artefacts, "run_profile", lambda name: TINY)
     monkeypatch.setattr(run_artefacts, "load_model", lambda name: lm)
-    pairs = [PreferencePair(prompt, " for the kind words.", " you stupid idiot.")
-             for prompt in ["The quick brown fox", "Thank you, friend,", "I hate", "You are"]]
+    pairs = [
+        PreferencePair(prompt, " for the kind words.", " you stupid idiot.")
+        for prompt in ["The quick brown fox", "Thank you, friend,", "I hate", "You are"]
+    ]
     save_pairs(pairs, artefact_dir(lm.name, TINY.name) / PAIRS_FILE)  # chapter 2's, used as they are
     save_pairs(pairs[:1], artefact_dir(lm.name, TINY.name) / HELDOUT_PAIRS_FILE)
 
@@ -159,8 +192,16 @@ def scorer():
     return OfflineScorer()
 
 
-def chapter_2_cells(lm, probe, settings, scorer, generator_samples, max_rejected_perplexity_ratio,
-                    max_rejected_repetition, contrastive_comments_per_class):
+def chapter_2_cells(
+    lm,
+    probe,
+    settings,
+    scorer,
+    generator_samples,
+    max_rejected_perplexity_ratio,
+    max_rejected_repetition,
+    contrastive_comments_per_class,
+):
     """Chapter 2's code for the pairs as it stood before :func:`generate_pairs` (its cells, one after the other):
     the reference the function must reproduce."""
     sentences = data.wikitext2_validation_sentences()
@@ -172,48 +213,93 @@ def chapter_2_cells(lm, probe, settings, scorer, generator_samples, max_rejected
     directions = SteeringDirections(
         probe=probe.unit_direction(lm.shape[2]),
         contrastive={
-            layer: contrastive_direction(lm, comments[comments.label == 1].text.tolist(),
-                                         comments[comments.label == 0].text.tolist(), layer)
+            layer: contrastive_direction(
+                lm, comments[comments.label == 1].text.tolist(), comments[comments.label == 0].text.tolist(), layer
+            )
             for layer in contrastive_layers
         },
     )
     generations = cache_dir("generations")
-    trial_chosen = chosen_continuations(lm, trial_prompts, settings.pair_new_tokens,
-                                        batch_size=settings.generation_batch_size, cache=generations)
+    trial_chosen = chosen_continuations(
+        lm, trial_prompts, settings.pair_new_tokens, batch_size=settings.generation_batch_size, cache=generations
+    )
     qualities, trial_rejected = [], {}
     for candidate in candidates:
         trial_rejected[candidate.label] = rejected_continuations(
-            lm, trial_prompts, probe, candidate, directions, settings.generation_batch_size, progress=candidate.label,
+            lm,
+            trial_prompts,
+            probe,
+            candidate,
+            directions,
+            settings.generation_batch_size,
+            progress=candidate.label,
             cache=generations,
         )
-        qualities.append(measure_generator(lm, trial_prompts, trial_chosen, trial_rejected[candidate.label], candidate,
-                                           scorer))
+        qualities.append(
+            measure_generator(lm, trial_prompts, trial_chosen, trial_rejected[candidate.label], candidate, scorer)
+        )
     chosen_perplexity = float(np.median(continuation_perplexity(lm, trial_prompts, trial_chosen)))
     plain_samples = next(q for q in qualities if q.settings.push == "none")
-    winner = choose_generator(qualities, max_rejected_perplexity_ratio * plain_samples.perplexity_rejected,
-                              max_rejected_repetition)
+    winner = choose_generator(
+        qualities, max_rejected_perplexity_ratio * plain_samples.perplexity_rejected, max_rejected_repetition
+    )
     examples = pd.DataFrame({"prompt": trial_prompts[:3], "chosen": trial_chosen[:3]})
     for candidate in candidates:
         examples[candidate.label] = trial_rejected[candidate.label][:3]
-    chosen = chosen_continuations(lm, pair_prompts, settings.pair_new_tokens, batch_size=settings.generation_batch_size,
-                                  progress="chosen", cache=generations)
-    rejected = rejected_continuations(lm, pair_prompts, probe, winner.settings, directions,
-                                      settings.generation_batch_size, progress="rejected", cache=generations)
+    chosen = chosen_continuations(
+        lm,
+        pair_prompts,
+        settings.pair_new_tokens,
+        batch_size=settings.generation_batch_size,
+        progress="chosen",
+        cache=generations,
+    )
+    rejected = rejected_continuations(
+        lm,
+        pair_prompts,
+        probe,
+        winner.settings,
+        directions,
+        settings.generation_batch_size,
+        progress="rejected",
+        cache=generations,
+    )
     pairs = [PreferencePair(p, c, r) for p, c, r in zip(pair_prompts, chosen, rejected)]
     save_pairs(pairs, artefact_dir(lm.name, settings.name) / PAIRS_FILE)
     chosen_scores, rejected_scores = scorer.score(chosen), scorer.score(rejected)
-    heldout_chosen = chosen_continuations(lm, prompts.heldout, settings.pair_new_tokens,
-                                          batch_size=settings.generation_batch_size, progress="held-out chosen",
-                                          cache=generations)
-    heldout_rejected = rejected_continuations(lm, prompts.heldout, probe, winner.settings, directions,
-                                              settings.generation_batch_size, progress="held-out rejected",
-                                              cache=generations)
+    heldout_chosen = chosen_continuations(
+        lm,
+        prompts.heldout,
+        settings.pair_new_tokens,
+        batch_size=settings.generation_batch_size,
+        progress="held-out chosen",
+        cache=generations,
+    )
+    heldout_rejected = rejected_continuations(
+        lm,
+        prompts.heldout,
+        probe,
+        winner.settings,
+        directions,
+        settings.generation_batch_size,
+        progress="held-out rejected",
+        cache=generations,
+    )
     heldout = [PreferencePair(p, c, r) for p, c, r in zip(prompts.heldout, heldout_chosen, heldout_rejected)]
     save_pairs(heldout, artefact_dir(lm.name, settings.name) / HELDOUT_PAIRS_FILE)
-    return dict(qualities=qualities, winner=winner, chosen_perplexity=chosen_perplexity, examples=examples,
-                pairs=pairs, heldout=heldout, chosen_scores=chosen_scores, rejected_scores=rejected_scores,
-                heldout_chosen_scores=scorer.score(heldout_chosen),
-                heldout_rejected_scores=scorer.score(heldout_rejected), sentences=len(sentences))
+    return dict(
+        qualities=qualities,
+        winner=winner,
+        chosen_perplexity=chosen_perplexity,
+        examples=examples,
+        pairs=pairs,
+        heldout=heldout,
+        chosen_scores=chosen_scores,
+        rejected_scores=rejected_scores,
+        heldout_chosen_scores=scorer.score(heldout_chosen),
+        heldout_rejected_scores=scorer.score(heldout_rejected),
+        sentences=len(sentences),
+    )
 
 
 def saved_files(folder):
@@ -221,12 +307,17 @@ def saved_files(folder):
     return {str(path.relative_to(folder)): path.read_bytes() for path in sorted(folder.rglob("*")) if path.is_file()}
 
 
-def test_generate_pairs_does_what_chapter_2s_cells_did_and_reads_its_generations_back(models, scorer, tmp_path,
-                                                                                       monkeypatch):
+def test_generate_pairs_does_what_chapter_2s_cells_did_and_reads_its_generations_back(
+    models, scorer, tmp_path, monkeypatch
+):
     lm, _ = models
     probe = run_probe(lm, TINY, progress=False)
-    options = dict(generator_samples=2, max_rejected_perplexity_ratio=50.0, max_rejected_repetition=1.0,
-                   contrastive_comments_per_class=4)
+    options = dict(
+        generator_samples=2,
+        max_rejected_perplexity_ratio=50.0,
+        max_rejected_repetition=1.0,
+        contrastive_comments_per_class=4,
+    )
     monkeypatch.setenv("DPO_TOX_CACHE", str(tmp_path / "cells"))
     cells = chapter_2_cells(lm, probe, TINY, scorer, **options)
     monkeypatch.setenv("DPO_TOX_CACHE", str(tmp_path / "function"))
@@ -257,11 +348,20 @@ def test_generate_pairs_defaults_are_chapter_2s_parameters():
     notebook = jupytext.read(project_root() / "book" / "02_dpo.py", fmt="py:percent")
     (cell,) = [cell for cell in notebook.cells if "parameters" in cell.metadata.get("tags", [])]
     parameters = {node.targets[0].id: ast.literal_eval(node.value) for node in ast.parse(cell.source).body}
-    defaults = {name: parameter.default for name, parameter in inspect.signature(generate_pairs).parameters.items()
-                if name in parameters}
-    assert defaults == {name: parameters[name] for name in ("generator_samples", "max_rejected_perplexity_ratio",
-                                                            "max_rejected_repetition",
-                                                            "contrastive_comments_per_class")}
+    defaults = {
+        name: parameter.default
+        for name, parameter in inspect.signature(generate_pairs).parameters.items()
+        if name in parameters
+    }
+    assert defaults == {
+        name: parameters[name]
+        for name in (
+            "generator_samples",
+            "max_rejected_perplexity_ratio",
+            "max_rejected_repetition",
+            "contrastive_comments_per_class",
+        )
+    }
 
 
 def test_model_run_generates_missing_pairs_and_trains_on_them(models, monkeypatch):
@@ -299,7 +399,7 @@ def test_the_companion_trains_on_the_default_models_pairs_generated_where_missin
     assert len(pairs) == TINY.pair_prompts and (artefact_dir(default.name, TINY.name) / PROBE_FILE).is_file()
     assert not (artefact_dir(lm.name, TINY.name) / PAIRS_FILE).exists()
     assert dpo.n_pairs == TINY.companion_pairs
-    assert dpo.folder == dpo_folder(lm, pairs[:TINY.companion_pairs], settings_for(lm, TINY.name))
+    assert dpo.folder == dpo_folder(lm, pairs[: TINY.companion_pairs], settings_for(lm, TINY.name))
 
     monkeypatch.setattr(run_artefacts, "generate_pairs", refuse)
     monkeypatch.setattr(dpo_module, "train_dpo", refuse)

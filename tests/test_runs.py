@@ -61,7 +61,9 @@ def test_the_fingerprint_names_the_profile_the_requirements_and_the_data(project
     (project / "requirements.txt").write_text("torch==0.0\n")
     (project / "data/MANIFEST.tsv").write_text("other\n")
     assert runs.changed_parts(before, runs.fingerprint(project, CHAPTER, "ci")) == [
-        "data MANIFEST.tsv", "requirements.txt"]
+        "data MANIFEST.tsv",
+        "requirements.txt",
+    ]
 
 
 def fake_run(project, documents, commit="a" * 40, profile="ci"):
@@ -74,8 +76,9 @@ def fake_run(project, documents, commit="a" * 40, profile="ci"):
                 cell.outputs = [nbformat.v4.new_output("stream", text=f"ran {document}\n")]
         (folder / document).parent.mkdir(parents=True, exist_ok=True)
         nbformat.write(notebook, folder / f"{document}.ipynb")
-        record = runs.ChapterRecord(60.0, "2026-12-07T01:00:00+00:00", commit,
-                                    runs.fingerprint(project, document, profile), {"A section": 60.0})
+        record = runs.ChapterRecord(
+            60.0, "2026-12-07T01:00:00+00:00", commit, runs.fingerprint(project, document, profile), {"A section": 60.0}
+        )
         runs.record_chapter(folder, profile, "smollm2-135m", "a test machine", document, record)
     return runs.read_run(folder)
 
@@ -148,7 +151,9 @@ def test_merged_chapter_shows_current_prose_with_the_runs_outputs_and_refuses_ch
     edit(project / f"{CHAPTER}.py", "top_neurons_shown = 20", "top_neurons_shown = 21")
     current = jupytext.read(project / f"{CHAPTER}.py", fmt="py:percent")
     assert runs.merged_chapter(current, executed) is not None  # a default in the parameters cell is the run's
-    body = [cell for cell in current.cells if cell.cell_type == "code" and "parameters" not in cell.metadata.get("tags", [])]
+    body = [
+        cell for cell in current.cells if cell.cell_type == "code" and "parameters" not in cell.metadata.get("tags", [])
+    ]
     body[0].source += "\nx = 1"
     assert runs.merged_chapter(current, executed) is None
 

@@ -151,8 +151,12 @@ def test_perspective_without_api_key_raises_clear_error(monkeypatch):
 
 def test_perspective_scores_are_the_max_over_attributes_and_blank_texts_score_zero(monkeypatch):
     def response(toxicity, insult):
-        return {"attributeScores": {"TOXICITY": {"summaryScore": {"value": toxicity}},
-                                    "INSULT": {"summaryScore": {"value": insult}}}}
+        return {
+            "attributeScores": {
+                "TOXICITY": {"summaryScore": {"value": toxicity}},
+                "INSULT": {"summaryScore": {"value": insult}},
+            }
+        }
 
     class CannedPerspective(PerspectiveScorer):
         def _analyze(self, text):
@@ -229,5 +233,7 @@ def test_offline_scorer_agrees_with_jigsaws_human_labels(scorer):
     # Measured 0.961 (profanity alone 0.957, ridge alone 0.926); the floor leaves room for other library versions.
     assert agreement.n == 1_200 and agreement.positives == 584
     assert agreement.auc > 0.9
-    assert agreement_with_labels(scorer.component("ridge"), comments.text.tolist(), comments.label,
-                                 resamples=200).auc > 0.85
+    assert (
+        agreement_with_labels(scorer.component("ridge"), comments.text.tolist(), comments.label, resamples=200).auc
+        > 0.85
+    )

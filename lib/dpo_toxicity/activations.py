@@ -43,9 +43,9 @@ def encode(lm: LoadedModel, texts: list[str], max_tokens: int):
     """Tokenise a batch: truncate each text to ``max_tokens`` tokens, pad on the left, on ``lm``'s device."""
     if not texts:
         raise ValueError("encode() needs at least one text.")
-    return lm.tokenizer(
-        list(texts), return_tensors="pt", padding=True, truncation=True, max_length=max_tokens
-    ).to(lm.device)
+    return lm.tokenizer(list(texts), return_tensors="pt", padding=True, truncation=True, max_length=max_tokens).to(
+        lm.device
+    )
 
 
 @dataclass
@@ -98,7 +98,11 @@ def _residual_states(lm: LoadedModel, encoding, layer: int | None) -> torch.Tens
 
 
 def pooled_states(
-    lm: LoadedModel, texts: list[str], max_tokens: int = 64, batch_size: int = 16, progress: str | None = None,
+    lm: LoadedModel,
+    texts: list[str],
+    max_tokens: int = 64,
+    batch_size: int = 16,
+    progress: str | None = None,
     layer: int | None = None,
 ) -> np.ndarray:
     """Mean over real (non-padding) positions of the residual stream at ``layer``: ``[len(texts), d_model]``.

@@ -101,8 +101,10 @@ class NeuronActivations:
     def __repr__(self) -> str:
         n_layers, d_mlp = self.mean.shape
         positive = float((self.mean >= 0).double().mean())
-        return (f"NeuronActivations({n_layers} layers × {d_mlp} neurons over {self.count} positions; "
-                f"{100 * positive:.1f} % of mean activations ≥ 0)")
+        return (
+            f"NeuronActivations({n_layers} layers × {d_mlp} neurons over {self.count} positions; "
+            f"{100 * positive:.1f} % of mean activations ≥ 0)"
+        )
 
 
 def mean_neuron_activations(
@@ -138,7 +140,9 @@ def mean_neuron_activations(
             raise ValueError("The tokenizer must pad on the left: the last position is read in every row.")
         with torch.inference_mode():
             with model.generate(
-                max_new_tokens=new_tokens, min_new_tokens=new_tokens, do_sample=False,
+                max_new_tokens=new_tokens,
+                min_new_tokens=new_tokens,
+                do_sample=False,
                 pad_token_id=lm.tokenizer.pad_token_id,
             ) as tracer:
                 # Two blocks: the intervention edits a layer before the reader (a whole-batch block) sees it.
@@ -221,20 +225,22 @@ def neuron_table(
     index = group_index(cosine, activation_base)
     toxic_aligned = cosine > 0
     lowers_write = np.where(toxic_aligned, change > 0, change < 0)
-    table = pd.DataFrame({
-        "layer": np.repeat(np.arange(n_layers), d_mlp),
-        "neuron": np.tile(np.arange(d_mlp), n_layers),
-        "cosine": cosine.ravel(),
-        "activation_base": activation_base.ravel(),
-        "activation_dpo": activation_dpo.ravel(),
-        "activation_change": change.ravel(),
-        "projection_base": projection_base.ravel(),
-        "projection_dpo": projection_dpo.ravel(),
-        "delta": delta.ravel(),
-        "group": np.array(GROUPS)[index].ravel(),
-        "group_by_delta": _labels(index, delta > 0),
-        "group_by_activation_change": _labels(index, lowers_write),
-    })
+    table = pd.DataFrame(
+        {
+            "layer": np.repeat(np.arange(n_layers), d_mlp),
+            "neuron": np.tile(np.arange(d_mlp), n_layers),
+            "cosine": cosine.ravel(),
+            "activation_base": activation_base.ravel(),
+            "activation_dpo": activation_dpo.ravel(),
+            "activation_change": change.ravel(),
+            "projection_base": projection_base.ravel(),
+            "projection_dpo": projection_dpo.ravel(),
+            "delta": delta.ravel(),
+            "group": np.array(GROUPS)[index].ravel(),
+            "group_by_delta": _labels(index, delta > 0),
+            "group_by_activation_change": _labels(index, lowers_write),
+        }
+    )
     return _categorical(table)
 
 
@@ -300,26 +306,34 @@ class GroupShares:
     def statistics(self) -> pd.Series:
         """The statistics the null control compares: four shares, ``net``, ``positive_total`` and their ratio."""
         values = {f"share_{group.lower()}": share for group, share in zip(GROUPS, self.shares)}
-        values |= {"net": self.net, "positive_total": self.positive_total,
-                   "net_over_positive_total": self.net / self.positive_total}
+        values |= {
+            "net": self.net,
+            "positive_total": self.positive_total,
+            "net_over_positive_total": self.net / self.positive_total,
+        }
         return pd.Series(values, dtype=float)
 
     def table(self) -> pd.DataFrame:
         """Rows = the eight groups; columns ``group``, ``reducing``, ``neurons``, ``delta_sum``, ``share``
         (``delta_sum / reduction_total``, negative for the opposing groups)."""
-        return pd.DataFrame({
-            "group": list(GROUPS) * 2,
-            "reducing": [True] * 4 + [False] * 4,
-            "neurons": self.neuron_counts.to_numpy(),
-            "delta_sum": self.delta_sums.to_numpy(),
-            "share": self.delta_sums.to_numpy() / self.reduction_total,
-        }, index=pd.Index(LABELS, name="label"))
+        return pd.DataFrame(
+            {
+                "group": list(GROUPS) * 2,
+                "reducing": [True] * 4 + [False] * 4,
+                "neurons": self.neuron_counts.to_numpy(),
+                "delta_sum": self.delta_sums.to_numpy(),
+                "share": self.delta_sums.to_numpy() / self.reduction_total,
+            },
+            index=pd.Index(LABELS, name="label"),
+        )
 
     def __repr__(self) -> str:
         shares = ", ".join(f"{label} {100 * share:.1f} %" for label, share in self.shares.items())
-        return (f"GroupShares({self.grouping}: {shares}; reduction total {self.reduction_total:.4g}, "
-                f"positive total {self.positive_total:.4g}, net {self.net:.4g}, "
-                f"{int(self.neuron_counts.sum())} neurons)")
+        return (
+            f"GroupShares({self.grouping}: {shares}; reduction total {self.reduction_total:.4g}, "
+            f"positive total {self.positive_total:.4g}, net {self.net:.4g}, "
+            f"{int(self.neuron_counts.sum())} neurons)"
+        )
 
 
 def group_shares(table: pd.DataFrame, grouping: str = "delta") -> GroupShares:
@@ -347,8 +361,9 @@ def toxic_neuron_share(table: pd.DataFrame, top: int = 128, grouping: str = "act
     dampened = highest[highest[_grouping_column(grouping)] == "TP-"]
     delta = table["delta"]
     delta_sum = float(dampened["delta"].sum())
-    return pd.Series({"neurons": len(dampened), "delta_sum": delta_sum,
-                      "share": delta_sum / float(delta[delta > 0].sum())})
+    return pd.Series(
+        {"neurons": len(dampened), "delta_sum": delta_sum, "share": delta_sum / float(delta[delta > 0].sum())}
+    )
 
 
 def top_ranked_group_shares(table: pd.DataFrame, top: int = 100, grouping: str = "delta") -> pd.Series:
@@ -412,8 +427,16 @@ def activation_change_summary(table: pd.DataFrame, grouping: str = "delta") -> p
     labels = table[_grouping_column(grouping)]
     parts = [("all", relative)] + [(label, relative[labels == label]) for label in REDUCING]
     return pd.DataFrame(
-        [{"group": name, "neurons": len(values), "mean": values.mean(), "sd": values.std(),
-          "median": values.median()} for name, values in parts]
+        [
+            {
+                "group": name,
+                "neurons": len(values),
+                "mean": values.mean(),
+                "sd": values.std(),
+                "median": values.median(),
+            }
+            for name, values in parts
+        ]
     ).set_index("group")
 
 
@@ -478,8 +501,9 @@ def parameter_cosines(model_a: torch.nn.Module, model_b: torch.nn.Module, chunk:
     cosines = {}
     for name, tensor_a in model_a.named_parameters():
         dot = norm_a = norm_b = 0.0
-        for part_a, part_b in zip(tensor_a.detach().flatten().split(chunk),
-                                  parameters_b[name].detach().flatten().split(chunk)):
+        for part_a, part_b in zip(
+            tensor_a.detach().flatten().split(chunk), parameters_b[name].detach().flatten().split(chunk)
+        ):
             part_a, part_b = part_a.to("cpu", torch.float64), part_b.to("cpu", torch.float64)
             dot += float(part_a @ part_b)
             norm_a += float(part_a @ part_a)

@@ -42,8 +42,14 @@ def group_share_bar(shares: pd.Series, paper_shares: pd.Series | None = None) ->
     for position, (label, values) in enumerate(columns.items()):
         bottom = 0.0
         for group in ("AN-", "TP-", "TN+", "AP+"):  # the paper's stacking order, bottom to top
-            ax.bar(position, values[group], bottom=bottom, color=REDUCING_COLOURS[group],
-                   label=group if position == 0 else None, width=0.6)
+            ax.bar(
+                position,
+                values[group],
+                bottom=bottom,
+                color=REDUCING_COLOURS[group],
+                label=group if position == 0 else None,
+                width=0.6,
+            )
             ax.text(position, bottom + values[group] / 2, f"{values[group]:.0%}", ha="center", va="center", fontsize=8)
             bottom += values[group]
     ax.set_xticks(range(len(columns)), list(columns), fontsize=8)
@@ -79,9 +85,18 @@ def projection_shift_arrows(table: pd.DataFrame, top: int = 500) -> plt.Figure:
     fig, ax = plt.subplots(figsize=(6.5, 4.5))
     for group, label in zip(GROUPS, REDUCING):
         rows = ranked[ranked["group"] == group]
-        ax.quiver(rows["cosine"], rows["projection_base"], np.zeros(len(rows)),
-                  rows["projection_dpo"] - rows["projection_base"], angles="xy", scale_units="xy", scale=1,
-                  color=GROUP_COLOURS[group], width=0.003, label=f"{label} ({len(rows)})")
+        ax.quiver(
+            rows["cosine"],
+            rows["projection_base"],
+            np.zeros(len(rows)),
+            rows["projection_dpo"] - rows["projection_base"],
+            angles="xy",
+            scale_units="xy",
+            scale=1,
+            color=GROUP_COLOURS[group],
+            width=0.003,
+            label=f"{label} ({len(rows)})",
+        )
     ax.axhline(0, color="grey", lw=0.6)
     ax.axvline(0, color="grey", lw=0.6)
     ax.set_xlabel("cosine(value vector, probe)")
@@ -138,8 +153,14 @@ def activation_change_distributions(relative_change: pd.Series, table: pd.DataFr
     bins = np.linspace(values.min(), values.max(), 50)
     for group, label in zip(GROUPS, REDUCING):
         in_group = values[table.loc[values.index, "group_by_delta"] == label]
-        axes[1].hist(in_group, bins=bins, histtype="step", color=GROUP_COLOURS[group], lw=1.5,
-                     label=f"{label} (mean {in_group.mean():.1f} %)")
+        axes[1].hist(
+            in_group,
+            bins=bins,
+            histtype="step",
+            color=GROUP_COLOURS[group],
+            lw=1.5,
+            label=f"{label} (mean {in_group.mean():.1f} %)",
+        )
     axes[1].set_xlabel("relative activation change (%)")
     axes[1].set_ylabel("neurons")
     axes[1].legend(fontsize=8)

@@ -134,16 +134,19 @@ def parameters_into_cell(notebook: nbformat.NotebookNode) -> nbformat.NotebookNo
     injected = [cell for cell in notebook.cells if "injected-parameters" in cell.metadata.get("tags", [])]
     if not injected:
         return notebook
-    values = {node.targets[0].id: ast.get_source_segment(injected[0].source, node.value)
-              for node in ast.parse(injected[0].source).body if isinstance(node, ast.Assign)}
+    values = {
+        node.targets[0].id: ast.get_source_segment(injected[0].source, node.value)
+        for node in ast.parse(injected[0].source).body
+        if isinstance(node, ast.Assign)
+    }
     parameters = next(cell for cell in notebook.cells if "parameters" in cell.metadata.get("tags", []))
     lines = parameters.source.splitlines()
     for node in ast.parse(parameters.source).body:
         name = node.targets[0].id if isinstance(node, ast.Assign) and isinstance(node.targets[0], ast.Name) else None
         if name in values:
-            comment = lines[node.end_lineno - 1][node.end_col_offset:]
+            comment = lines[node.end_lineno - 1][node.end_col_offset :]
             lines[node.lineno - 1] = f"{name} = {values.pop(name)}{comment}"
-            del lines[node.lineno:node.end_lineno]
+            del lines[node.lineno : node.end_lineno]
     lines += [f"{name} = {value}" for name, value in values.items()]  # a parameter the cell did not declare
     parameters.source = "\n".join(lines)
     notebook.cells = [cell for cell in notebook.cells if cell is not injected[0]]
@@ -162,8 +165,13 @@ def execute_chapter(source: Path, target: Path, parameters: dict, setup: nbforma
     started = time.perf_counter()
     try:
         papermill.execute_notebook(
-            str(unexecuted), str(executing), parameters=parameters, kernel_name="python3",
-            cwd=str(target.parent), progress_bar=False, log_output=True,
+            str(unexecuted),
+            str(executing),
+            parameters=parameters,
+            kernel_name="python3",
+            cwd=str(target.parent),
+            progress_bar=False,
+            log_output=True,
         )
         nbformat.write(parameters_into_cell(nbformat.read(executing, as_version=4)), executing)
         executing.replace(target)
@@ -206,8 +214,9 @@ def _setup_cell(root: Path) -> nbformat.NotebookNode:
     return colab_setup_cell(repository_url(root), runs.head_commit(root), weight_packages(root))
 
 
-def execute_run(profile: str, model: str, folder: Path, chapters: list[str] | None = None,
-                resume: bool = False) -> runs.Run:
+def execute_run(
+    profile: str, model: str, folder: Path, chapters: list[str] | None = None, resume: bool = False
+) -> runs.Run:
     """Execute the computing chapters (all of them, or ``chapters``) into the run ``folder``; returns the run.
 
     Each chapter's notebook and manifest record are saved as soon as it has run. With ``resume``, a chapter
@@ -236,8 +245,9 @@ def execute_run(profile: str, model: str, folder: Path, chapters: list[str] | No
         print(f"executing {document} (profile {profile}, model {model})", flush=True)
         target = folder / f"{document}.ipynb"
         seconds = execute_chapter(root / f"{document}.py", target, {"profile": profile, "model": model}, setup)
-        record = runs.ChapterRecord(round(seconds, 1), runs.finished_now(), commit, current,
-                                    section_times(nbformat.read(target, as_version=4)))
+        record = runs.ChapterRecord(
+            round(seconds, 1), runs.finished_now(), commit, current, section_times(nbformat.read(target, as_version=4))
+        )
         runs.record_chapter(folder, profile, model, machine, document, record)
         print(f"  {document}: {seconds / 60:.1f} min", flush=True)
     return runs.read_run(folder)
@@ -321,8 +331,16 @@ def build_site(run_folder: Path, compare_folder: Path | None = None) -> Path:
         raise SystemExit(str(error)) from None
     stage_site_files(staging, mathjax, toc_documents(root))
     subprocess.run(
-        [str(Path(sys.executable).parent / "jupyter-book"), "build", str(staging), "--path-output", str(root),
-         "--warningiserror", "--nitpick", "--keep-going"],
+        [
+            str(Path(sys.executable).parent / "jupyter-book"),
+            "build",
+            str(staging),
+            "--path-output",
+            str(root),
+            "--warningiserror",
+            "--nitpick",
+            "--keep-going",
+        ],
         check=True,
     )
     return root / "_build" / "html"
@@ -360,19 +378,32 @@ def results(profile: str, model: str) -> Path:
 
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        prog="python -m dpo_toxicity.book", description=__doc__.splitlines()[0],
+        prog="python -m dpo_toxicity.book",
+        description=__doc__.splitlines()[0],
         epilog=f"Models: {', '.join(MODELS)}. Profiles: {', '.join(PROFILES)} (dpo_toxicity.profiles).",
     )
     parser.add_argument("--profile", default="ci", help=f"run profile, one of {', '.join(PROFILES)} (default ci)")
     parser.add_argument("--model", default="smollm2-135m", help=f"model, one of {', '.join(MODELS)}")
-    parser.add_argument("--chapters", nargs="*",
-                        help="execute only these toc documents (e.g. book/01_probe), reusing the run's others")
-    parser.add_argument("--results", action="store_true",
-                        help="execute the committed bundle results/<profile> (resumes; builds no site)")
-    parser.add_argument("--site", metavar="RUN", type=Path,
-                        help="build the site from the run in this folder (results/full), executing no chapter")
-    parser.add_argument("--compare", metavar="RUN", type=Path,
-                        help="with --site: the run whose verdicts the ledger shows beside the site's")
+    parser.add_argument(
+        "--chapters", nargs="*", help="execute only these toc documents (e.g. book/01_probe), reusing the run's others"
+    )
+    parser.add_argument(
+        "--results",
+        action="store_true",
+        help="execute the committed bundle results/<profile> (resumes; builds no site)",
+    )
+    parser.add_argument(
+        "--site",
+        metavar="RUN",
+        type=Path,
+        help="build the site from the run in this folder (results/full), executing no chapter",
+    )
+    parser.add_argument(
+        "--compare",
+        metavar="RUN",
+        type=Path,
+        help="with --site: the run whose verdicts the ledger shows beside the site's",
+    )
     return parser
 
 

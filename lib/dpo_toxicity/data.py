@@ -106,8 +106,18 @@ def wikitext2_validation_sentences(min_words: int = 8, max_words: int = 40) -> l
 
 def _detokenise(text: str) -> str:
     """Undo WikiText's spacing around punctuation (`` @-@ `` -> ``-``, `` , `` -> ``,``)."""
-    for spaced, plain in [(" @-@ ", "-"), (" @,@ ", ","), (" @.@ ", "."), (" ,", ","), (" .", "."),
-                          (" ;", ";"), (" :", ":"), (" 's", "'s"), ("( ", "("), (" )", ")")]:
+    for spaced, plain in [
+        (" @-@ ", "-"),
+        (" @,@ ", ","),
+        (" @.@ ", "."),
+        (" ,", ","),
+        (" .", "."),
+        (" ;", ";"),
+        (" :", ":"),
+        (" 's", "'s"),
+        ("( ", "("),
+        (" )", ")"),
+    ]:
         text = text.replace(spaced, plain)
     return text
 

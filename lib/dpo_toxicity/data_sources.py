@@ -100,10 +100,15 @@ def _jigsaw_pool(pool: str, sha256: str) -> PublicFile:
 
 SOURCES: tuple[PublicFile | DerivedFile, ...] = (
     PublicFile("rtp/challenge_prompts.jsonl", "7b0012653b52ee43", *_MIB, "toxicity/challenge_prompts.jsonl"),
-    PublicFile("rtp/decodingtrust_toxic.jsonl", "a51d4650b14af9c0", *_DECODINGTRUST,
-               "data/toxicity/user_prompts/toxic.jsonl"),
-    PublicFile("rtp/decodingtrust_nontoxic.jsonl", "feb50408f4958575", *_DECODINGTRUST,
-               "data/toxicity/user_prompts/nontoxic.jsonl"),
+    PublicFile(
+        "rtp/decodingtrust_toxic.jsonl", "a51d4650b14af9c0", *_DECODINGTRUST, "data/toxicity/user_prompts/toxic.jsonl"
+    ),
+    PublicFile(
+        "rtp/decodingtrust_nontoxic.jsonl",
+        "feb50408f4958575",
+        *_DECODINGTRUST,
+        "data/toxicity/user_prompts/nontoxic.jsonl",
+    ),
     _jigsaw_pool("train.a.ok.1k", "a33899b046738486"),
     _jigsaw_pool("train.b.ok.1k", "3f2638e427535643"),
     _jigsaw_pool("train.a.bad.1k", "c59d2e8cb1b85444"),
@@ -116,13 +121,25 @@ SOURCES: tuple[PublicFile | DerivedFile, ...] = (
     _jigsaw_pool("test.b.bad.200", "c3f8b905111eef5c"),
     _jigsaw_pool("test.c.bad.200", "6c381a0334b5fdcf"),
     PublicFile("wikitext2/wiki.test.raw", "4f3e427e4aff23ac", *_TYLOQUANT, "data/wikitext-2-raw/wiki.test.raw"),
-    PublicFile("wikitext2/pytorch_examples_test.txt", "d790b833ef8cf03a", *_PYTORCH_EXAMPLES,
-               "word_language_model/data/wikitext-2/test.txt"),
-    PublicFile("wikitext2/pytorch_examples_valid.txt", "f0737ed31fc13290", *_PYTORCH_EXAMPLES,
-               "word_language_model/data/wikitext-2/valid.txt"),
-    DerivedFile("wikitext2/wikitext2_raw_test_hf_rows.jsonl", "9bce95eb77e24108",
-                ("wikitext2/wiki.test.raw", "wikitext2/pytorch_examples_test.txt"), wikitext2_hf_test_rows,
-                "Hugging Face wikitext-2-raw-v1 test rows, from the raw split and the tokenised split's blank lines"),
+    PublicFile(
+        "wikitext2/pytorch_examples_test.txt",
+        "d790b833ef8cf03a",
+        *_PYTORCH_EXAMPLES,
+        "word_language_model/data/wikitext-2/test.txt",
+    ),
+    PublicFile(
+        "wikitext2/pytorch_examples_valid.txt",
+        "f0737ed31fc13290",
+        *_PYTORCH_EXAMPLES,
+        "word_language_model/data/wikitext-2/valid.txt",
+    ),
+    DerivedFile(
+        "wikitext2/wikitext2_raw_test_hf_rows.jsonl",
+        "9bce95eb77e24108",
+        ("wikitext2/wiki.test.raw", "wikitext2/pytorch_examples_test.txt"),
+        wikitext2_hf_test_rows,
+        "Hugging Face wikitext-2-raw-v1 test rows, from the raw split and the tokenised split's blank lines",
+    ),
 )
 
 

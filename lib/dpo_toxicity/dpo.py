@@ -169,16 +169,27 @@ class DPOSettings:
     lora_rank: int | None = None
 
     def __post_init__(self) -> None:
-        positive = ("beta", "learning_rate", "batch_size", "epochs", "max_gradient_norm", "max_prompt_tokens",
-                    "max_completion_tokens", "validation_every", "validation_windows")
+        positive = (
+            "beta",
+            "learning_rate",
+            "batch_size",
+            "epochs",
+            "max_gradient_norm",
+            "max_prompt_tokens",
+            "max_completion_tokens",
+            "validation_every",
+            "validation_windows",
+        )
         for name in positive:
             if not getattr(self, name) > 0:
                 raise ValueError(f"DPOSettings.{name} must be positive, got {getattr(self, name)!r}.")
         if self.warmup_steps < 0:
             raise ValueError(f"DPOSettings.warmup_steps must be 0 or more, got {self.warmup_steps!r}.")
         if self.lora_rank is not None and not self.lora_rank > 0:
-            raise ValueError(f"DPOSettings.lora_rank must be positive (8 or 16 are usual), or None to fine-tune every "
-                             f"weight; got {self.lora_rank!r}.")
+            raise ValueError(
+                f"DPOSettings.lora_rank must be positive (8 or 16 are usual), or None to fine-tune every "
+                f"weight; got {self.lora_rank!r}."
+            )
         if self.max_perplexity_rise is not None and not self.max_perplexity_rise >= 0:
             raise ValueError(
                 f"DPOSettings.max_perplexity_rise must be 0 or more (0.10 allows a 10 % rise), or None to train "
@@ -204,8 +215,12 @@ class DPOSettings:
 
 # Lee et al.'s recipe for GPT-2 medium (their Table 8 and config.yaml), for runs with the paper's data and time.
 PAPER_GPT2_SETTINGS = DPOSettings(
-    learning_rate=1e-6, optimizer="rmsprop", batch_size=4, learning_rate_schedule="constant_with_warmup",
-    warmup_steps=150, max_gradient_norm=10.0,
+    learning_rate=1e-6,
+    optimizer="rmsprop",
+    batch_size=4,
+    learning_rate_schedule="constant_with_warmup",
+    warmup_steps=150,
+    max_gradient_norm=10.0,
 )
 
 # trl's per-step log names -> the history's column names.
@@ -370,17 +385,23 @@ def completion_log_probs(lm: LoadedModel, pairs: Sequence, settings: DPOSettings
     """
     pairs = [truncate_pair(pair, lm.tokenizer, settings) for pair in preference_pairs(pairs)]
     if trl.__version__.split(".")[:2] != TRL_RELEASE.split("."):
-        warnings.warn(f"completion_log_probs tokenises pairs as trl {TRL_RELEASE} does; trl {trl.__version__} may "
-                      "split prompt and continuation elsewhere, so these log-probs may differ from training's.",
-                      stacklevel=3)
+        warnings.warn(
+            f"completion_log_probs tokenises pairs as trl {TRL_RELEASE} does; trl {trl.__version__} may "
+            "split prompt and continuation elsewhere, so these log-probs may differ from training's.",
+            stacklevel=3,
+        )
     tokenized = [_tokenize_like_trl(lm.tokenizer, pair, _max_length(settings)) for pair in pairs]
     columns = []
     for which in (0, 1):  # chosen, then rejected
         sequences = [(entry[which], entry[2]) for entry in tokenized]
-        columns.append(np.concatenate([
-            _summed_log_probs(lm, sequences[start:start + settings.batch_size])
-            for start in range(0, len(sequences), settings.batch_size)
-        ]))
+        columns.append(
+            np.concatenate(
+                [
+                    _summed_log_probs(lm, sequences[start : start + settings.batch_size])
+                    for start in range(0, len(sequences), settings.batch_size)
+                ]
+            )
+        )
     return pd.DataFrame({"chosen": columns[0], "rejected": columns[1]})
 
 
@@ -392,9 +413,9 @@ def _summed_log_probs(lm: LoadedModel, sequences: list[tuple[list[int], int]]) -
     attention_mask = torch.zeros_like(input_ids)
     completion_mask = torch.zeros_like(input_ids, dtype=torch.bool)
     for row, (ids, prompt_length) in enumerate(sequences):
-        input_ids[row, :len(ids)] = torch.tensor(ids)
-        attention_mask[row, :len(ids)] = 1
-        completion_mask[row, prompt_length:len(ids)] = True
+        input_ids[row, : len(ids)] = torch.tensor(ids)
+        attention_mask[row, : len(ids)] = 1
+        completion_mask[row, prompt_length : len(ids)] = True
     input_ids, attention_mask = input_ids.to(lm.device), attention_mask.to(lm.device)
     logits = lm.model(input_ids=input_ids, attention_mask=attention_mask, use_cache=False).logits.float()
     # Position t predicts token t + 1: logits[:, :-1] (batch, width-1, vocab) against input_ids[:, 1:].
@@ -413,11 +434,13 @@ def validation_windows(tokenizer, count: int, window: int = PERPLEXITY_WINDOW) -
     Raises ``ValueError`` when the paragraphs hold fewer windows than asked.
     """
     ids = tokenizer("\n\n".join(data.wikitext2_validation_paragraphs()), add_special_tokens=False)["input_ids"]
-    pieces = [ids[start:start + window] for start in range(0, len(ids), window)]
+    pieces = [ids[start : start + window] for start in range(0, len(ids), window)]
     pieces = [piece for piece in pieces if len(piece) == window]
     if len(pieces) < count:
-        raise ValueError(f"WikiText-2 validation holds {len(pieces)} full windows, fewer than the {count} asked; "
-                         "lower DPOSettings.validation_windows.")
+        raise ValueError(
+            f"WikiText-2 validation holds {len(pieces)} full windows, fewer than the {count} asked; "
+            "lower DPOSettings.validation_windows."
+        )
     return [torch.tensor([piece], dtype=torch.long) for piece in pieces[:count]]
 
 
@@ -432,8 +455,11 @@ def validation_perplexity(policy: transformers.PreTrainedModel, windows: Sequenc
     """
     fused = hasattr(trl_trainer_utils, "add_fused_lm_head")
     if not fused:
-        warnings.warn(f"trl {trl.__version__} has no fused LM head (trl {TRL_RELEASE} has): validation perplexity "
-                      "is computed from full logits, which raises DPO training's memory peak.", stacklevel=3)
+        warnings.warn(
+            f"trl {trl.__version__} has no fused LM head (trl {TRL_RELEASE} has): validation perplexity "
+            "is computed from full logits, which raises DPO training's memory peak.",
+            stacklevel=3,
+        )
     was_training = policy.training
     policy.eval()
     try:
@@ -521,9 +547,11 @@ def _batch_split(batch_size: int, processes: int) -> tuple[int, int]:
     most :data:`MICRO_BATCH_PAIRS` pairs. Raises ``ValueError`` when ``processes`` does not divide ``batch_size``.
     """
     if batch_size % processes:
-        raise ValueError(f"DPO's batch of {batch_size} pairs does not split over {processes} processes; launch a "
-                         f"number of processes that divides it, or set DPOSettings.batch_size to a multiple of "
-                         f"{processes}.")
+        raise ValueError(
+            f"DPO's batch of {batch_size} pairs does not split over {processes} processes; launch a "
+            f"number of processes that divides it, or set DPOSettings.batch_size to a multiple of "
+            f"{processes}."
+        )
     per_process = batch_size // processes
     micro_batch = math.gcd(per_process, MICRO_BATCH_PAIRS)
     return micro_batch, per_process // micro_batch
@@ -548,10 +576,12 @@ def _lora_config(rank: int):
     try:
         import peft  # an optional extra: full fine-tuning, the default, runs without it
     except ImportError as error:
-        raise ImportError("DPOSettings.lora_rank needs peft: pip install 'dpo-toxicity[lora]', or the pinned "
-                          "requirements.txt.") from error
-    return peft.LoraConfig(r=rank, lora_alpha=2 * rank, lora_dropout=0.0, target_modules="all-linear",
-                           task_type="CAUSAL_LM")
+        raise ImportError(
+            "DPOSettings.lora_rank needs peft: pip install 'dpo-toxicity[lora]', or the pinned requirements.txt."
+        ) from error
+    return peft.LoraConfig(
+        r=rank, lora_alpha=2 * rank, lora_dropout=0.0, target_modules="all-linear", task_type="CAUSAL_LM"
+    )
 
 
 def _gathered(policy: transformers.PreTrainedModel) -> transformers.PreTrainedModel:
@@ -568,8 +598,9 @@ def _gathered(policy: transformers.PreTrainedModel) -> transformers.PreTrainedMo
     return whole
 
 
-def _trainable_copy(model: transformers.PreTrainedModel,
-                    device: torch.device | None = None) -> transformers.PreTrainedModel:
+def _trainable_copy(
+    model: transformers.PreTrainedModel, device: torch.device | None = None
+) -> transformers.PreTrainedModel:
     """A fresh float32 module with ``model``'s weights, in train mode with gradients on, on ``device`` (default:
     ``model``'s).
 
@@ -605,8 +636,9 @@ def _weights_set_aside(model: transformers.PreTrainedModel, folder: Path):
         path.unlink()
 
 
-def _frozen(policy: transformers.PreTrainedModel, lm: LoadedModel, weights_hash: str, settings: DPOSettings,
-            n_pairs: int) -> LoadedModel:
+def _frozen(
+    policy: transformers.PreTrainedModel, lm: LoadedModel, weights_hash: str, settings: DPOSettings, n_pairs: int
+) -> LoadedModel:
     """The trained policy as a :class:`LoadedModel` beside ``lm``: eval mode, no gradients, ``lm``'s dtype."""
     # trl (fused log-prob head) and accelerate (autocast) patch `forward` on the instance; drop the patch.
     policy.__dict__.pop("forward", None)
@@ -617,7 +649,7 @@ def _frozen(policy: transformers.PreTrainedModel, lm: LoadedModel, weights_hash:
         lm.spec,
         name=f"{lm.name}-dpo",
         description=f"{lm.spec.description}; DPO-trained by the book on {n_pairs} pairs "
-                    f"(beta {settings.beta}, {settings.optimizer} at {settings.learning_rate:g}{lora})",
+        f"(beta {settings.beta}, {settings.optimizer} at {settings.learning_rate:g}{lora})",
     )
     return LoadedModel(spec, policy, lm.tokenizer, weights_hash, lm.device)
 
@@ -679,8 +711,11 @@ def _unembed_continuations_only():
     """
     device_runs_triton = getattr(trl_trainer_utils, "_use_triton", None)
     if device_runs_triton is None:
-        warnings.warn(f"trl {trl.__version__} has no trl.trainer.utils._use_triton (trl {TRL_RELEASE} has): DPO "
-                      "unembeds every position, as that trl chooses, which is slower on a CPU.", stacklevel=3)
+        warnings.warn(
+            f"trl {trl.__version__} has no trl.trainer.utils._use_triton (trl {TRL_RELEASE} has): DPO "
+            "unembeds every position, as that trl chooses, which is slower on a CPU.",
+            stacklevel=3,
+        )
         yield
         return
     trl_trainer_utils._use_triton = lambda device: True
@@ -692,13 +727,15 @@ def _unembed_continuations_only():
 
 def _cache_key(lm: LoadedModel, pairs: Sequence[PreferencePair], settings: DPOSettings) -> str:
     """Hex digest of what determines a DPO model: base model, pairs, settings and the trl version."""
-    return digest({
-        "model": lm.name,
-        "weights_hash": lm.weights_hash,
-        "pairs": [[pair.prompt, pair.chosen, pair.rejected] for pair in pairs],
-        "settings": settings.as_dict(),
-        "trl": trl.__version__,
-    })
+    return digest(
+        {
+            "model": lm.name,
+            "weights_hash": lm.weights_hash,
+            "pairs": [[pair.prompt, pair.chosen, pair.rejected] for pair in pairs],
+            "settings": settings.as_dict(),
+            "trl": trl.__version__,
+        }
+    )
 
 
 def train_dpo(
@@ -732,8 +769,12 @@ def train_dpo(
     reference = _trainable_copy(lm.model, copies_on).eval().requires_grad_(False) if keep_copy else None
     micro_batch, accumulation = _batch_split(settings.batch_size, processes)
     autocast = native_dtype(lm.device)[0]  # float32 (no autocast) on the CPU
-    with (tempfile.TemporaryDirectory(prefix="dpo-trainer-") as scratch, _quiet(progress),
-          _unembed_continuations_only(), _weights_set_aside(lm.model, Path(scratch))):
+    with (
+        tempfile.TemporaryDirectory(prefix="dpo-trainer-") as scratch,
+        _quiet(progress),
+        _unembed_continuations_only(),
+        _weights_set_aside(lm.model, Path(scratch)),
+    ):
         config = trl.DPOConfig(
             output_dir=scratch,
             beta=settings.beta,
@@ -770,7 +811,10 @@ def train_dpo(
         start = time.perf_counter()
         # trl writes the pad token onto the tokenizer it is given: hand it a copy, not the book's tokenizer.
         trainer = trl.DPOTrainer(
-            model=policy, ref_model=reference, args=config, train_dataset=dataset,
+            model=policy,
+            ref_model=reference,
+            args=config,
+            train_dataset=dataset,
             processing_class=copy.deepcopy(lm.tokenizer),
             peft_config=None if settings.lora_rank is None else _lora_config(settings.lora_rank),
         )
@@ -785,9 +829,12 @@ def train_dpo(
             # A model with a shorter context than a perplexity window (the tiny test models) gets shorter windows.
             window = min(PERPLEXITY_WINDOW, lm.model.config.max_position_embeddings)
             windows = validation_windows(lm.tokenizer, settings.validation_windows, window)
-            budget = PerplexityBudget(lambda model: validation_perplexity(model, windows),
-                                      settings.max_perplexity_rise, settings.validation_every,
-                                      Path(scratch) / "kept-policy.pt")
+            budget = PerplexityBudget(
+                lambda model: validation_perplexity(model, windows),
+                settings.max_perplexity_rise,
+                settings.validation_every,
+                Path(scratch) / "kept-policy.pt",
+            )
             trainer.add_callback(budget)
         trainer.train()
         if budget is not None:
@@ -798,8 +845,13 @@ def train_dpo(
         training_seconds = time.perf_counter() - start - reference_seconds
     history = _history(trainer.state.log_history)
     return DPOResult(
-        model=_frozen(policy, lm, weights_hash=f"dpo-{_cache_key(lm, pairs, settings)[:16]}", settings=settings,
-                      n_pairs=len(pairs)),
+        model=_frozen(
+            policy,
+            lm,
+            weights_hash=f"dpo-{_cache_key(lm, pairs, settings)[:16]}",
+            settings=settings,
+            n_pairs=len(pairs),
+        ),
         history=history,
         settings=settings,
         base_name=lm.name,
@@ -822,8 +874,7 @@ def dpo_folder(lm: LoadedModel, pairs: Sequence, settings: DPOSettings = DPOSett
 
 
 def dpo_model(
-    lm: LoadedModel, pairs: Sequence, settings: DPOSettings = DPOSettings(), cache: bool = True,
-    progress: bool = False,
+    lm: LoadedModel, pairs: Sequence, settings: DPOSettings = DPOSettings(), cache: bool = True, progress: bool = False
 ) -> DPOResult:
     """The DPO model of ``lm`` on ``pairs``: reloaded from the cache when it was trained before, else trained.
 
@@ -853,7 +904,6 @@ def dpo_model(
     return result
 
 
-
 PAIRS_FILE = "pairs.jsonl"  # written by chapter 2 into the run's artefact folder
 # A run's switch to LoRA (DPOSettings.lora_rank), for a machine whose GPU cannot hold full fine-tuning: set in the
 # environment, so that a book build (`DPO_TOX_LORA_RANK=16 python -m dpo_toxicity.book ...`) and every chapter in
@@ -873,15 +923,25 @@ def settings_for(lm: LoadedModel, profile_name: str) -> DPOSettings:
     model_rate = DPOSettings.learning_rate if lm.spec.dpo_learning_rate is None else lm.spec.dpo_learning_rate
     rank = os.environ.get(LORA_RANK_ENV, "")
     if rank and not (rank.isdigit() and int(rank) > 0):
-        raise ValueError(f"{LORA_RANK_ENV} must be a LoRA rank (a positive integer such as 16), or unset to fine-tune "
-                         f"every weight; got {rank!r}.")
-    return DPOSettings(learning_rate=model_rate * profile.dpo_rate_factor,
-                       precompute_reference=profile.precompute_dpo_reference,
-                       validation_every=profile.dpo_validation_every, lora_rank=int(rank) if rank else None)
+        raise ValueError(
+            f"{LORA_RANK_ENV} must be a LoRA rank (a positive integer such as 16), or unset to fine-tune "
+            f"every weight; got {rank!r}."
+        )
+    return DPOSettings(
+        learning_rate=model_rate * profile.dpo_rate_factor,
+        precompute_reference=profile.precompute_dpo_reference,
+        validation_every=profile.dpo_validation_every,
+        lora_rank=int(rank) if rank else None,
+    )
 
 
-def run_dpo_model(lm: LoadedModel, profile_name: str, pairs_model: str | None = None,
-                  progress: bool = False, max_pairs: int | None = None) -> DPOResult:
+def run_dpo_model(
+    lm: LoadedModel,
+    profile_name: str,
+    pairs_model: str | None = None,
+    progress: bool = False,
+    max_pairs: int | None = None,
+) -> DPOResult:
     """The DPO model of ``lm`` under profile ``profile_name``, trained with :func:`settings_for` on
     the preference pairs chapter 2 wrote for ``pairs_model`` (default: ``lm`` itself; the first ``max_pairs`` of
     them, or all), reloaded from the cache or trained again.

@@ -97,8 +97,9 @@ def edit_selection(neurons: pd.DataFrame, cosine: np.ndarray, beta: float) -> pd
     return selection
 
 
-def edit_intervention(selection: pd.DataFrame, settings: EditSettings,
-                      positions: str = "all") -> SetNeurons | ScaleNeurons:
+def edit_intervention(
+    selection: pd.DataFrame, settings: EditSettings, positions: str = "all"
+) -> SetNeurons | ScaleNeurons:
     """The intervention that applies ``settings`` to the neurons of :func:`edit_selection`.
 
     ``positions="last"`` clamps only the last position of each forward call, as the authors' hooks did

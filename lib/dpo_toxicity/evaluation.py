@@ -53,7 +53,9 @@ PERPLEXITY_WINDOW = 1024
 MEASURING_CODE = ("evaluation.py", "interventions.py", "scoring.py", "architectures.py", "activations.py")
 
 
-def bootstrap_interval(values: np.ndarray, confidence: float = 0.95, resamples: int = 2000, seed: int = 0) -> tuple[float, float]:
+def bootstrap_interval(
+    values: np.ndarray, confidence: float = 0.95, resamples: int = 2000, seed: int = 0
+) -> tuple[float, float]:
     """Percentile bootstrap interval of the mean of ``values``."""
     values = np.asarray(values, dtype=np.float64)
     rng = np.random.default_rng(seed)
@@ -62,15 +64,23 @@ def bootstrap_interval(values: np.ndarray, confidence: float = 0.95, resamples: 
     return float(np.quantile(means, tail)), float(np.quantile(means, 1 - tail))
 
 
-def paired_difference(before: np.ndarray, after: np.ndarray, confidence: float = 0.95, seed: int = 0) -> tuple[float, float, float]:
+def paired_difference(
+    before: np.ndarray, after: np.ndarray, confidence: float = 0.95, seed: int = 0
+) -> tuple[float, float, float]:
     """Mean of ``before - after`` over paired items with its bootstrap interval: ``(mean, low, high)``."""
     difference = np.asarray(before, dtype=np.float64) - np.asarray(after, dtype=np.float64)
     low, high = bootstrap_interval(difference, confidence, seed=seed)
     return float(difference.mean()), low, high
 
 
-def share_of_drop(base: np.ndarray, row: np.ndarray, reference: np.ndarray, confidence: float = 0.95,
-                  resamples: int = 2000, seed: int = 0) -> tuple[float, float, float]:
+def share_of_drop(
+    base: np.ndarray,
+    row: np.ndarray,
+    reference: np.ndarray,
+    confidence: float = 0.95,
+    resamples: int = 2000,
+    seed: int = 0,
+) -> tuple[float, float, float]:
     """How much of ``reference``'s drop from ``base`` a row achieves, ``mean(base − row) / mean(base − reference)``,
     over paired prompts, with a percentile bootstrap interval (prompts resampled jointly): ``(share, low, high)``.
 
@@ -109,21 +119,25 @@ def greedy_continuations(
         encoding = encode(lm, [prompts[i] for i in batch], prompt_tokens)
         with torch.inference_mode():
             with model.generate(
-                encoding, max_new_tokens=new_tokens, min_new_tokens=new_tokens, do_sample=False,
+                encoding,
+                max_new_tokens=new_tokens,
+                min_new_tokens=new_tokens,
+                do_sample=False,
                 pad_token_id=lm.tokenizer.pad_token_id,
             ) as tracer:
                 if intervention is not None:
                     for _ in tracer.iter[:new_tokens]:
                         intervention.apply(model, arch)
                 generated = tracer.result.save()
-        new = generated[:, encoding["input_ids"].shape[1]:].cpu()
+        new = generated[:, encoding["input_ids"].shape[1] :].cpu()
         for row, index in enumerate(batch):
             continuations[index] = new[row].tolist()
     return continuations
 
 
-def authors_scored_texts(lm: LoadedModel, prompts: list[str], continuations: list[str],
-                         prompt_tokens: int = PROMPT_TOKENS) -> list[str]:
+def authors_scored_texts(
+    lm: LoadedModel, prompts: list[str], continuations: list[str], prompt_tokens: int = PROMPT_TOKENS
+) -> list[str]:
     """The strings the authors' code sent to the scorer (item 9 of ``errata.md``): the decoded cut prompt plus
     the continuation, with the *full* prompt removed by ``str.replace``. When the prompt is longer than
     ``prompt_tokens`` the full prompt is not in the string, so the cut prompt stays and is scored too."""
@@ -242,21 +256,34 @@ class Evaluation:
         """A table row: means with 95 % bootstrap intervals (F1 columns empty when F1 was not measured)."""
         tox_low, tox_high = bootstrap_interval(self.toxicity)
         f1_low, f1_high = bootstrap_interval(self.f1) if len(self.f1) else (math.nan, math.nan)
-        ppl_interval = ("one window: no interval" if math.isnan(self.perplexity.low)
-                        else f"[{self.perplexity.low:.2f}, {self.perplexity.high:.2f}]")
+        ppl_interval = (
+            "one window: no interval"
+            if math.isnan(self.perplexity.low)
+            else f"[{self.perplexity.low:.2f}, {self.perplexity.high:.2f}]"
+        )
         return {
             "intervention": self.name,
-            "toxicity": self.mean_toxicity, "toxicity 95% CI": f"[{tox_low:.3f}, {tox_high:.3f}]",
-            "PPL": self.perplexity.value, "PPL 95% CI": ppl_interval,
-            "F1": self.mean_f1, "F1 95% CI": f"[{f1_low:.3f}, {f1_high:.3f}]",
+            "toxicity": self.mean_toxicity,
+            "toxicity 95% CI": f"[{tox_low:.3f}, {tox_high:.3f}]",
+            "PPL": self.perplexity.value,
+            "PPL 95% CI": ppl_interval,
+            "F1": self.mean_f1,
+            "F1 95% CI": f"[{f1_low:.3f}, {f1_high:.3f}]",
         }
 
     def save(self, path: Path) -> None:
         """Write the evaluation to ``path`` as JSON."""
         record = {
-            "name": self.name, "toxicity": self.toxicity.tolist(), "continuations": self.continuations,
-            "perplexity": {"value": self.perplexity.value, "low": self.perplexity.low, "high": self.perplexity.high,
-                           "tokens": self.perplexity.tokens, "window_nll": self.perplexity.window_nll.tolist()},
+            "name": self.name,
+            "toxicity": self.toxicity.tolist(),
+            "continuations": self.continuations,
+            "perplexity": {
+                "value": self.perplexity.value,
+                "low": self.perplexity.low,
+                "high": self.perplexity.high,
+                "tokens": self.perplexity.tokens,
+                "window_nll": self.perplexity.window_nll.tolist(),
+            },
             "f1": self.f1.tolist(),
         }
         Path(path).write_text(json.dumps(record))
@@ -267,16 +294,20 @@ class Evaluation:
         record = json.loads(Path(path).read_text())
         ppl = record["perplexity"]
         return cls(
-            name=record["name"], toxicity=np.array(record["toxicity"], dtype=float),
+            name=record["name"],
+            toxicity=np.array(record["toxicity"], dtype=float),
             continuations=record["continuations"],
-            perplexity=Perplexity(ppl["value"], ppl["low"], ppl["high"], ppl["tokens"],
-                                  np.array(ppl["window_nll"], dtype=float)),
+            perplexity=Perplexity(
+                ppl["value"], ppl["low"], ppl["high"], ppl["tokens"], np.array(ppl["window_nll"], dtype=float)
+            ),
             f1=np.array(record["f1"], dtype=float),
         )
 
     def __repr__(self) -> str:
-        return (f"Evaluation({self.name!r}: toxicity {self.mean_toxicity:.3f}, PPL {self.perplexity.value:.2f}, "
-                f"F1 {self.mean_f1:.3f}, {len(self.toxicity)} prompts)")
+        return (
+            f"Evaluation({self.name!r}: toxicity {self.mean_toxicity:.3f}, PPL {self.perplexity.value:.2f}, "
+            f"F1 {self.mean_f1:.3f}, {len(self.toxicity)} prompts)"
+        )
 
 
 @dataclass
@@ -291,8 +322,9 @@ class EvaluationSuite:
     batch_size: int = 16
     cache: Path | None = None
 
-    def evaluate(self, lm: LoadedModel, name: str, intervention=None, progress: bool = True,
-                 f1: bool = True) -> Evaluation:
+    def evaluate(
+        self, lm: LoadedModel, name: str, intervention=None, progress: bool = True, f1: bool = True
+    ) -> Evaluation:
         """Toxicity, perplexity and F1 of ``lm`` with ``intervention`` applied once per metric.
 
         ``f1=False`` skips F1 (its generations cost as much as the toxicity ones) for sweeps compared on
@@ -301,14 +333,24 @@ class EvaluationSuite:
         """
         # The batch size is not part of the key: greedy continuations do not depend on it beyond padding round-off.
         parts = {
-            "weights": lm.weights_hash, "name": name, "intervention": fingerprint(intervention), "f1": f1,
+            "weights": lm.weights_hash,
+            "name": name,
+            "intervention": fingerprint(intervention),
+            "f1": f1,
             "scorer": getattr(self.scorer, "name", type(self.scorer).__name__),
-            "prompts": self.toxicity_prompts, "perplexity_windows": self.perplexity_windows,
+            "prompts": self.toxicity_prompts,
+            "perplexity_windows": self.perplexity_windows,
             "perplexity_text": hashlib.sha256(self.perplexity_text.encode()).hexdigest(),
             "f1_paragraphs": self.f1_paragraphs if f1 else [],
         }
-        return cached(self.cache, parts, lambda: self._run(lm, name, intervention, progress, f1),
-                      Evaluation.save, Evaluation.load, code=MEASURING_CODE)
+        return cached(
+            self.cache,
+            parts,
+            lambda: self._run(lm, name, intervention, progress, f1),
+            Evaluation.save,
+            Evaluation.load,
+            code=MEASURING_CODE,
+        )
 
     def _run(self, lm: LoadedModel, name: str, intervention, progress: bool, f1: bool) -> Evaluation:
         label = (lambda metric: f"{name}: {metric}") if progress else (lambda metric: None)
@@ -316,14 +358,20 @@ class EvaluationSuite:
         # greedy tokens, and fewer, fuller batches decode faster on a CPU.
         f1_prompts, golds = f1_items(lm, self.f1_paragraphs) if f1 else ([], [])
         generations = "toxicity and F1 generations" if f1 else "toxicity generations"
-        generated = greedy_continuations(lm, self.toxicity_prompts + f1_prompts, intervention,
-                                         batch_size=self.batch_size, progress=label(generations))
+        generated = greedy_continuations(
+            lm,
+            self.toxicity_prompts + f1_prompts,
+            intervention,
+            batch_size=self.batch_size,
+            progress=label(generations),
+        )
         continuations = decode_all(lm, generated[: len(self.toxicity_prompts)])
         toxicity = self.scorer.score(continuations)
-        ppl = perplexity(lm, self.perplexity_text, intervention, max_windows=self.perplexity_windows,
-                         progress=label("perplexity"))
+        ppl = perplexity(
+            lm, self.perplexity_text, intervention, max_windows=self.perplexity_windows, progress=label("perplexity")
+        )
         ignore = {lm.tokenizer.pad_token_id, lm.tokenizer.eos_token_id}
-        predicted = generated[len(self.toxicity_prompts):]
+        predicted = generated[len(self.toxicity_prompts) :]
         scores = np.array([bag_of_tokens_f1(p, g, ignore) for p, g in zip(predicted, golds)])
         return Evaluation(name, np.asarray(toxicity), continuations, ppl, scores)
 
@@ -342,8 +390,10 @@ def drop_table(evaluations: list[Evaluation], base: str = "base", reference: str
     if missing:
         raise ValueError(f"drop_table needs rows named {sorted(missing)}; it has {sorted(by_name)}.")
     table = comparison_table(evaluations)
-    shares = [share_of_drop(by_name[base].toxicity, evaluation.toxicity, by_name[reference].toxicity)
-              for evaluation in evaluations]
+    shares = [
+        share_of_drop(by_name[base].toxicity, evaluation.toxicity, by_name[reference].toxicity)
+        for evaluation in evaluations
+    ]
     table[f"share of {reference}'s drop"] = [share for share, _, _ in shares]
     table["share low"], table["share high"] = [low for _, low, _ in shares], [high for _, _, high in shares]
     return table

@@ -83,11 +83,14 @@ class SetNeurons:
         return cls(neurons[["layer", "neuron"]].assign(value=0.0), positions="all", name=name)
 
     @classmethod
-    def patch(cls, neurons: pd.DataFrame, column: str = "activation_dpo", positions: str = "all",
-              name: str = "patch") -> "SetNeurons":
+    def patch(
+        cls, neurons: pd.DataFrame, column: str = "activation_dpo", positions: str = "all", name: str = "patch"
+    ) -> "SetNeurons":
         """Clamp the listed neurons to the constants in ``column`` of a neuron table (default: their post-DPO
         mean activations, the paper's activation patching)."""
-        return cls(neurons[["layer", "neuron"]].assign(value=neurons[column].to_numpy()), positions=positions, name=name)
+        return cls(
+            neurons[["layer", "neuron"]].assign(value=neurons[column].to_numpy()), positions=positions, name=name
+        )
 
     def apply(self, model, arch: Architecture) -> None:
         _check_layers(self._grouped, model, arch)
@@ -118,8 +121,9 @@ class PatchNeurons:
         self._grouped = _by_layer(self.neurons[["layer", "neuron"]].assign(value=0.0), "value")
         missing = sorted(set(self._grouped) - set(self.source))
         if missing:
-            raise ValueError(f"The source run has no activations for layers {missing}; capture every layer the "
-                             "neuron set names.")
+            raise ValueError(
+                f"The source run has no activations for layers {missing}; capture every layer the neuron set names."
+            )
 
     def apply(self, model, arch: Architecture) -> None:
         _check_layers(self._grouped, model, arch)
@@ -127,8 +131,10 @@ class PatchNeurons:
             activations = output_projection(model, arch, layer).input
             source = self.source[layer]
             if source.shape != activations.shape:
-                raise ValueError(f"Layer {layer}: the source activations are {tuple(source.shape)}, the traced batch's "
-                                 f"{tuple(activations.shape)}; patch from a run of the same tokens.")
+                raise ValueError(
+                    f"Layer {layer}: the source activations are {tuple(source.shape)}, the traced batch's "
+                    f"{tuple(activations.shape)}; patch from a run of the same tokens."
+                )
             index = indices.to(activations.device)
             activations[..., index] = source[..., index].to(activations.device, activations.dtype)
 
@@ -218,6 +224,8 @@ def fingerprint(intervention) -> str:
     if intervention is None:
         return "none"
     if not is_dataclass(intervention):
-        raise TypeError(f"Cannot fingerprint {type(intervention).__name__}: interventions are dataclasses of "
-                        f"dpo_toxicity.interventions.")
+        raise TypeError(
+            f"Cannot fingerprint {type(intervention).__name__}: interventions are dataclasses of "
+            f"dpo_toxicity.interventions."
+        )
     return digest(intervention)

@@ -36,7 +36,16 @@ import pandas as pd
 
 from .paper_claims import CLAIMS, HEADLINES, SECOND_MODEL_DOCUMENT, Claim
 from .verdicts import (
-    GENERATION, MEDIATION, NOT_REPRODUCED, NOT_SPECIFIC, NOT_TESTABLE, PARTLY, REPRODUCED, VERDICTS, Verdict, by_metric,
+    GENERATION,
+    MEDIATION,
+    NOT_REPRODUCED,
+    NOT_SPECIFIC,
+    NOT_TESTABLE,
+    PARTLY,
+    REPRODUCED,
+    VERDICTS,
+    Verdict,
+    by_metric,
     combine,
 )
 
@@ -49,6 +58,7 @@ class MissingChapterError(FileNotFoundError):
 
 # ---------------------------------------------------------------------------------------------------------
 # Reading glued values.
+
 
 def _literal(text: str) -> object:
     """The value a glue repr stands for; raises ``ValueError`` for a repr that is not a literal (a figure)."""
@@ -74,8 +84,7 @@ def glued_values(path: Path | str) -> dict[str, object]:
     if not path.is_file():
         document = f"book/{path.stem}"
         raise MissingChapterError(
-            f"{path} does not exist: run chapter {document} first "
-            f"(python -m dpo_toxicity.book --chapters {document})."
+            f"{path} does not exist: run chapter {document} first (python -m dpo_toxicity.book --chapters {document})."
         )
     notebook = json.loads(path.read_text(encoding="utf-8"))
     if not isinstance(notebook, dict) or not isinstance(notebook.get("cells"), list):
@@ -108,13 +117,16 @@ def notebook_headings(path: Path) -> list[str]:
     for cell in cells:
         if cell.get("cell_type") == "markdown":
             source = "".join(cell["source"]) if isinstance(cell["source"], list) else cell["source"]
-            headings += [m.group(1).replace("`", "").replace("*", "").strip()
-                         for m in re.finditer(r"^#{1,6}\s+(.+)$", source, re.MULTILINE)]
+            headings += [
+                m.group(1).replace("`", "").replace("*", "").strip()
+                for m in re.finditer(r"^#{1,6}\s+(.+)$", source, re.MULTILINE)
+            ]
     return headings
 
 
 # ---------------------------------------------------------------------------------------------------------
 # Assessing claims against a folder of executed chapters.
+
 
 class ExecutedChapters:
     """The glued values of the executed chapters in one folder (``<folder>/<name>.ipynb``), read once each."""
@@ -164,8 +176,11 @@ def scorer_sensitivity(folder: Path | str, components: tuple[str, ...] = ("profa
     for claim in CLAIMS:
         located = claim.locations() + (claim.locations(second=True) if claim.second_model else [])
         try:
-            sensitive = any(f"{key}__{component}" in chapters.values(document)
-                            for document, key, _ in located for component in components)
+            sensitive = any(
+                f"{key}__{component}" in chapters.values(document)
+                for document, key, _ in located
+                for component in components
+            )
         except MissingChapterError:
             continue
         if not sensitive:
@@ -192,8 +207,9 @@ class Assessment:
     verdict: Verdict
 
 
-def _read(claim: Claim, locations: list[tuple[str, str, str]],
-          chapters: ExecutedChapters) -> tuple[dict[str, float | str | None], list[str]]:
+def _read(
+    claim: Claim, locations: list[tuple[str, str, str]], chapters: ExecutedChapters
+) -> tuple[dict[str, float | str | None], list[str]]:
     """The values at ``locations`` by name (``None`` where missing) and why each missing one is missing."""
     values, missing = {}, []
     for document, key, name in locations:
@@ -245,8 +261,9 @@ class GluedValues(ExecutedChapters):
         return self._values
 
 
-def chapter_verdict(claim_id: str, document: str, values: Mapping[str, object], metric: str | None = None,
-                    second: bool = False) -> Verdict:
+def chapter_verdict(
+    claim_id: str, document: str, values: Mapping[str, object], metric: str | None = None, second: bool = False
+) -> Verdict:
     """The ledger's verdict of one claim on one model, from the ``values`` a chapter (``document``) has glued:
     on one metric (``GENERATION`` or ``MEDIATION``) or, with ``metric=None``, on both as the ledger combines them.
     The same reading and rules as :func:`ledger_table`, so a chapter never judges a claim its own way."""
@@ -260,8 +277,10 @@ def chapter_verdict(claim_id: str, document: str, values: Mapping[str, object], 
         return _judged(claim.rule, *_read(claim, claim.locations(second), chapters))
     if metric == MEDIATION and claim.mediation_rule is not None:
         return _judged(claim.mediation_rule, *_read(claim, claim.mediation_locations(second), chapters))
-    raise ValueError(f"Claim {claim_id!r} has no {metric!r} metric; use {GENERATION!r}"
-                     + (f" or {MEDIATION!r}." if claim.mediation_rule else "."))
+    raise ValueError(
+        f"Claim {claim_id!r} has no {metric!r} metric; use {GENERATION!r}"
+        + (f" or {MEDIATION!r}." if claim.mediation_rule else ".")
+    )
 
 
 def _shown(values: Mapping[str, float | str | None], names) -> str:
@@ -305,13 +324,17 @@ def ledger_table(folder: Path | str, model: str = "default model") -> pd.DataFra
         first = assess(claim, chapters)
         second = assess(claim, chapters, second=True) if claim.second_model else None
         if second:
-            verdict = combine([Verdict(first.verdict.label, f"{model}: {first.verdict.reason}"),
-                               Verdict(second.verdict.label, f"{second_name}: {second.verdict.reason}")])
+            verdict = combine(
+                [
+                    Verdict(first.verdict.label, f"{model}: {first.verdict.reason}"),
+                    Verdict(second.verdict.label, f"{second_name}: {second.verdict.reason}"),
+                ]
+            )
         else:
             verdict = first.verdict
         located = [name for _, _, name in claim.locations()]
         names = list(dict.fromkeys(located[: len(claim.keys)] + [name for _, _, name in claim.mediation_locations()]))
-        null_names = located[len(claim.keys):]
+        null_names = located[len(claim.keys) :]
         null = claim.null_control
         if null_names:
             null += f". {model}: {_shown(first.values, null_names)}"
@@ -320,18 +343,20 @@ def ledger_table(folder: Path | str, model: str = "default model") -> pd.DataFra
         tolerance = claim.tolerance
         if claim.mediation_rule is not None:
             tolerance = f"{GENERATION} metric: {tolerance}; {MEDIATION} metric: {claim.mediation_tolerance}"
-        rows.append({
-            "id": claim.id,
-            "claim": claim.statement,
-            "paper": f"{claim.source}: {claim.paper_text}",
-            first_column: _shown(first.values, names),
-            second_column: _shown(second.values, names) if second else "not measured on this model",
-            "tolerance": tolerance,
-            "null control": null or "none",
-            "verdict": verdict.label,
-            "why": verdict.reason,
-            "chapter": _chapter_link(claim, chapters),
-        })
+        rows.append(
+            {
+                "id": claim.id,
+                "claim": claim.statement,
+                "paper": f"{claim.source}: {claim.paper_text}",
+                first_column: _shown(first.values, names),
+                second_column: _shown(second.values, names) if second else "not measured on this model",
+                "tolerance": tolerance,
+                "null control": null or "none",
+                "verdict": verdict.label,
+                "why": verdict.reason,
+                "chapter": _chapter_link(claim, chapters),
+            }
+        )
     return pd.DataFrame(rows).set_index("id")
 
 
@@ -344,9 +369,12 @@ def with_compared_verdicts(table: pd.DataFrame, other: pd.DataFrame, label: str)
     ``"ci run"``) in a column ``verdict elsewhere`` (``"<label>: <verdict>"``) and a boolean column ``differs``.
     A claim ``other`` lacks reads ``"<label>: not judged"`` and differs."""
     elsewhere = other["verdict"].reindex(table.index)
-    return table.assign(**{COMPARED: [f"{label}: {'not judged' if pd.isna(verdict) else verdict}"
-                                      for verdict in elsewhere],
-                           DIFFERS: (elsewhere != table["verdict"]).to_numpy()})
+    return table.assign(
+        **{
+            COMPARED: [f"{label}: {'not judged' if pd.isna(verdict) else verdict}" for verdict in elsewhere],
+            DIFFERS: (elsewhere != table["verdict"]).to_numpy(),
+        }
+    )
 
 
 def _compact_html(rows: list[dict[str, str]]) -> str:
@@ -369,13 +397,19 @@ def ledger_html(table: pd.DataFrame) -> str:
         if COMPARED in row:
             flag = " <b>⚠ differs</b>" if row[DIFFERS] else ""
             elsewhere = f"<br><i>{text[COMPARED]}</i>{flag}"
-        rows.append({
-            "claim": (f"<b>{html.escape(str(claim_id))}</b><br>{text['claim']}<br><i>paper</i>: {text['paper']}"
-                      f"<br>{row['chapter']}"),
-            "ours": "<br>".join(f"<i>{html.escape(column[6:-1])}</i>: {text[column]}" for column in ours),
-            "verdict": (f"<b>{text['verdict']}</b>: {text['why']}{elsewhere}<br><i>tolerance</i>: "
-                        f"{text['tolerance']}<br><i>null control</i>: {text['null control']}"),
-        })
+        rows.append(
+            {
+                "claim": (
+                    f"<b>{html.escape(str(claim_id))}</b><br>{text['claim']}<br><i>paper</i>: {text['paper']}"
+                    f"<br>{row['chapter']}"
+                ),
+                "ours": "<br>".join(f"<i>{html.escape(column[6:-1])}</i>: {text[column]}" for column in ours),
+                "verdict": (
+                    f"<b>{text['verdict']}</b>: {text['why']}{elsewhere}<br><i>tolerance</i>: "
+                    f"{text['tolerance']}<br><i>null control</i>: {text['null control']}"
+                ),
+            }
+        )
     return _compact_html(rows)
 
 
@@ -386,8 +420,13 @@ def verdict_counts(table: pd.DataFrame) -> dict[str, int]:
 
 
 # The glue keys under which the reading pages cite the verdict counts.
-COUNT_KEYS = {REPRODUCED: "claims_reproduced", PARTLY: "claims_partly", NOT_REPRODUCED: "claims_not_reproduced",
-              NOT_SPECIFIC: "claims_not_specific", NOT_TESTABLE: "claims_not_testable"}
+COUNT_KEYS = {
+    REPRODUCED: "claims_reproduced",
+    PARTLY: "claims_partly",
+    NOT_REPRODUCED: "claims_not_reproduced",
+    NOT_SPECIFIC: "claims_not_specific",
+    NOT_TESTABLE: "claims_not_testable",
+}
 
 
 def count_values(table: pd.DataFrame) -> dict[str, int]:
@@ -405,8 +444,12 @@ def headline_table(table: pd.DataFrame, folder: Path | str) -> pd.DataFrame:
     rows = []
     for headline in HEADLINES:
         claim = claims[headline.claim]
-        row = {"id": claim.id, "claim": claim.statement, "paper": f"{claim.source}: {claim.paper_text}",
-               "measure": headline.measure}
+        row = {
+            "id": claim.id,
+            "claim": claim.statement,
+            "paper": f"{claim.source}: {claim.paper_text}",
+            "measure": headline.measure,
+        }
         for column, second in zip(ours, (False, True)):
             document, key, _ = claim.located(headline.key, headline.key, second)
             if second and not claim.second_model:
@@ -433,11 +476,16 @@ def headline_html(headlines: pd.DataFrame) -> str:
     """:func:`headline_table` as a compact HTML table: the claim with the paper's value, what our number
     measures, our number per model and the verdict; text escaped."""
     ours = [column for column in headlines.columns if column.startswith("ours (")]
-    rows = [{
-        "claim": (f"<b>{html.escape(str(claim_id))}</b><br>{html.escape(row['claim'])}<br><i>paper</i>: "
-                  f"{html.escape(row['paper'])}"),
-        "our number": html.escape(row["measure"]),
-        **{html.escape(column): html.escape(str(row[column])) for column in ours},
-        "verdict": f"<b>{html.escape(row['verdict'])}</b>",
-    } for claim_id, row in headlines.iterrows()]
+    rows = [
+        {
+            "claim": (
+                f"<b>{html.escape(str(claim_id))}</b><br>{html.escape(row['claim'])}<br><i>paper</i>: "
+                f"{html.escape(row['paper'])}"
+            ),
+            "our number": html.escape(row["measure"]),
+            **{html.escape(column): html.escape(str(row[column])) for column in ours},
+            "verdict": f"<b>{html.escape(row['verdict'])}</b>",
+        }
+        for claim_id, row in headlines.iterrows()
+    ]
     return _compact_html(rows)

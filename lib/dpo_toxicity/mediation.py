@@ -72,23 +72,31 @@ class MarginItems:
 
     def __post_init__(self) -> None:
         if not len(self.prompts) == len(self.preferred) == len(self.dispreferred):
-            raise ValueError(f"{self.name}: {len(self.prompts)} prompts, {len(self.preferred)} preferred and "
-                             f"{len(self.dispreferred)} dispreferred continuations; each item needs all three.")
+            raise ValueError(
+                f"{self.name}: {len(self.prompts)} prompts, {len(self.preferred)} preferred and "
+                f"{len(self.dispreferred)} dispreferred continuations; each item needs all three."
+            )
         if not self.prompts:
             raise ValueError(f"{self.name}: no items; a margin needs at least one (prompt, y+, y-) item.")
         for index, parts in enumerate(zip(self.prompts, self.preferred, self.dispreferred)):
             for part, ids in zip(("prompt", "preferred continuation", "dispreferred continuation"), parts):
                 if len(ids) == 0:
-                    raise ValueError(f"{self.name}: item {index} has an empty {part}; every item needs a prompt "
-                                     "and two non-empty continuations.")
+                    raise ValueError(
+                        f"{self.name}: item {index} has an empty {part}; every item needs a prompt "
+                        "and two non-empty continuations."
+                    )
 
     def __len__(self) -> int:
         return len(self.prompts)
 
     def __add__(self, other: MarginItems) -> MarginItems:
         """Both item sets in one (their items in order), to be patched in one run and read apart by index."""
-        return MarginItems(f"{self.name} + {other.name}", self.prompts + other.prompts,
-                           self.preferred + other.preferred, self.dispreferred + other.dispreferred)
+        return MarginItems(
+            f"{self.name} + {other.name}",
+            self.prompts + other.prompts,
+            self.preferred + other.preferred,
+            self.dispreferred + other.dispreferred,
+        )
 
     def __repr__(self) -> str:
         tokens = sum(len(p) for p in self.prompts) + sum(len(c) for c in self.preferred + self.dispreferred)
@@ -101,36 +109,58 @@ def _prompt_ids(lm: LoadedModel, prompts: Sequence[str], prompt_tokens: int) -> 
     return [tuple(row) for row in ids]
 
 
-def behaviour_items(lm: LoadedModel, dpo_lm: LoadedModel, prompts: Sequence[str], batch_size: int = 16,
-                    prompt_tokens: int = PROMPT_TOKENS, new_tokens: int = NEW_TOKENS,
-                    progress: bool = False, cache: Path | None = None) -> MarginItems:
+def behaviour_items(
+    lm: LoadedModel,
+    dpo_lm: LoadedModel,
+    prompts: Sequence[str],
+    batch_size: int = 16,
+    prompt_tokens: int = PROMPT_TOKENS,
+    new_tokens: int = NEW_TOKENS,
+    progress: bool = False,
+    cache: Path | None = None,
+) -> MarginItems:
     """Items whose preferred side is the DPO model's greedy continuation and dispreferred side the base model's,
     on ``prompts`` (cut to ``prompt_tokens``), kept where the two differ. With ``cache`` the continuations are
     generated once per pair of models and prompts."""
+
     def generate() -> dict:
         label = (lambda name: f"{name} greedy continuations") if progress else (lambda name: None)
-        return {name: greedy_continuations(model, list(prompts), None, prompt_tokens, new_tokens, batch_size,
-                                           label(name))
-                for name, model in (("base", lm), ("DPO", dpo_lm))}
+        return {
+            name: greedy_continuations(model, list(prompts), None, prompt_tokens, new_tokens, batch_size, label(name))
+            for name, model in (("base", lm), ("DPO", dpo_lm))
+        }
 
-    parts = {"base": lm.weights_hash, "dpo": dpo_lm.weights_hash, "prompts": list(prompts),
-             "prompt_tokens": prompt_tokens, "new_tokens": new_tokens}
+    parts = {
+        "base": lm.weights_hash,
+        "dpo": dpo_lm.weights_hash,
+        "prompts": list(prompts),
+        "prompt_tokens": prompt_tokens,
+        "new_tokens": new_tokens,
+    }
     generated = cached_json(cache, parts, generate, code=("evaluation.py", "activations.py"))
     base, dpo = generated["base"], generated["DPO"]
     kept = [i for i in range(len(prompts)) if base[i] != dpo[i]]
     prompt_ids = _prompt_ids(lm, prompts, prompt_tokens)
-    return MarginItems("behaviour", tuple(prompt_ids[i] for i in kept), tuple(tuple(dpo[i]) for i in kept),
-                       tuple(tuple(base[i]) for i in kept))
+    return MarginItems(
+        "behaviour",
+        tuple(prompt_ids[i] for i in kept),
+        tuple(tuple(dpo[i]) for i in kept),
+        tuple(tuple(base[i]) for i in kept),
+    )
 
 
 def preference_items(lm: LoadedModel, pairs: Sequence, prompt_tokens: int = PROMPT_TOKENS) -> MarginItems:
     """Items from preference pairs (objects with ``prompt``, ``chosen``, ``rejected``): preferred = chosen."""
+
     def continuation(text: str) -> tuple[int, ...]:
         return tuple(lm.tokenizer(text, add_special_tokens=False).input_ids)
 
-    return MarginItems("preference", tuple(_prompt_ids(lm, [pair.prompt for pair in pairs], prompt_tokens)),
-                       tuple(continuation(pair.chosen) for pair in pairs),
-                       tuple(continuation(pair.rejected) for pair in pairs))
+    return MarginItems(
+        "preference",
+        tuple(_prompt_ids(lm, [pair.prompt for pair in pairs], prompt_tokens)),
+        tuple(continuation(pair.chosen) for pair in pairs),
+        tuple(continuation(pair.rejected) for pair in pairs),
+    )
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -164,8 +194,8 @@ def _batches(items: MarginItems, batch_size: int, pad_id: int) -> list[_Batch]:
         ids = torch.full((len(rows), width), pad_id, dtype=torch.long)
         mask = torch.zeros((len(rows), width), dtype=torch.long)
         for row, tokens in enumerate(rows):
-            ids[row, width - len(tokens):] = torch.tensor(tokens)
-            mask[row, width - len(tokens):] = 1
+            ids[row, width - len(tokens) :] = torch.tensor(tokens)
+            mask[row, width - len(tokens) :] = 1
         keep = max(len(c) for c in continuations) + 1
         batches.append(_Batch(indices, {"input_ids": ids, "attention_mask": mask}, continuations, keep))
     return batches
@@ -185,21 +215,31 @@ def _batch_margins(logits: torch.Tensor, batch: _Batch) -> np.ndarray:
     return sums[:n] - sums[n:]
 
 
-def margins(lm: LoadedModel, items: MarginItems, intervention=None, batch_size: int = 16,
-            progress: str | None = None, cache: Path | None = None) -> np.ndarray:
+def margins(
+    lm: LoadedModel,
+    items: MarginItems,
+    intervention=None,
+    batch_size: int = 16,
+    progress: str | None = None,
+    cache: Path | None = None,
+) -> np.ndarray:
     """Per-item margin ``log p(y+|x) − log p(y−|x)`` of ``lm`` with ``intervention`` applied (see
     :mod:`~dpo_toxicity.interventions`; every position of each teacher-forced pass), ``[len(items)]`` float64.
     With ``cache`` a result for the same weights, items and intervention is read back."""
     parts = {"weights": lm.weights_hash, "items": items, "intervention": fingerprint(intervention)}
-    return np.array(cached_json(cache, parts, lambda: _margins(lm, items, intervention, batch_size, progress).tolist(),
-                                code=MEDIATION_CODE))
+    return np.array(
+        cached_json(
+            cache, parts, lambda: _margins(lm, items, intervention, batch_size, progress).tolist(), code=MEDIATION_CODE
+        )
+    )
 
 
 def _margins(lm: LoadedModel, items: MarginItems, intervention, batch_size: int, progress: str | None) -> np.ndarray:
     model, arch = traced(lm), architecture_of(lm.model)
     result = np.empty(len(items), dtype=np.float64)
-    for batch in tqdm(_batches(items, batch_size, lm.tokenizer.pad_token_id), desc=progress or "margins",
-                      disable=progress is None):
+    for batch in tqdm(
+        _batches(items, batch_size, lm.tokenizer.pad_token_id), desc=progress or "margins", disable=progress is None
+    ):
         logits = _logits(model, arch, batch.on(lm.device), batch.keep, intervention)
         result[batch.indices] = _batch_margins(logits, batch)
     return result
@@ -232,8 +272,10 @@ def check_neuron_set(neurons: pd.DataFrame, shape: tuple[int, int, int], name: s
         raise ValueError(f"{name}: layers {bad_layers} do not exist; the model has layers 0..{n_layers - 1}.")
     bad = neurons[(indices < 0) | (indices >= d_mlp)]
     if len(bad):
-        raise ValueError(f"{name}: neuron indices {sorted(bad['neuron'].unique().tolist())[:5]} lie outside "
-                         f"0..{d_mlp - 1} (the model's MLP width).")
+        raise ValueError(
+            f"{name}: neuron indices {sorted(bad['neuron'].unique().tolist())[:5]} lie outside "
+            f"0..{d_mlp - 1} (the model's MLP width)."
+        )
     if neurons.duplicated(["layer", "neuron"]).any():
         raise ValueError(f"{name}: a (layer, neuron) pair is listed twice.")
 
@@ -252,8 +294,9 @@ def random_like(neurons: pd.DataFrame, d_mlp: int, seed: int) -> pd.DataFrame:
 RANDOM_DRAW = " · random draw "  # a random set's name: its named set's, this mark, and the draw's number
 
 
-def with_random_sets(sets: Mapping[str, pd.DataFrame], d_mlp: int, draws: int, seed: int = 0
-                     ) -> dict[str, pd.DataFrame]:
+def with_random_sets(
+    sets: Mapping[str, pd.DataFrame], d_mlp: int, draws: int, seed: int = 0
+) -> dict[str, pd.DataFrame]:
     """``sets`` followed by ``draws`` :func:`random_like` sets of each (named ``<set> · random draw <k>``)."""
     extended = dict(sets)
     for index, (name, neurons) in enumerate(sets.items()):
@@ -281,15 +324,23 @@ class PatchingMargins:
     noised: dict[str, np.ndarray]
 
     def to_json(self) -> dict:
-        return {"items": self.items, "base": self.base.tolist(), "dpo": self.dpo.tolist(),
-                "denoised": {k: v.tolist() for k, v in self.denoised.items()},
-                "noised": {k: v.tolist() for k, v in self.noised.items()}}
+        return {
+            "items": self.items,
+            "base": self.base.tolist(),
+            "dpo": self.dpo.tolist(),
+            "denoised": {k: v.tolist() for k, v in self.denoised.items()},
+            "noised": {k: v.tolist() for k, v in self.noised.items()},
+        }
 
     @classmethod
     def from_json(cls, record: Mapping) -> PatchingMargins:
-        return cls(record["items"], np.array(record["base"]), np.array(record["dpo"]),
-                   {k: np.array(v) for k, v in record["denoised"].items()},
-                   {k: np.array(v) for k, v in record["noised"].items()})
+        return cls(
+            record["items"],
+            np.array(record["base"]),
+            np.array(record["dpo"]),
+            {k: np.array(v) for k, v in record["denoised"].items()},
+            {k: np.array(v) for k, v in record["noised"].items()},
+        )
 
     def __repr__(self) -> str:
         shift = float((self.dpo - self.base).mean())
@@ -312,9 +363,16 @@ def _capture(model, arch, encoding, keep: int, layers: list[int]):
     return dict(activations), logits
 
 
-def patching_margins(lm: LoadedModel, dpo_lm: LoadedModel, items: MarginItems, sets: Mapping[str, pd.DataFrame],
-                     batch_size: int = 16, progress: str | None = None, cache: Path | None = None,
-                     noised: Sequence[str] | None = None) -> PatchingMargins:
+def patching_margins(
+    lm: LoadedModel,
+    dpo_lm: LoadedModel,
+    items: MarginItems,
+    sets: Mapping[str, pd.DataFrame],
+    batch_size: int = 16,
+    progress: str | None = None,
+    cache: Path | None = None,
+    noised: Sequence[str] | None = None,
+) -> PatchingMargins:
     """Margins of both models and of every neuron set in ``sets`` patched token by token: denoised, and also
     noised for the sets named in ``noised`` (default: all of them; random null sets need only one direction).
 
@@ -324,17 +382,27 @@ def patching_margins(lm: LoadedModel, dpo_lm: LoadedModel, items: MarginItems, s
     """
     arch = architecture_of(lm.model)
     if architecture_of(dpo_lm.model) != arch or dpo_lm.shape != lm.shape:
-        raise ValueError(f"{lm.name} and {dpo_lm.name} differ in architecture or shape; patching needs two runs of "
-                         "the same network.")
+        raise ValueError(
+            f"{lm.name} and {dpo_lm.name} differ in architecture or shape; patching needs two runs of the same network."
+        )
     layers = _checked_layers(sets, lm.shape)
     noised = list(sets) if noised is None else list(noised)
     unknown = sorted(set(noised) - set(sets))
     if unknown:
         raise ValueError(f"noised names sets that are not in sets: {unknown}.")
-    parts = {"base": lm.weights_hash, "dpo": dpo_lm.weights_hash, "items": items, "noised": noised,
-             "sets": {name: neurons[["layer", "neuron"]].reset_index(drop=True) for name, neurons in sets.items()}}
-    record = cached_json(cache, parts, lambda: _patching_margins(lm, dpo_lm, items, sets, layers, noised, batch_size,
-                                                                 progress).to_json(), code=MEDIATION_CODE)
+    parts = {
+        "base": lm.weights_hash,
+        "dpo": dpo_lm.weights_hash,
+        "items": items,
+        "noised": noised,
+        "sets": {name: neurons[["layer", "neuron"]].reset_index(drop=True) for name, neurons in sets.items()},
+    }
+    record = cached_json(
+        cache,
+        parts,
+        lambda: _patching_margins(lm, dpo_lm, items, sets, layers, noised, batch_size, progress).to_json(),
+        code=MEDIATION_CODE,
+    )
     return PatchingMargins.from_json(record)
 
 
@@ -346,8 +414,9 @@ def _patching_margins(lm, dpo_lm, items, sets, layers, noised, batch_size, progr
     denoised = {name: np.empty(n) for name in sets}
     noised = {name: np.empty(n) for name in noised}
     batches = _batches(items, batch_size, lm.tokenizer.pad_token_id)
-    steps = tqdm(total=len(batches) * (2 + len(sets) + len(noised)), desc=progress or "patching",
-                 disable=progress is None)
+    steps = tqdm(
+        total=len(batches) * (2 + len(sets) + len(noised)), desc=progress or "patching", disable=progress is None
+    )
     for batch in batches:
         encoding = batch.on(lm.device)
         base_acts, logits = _capture(base_model, arch, encoding, batch.keep, layers)
@@ -367,9 +436,15 @@ def _patching_margins(lm, dpo_lm, items, sets, layers, noised, batch_size, progr
     return PatchingMargins(n, base, dpo, denoised, noised)
 
 
-def patched_perplexity(lm: LoadedModel, dpo_lm: LoadedModel, text: str, sets: Mapping[str, pd.DataFrame],
-                       max_windows: int | None = None, window: int = PERPLEXITY_WINDOW,
-                       progress: str | None = None) -> pd.DataFrame:
+def patched_perplexity(
+    lm: LoadedModel,
+    dpo_lm: LoadedModel,
+    text: str,
+    sets: Mapping[str, pd.DataFrame],
+    max_windows: int | None = None,
+    window: int = PERPLEXITY_WINDOW,
+    progress: str | None = None,
+) -> pd.DataFrame:
     """Perplexity on ``text`` (non-overlapping ``window``-token windows, the first ``max_windows``) of the base model
     with each set denoised and of the DPO model with each set noised, activations taken token by token from the
     other model's run of the same window: whether patching real activations keeps each model intact. Index: the
@@ -399,8 +474,12 @@ def patched_perplexity(lm: LoadedModel, dpo_lm: LoadedModel, text: str, sets: Ma
                 patched = _logits(target, arch, encoding, 0, PatchNeurons(neurons, source))
                 nll[(name, direction)] += window_nll(patched)
         count += len(targets)
-    return pd.DataFrame({f"{direction} PPL": {name: float(np.exp(nll[(name, direction)] / count))
-                                              for name in [*sets, "none"]} for direction in models})
+    return pd.DataFrame(
+        {
+            f"{direction} PPL": {name: float(np.exp(nll[(name, direction)] / count)) for name in [*sets, "none"]}
+            for direction in models
+        }
+    )
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -424,14 +503,27 @@ def mediation_table(result: PatchingMargins, sizes: Mapping[str, int], items: sl
     rows = []
     for name in (name for name in result.denoised if RANDOM_DRAW not in name):
         denoise = recovered_fraction(base, result.denoised[name][items], dpo)
-        noise = (recovered_fraction(dpo, result.noised[name][items], base) if name in result.noised
-                 else (np.nan,) * 3)
-        draws = np.array([recovered_fraction(base, result.denoised[other][items], dpo)[0]
-                          for other in result.denoised if other.startswith(f"{name}{RANDOM_DRAW}")])
-        rows.append({"set": name, "neurons": sizes[name],
-                     "denoising": denoise[0], "denoising low": denoise[1], "denoising high": denoise[2],
-                     "noising": noise[0], "noising low": noise[1], "noising high": noise[2],
-                     "random draws": len(draws),
-                     "random mean": draws.mean() if len(draws) else np.nan,
-                     "random sd": draws.std(ddof=1) if len(draws) > 1 else np.nan})
+        noise = recovered_fraction(dpo, result.noised[name][items], base) if name in result.noised else (np.nan,) * 3
+        draws = np.array(
+            [
+                recovered_fraction(base, result.denoised[other][items], dpo)[0]
+                for other in result.denoised
+                if other.startswith(f"{name}{RANDOM_DRAW}")
+            ]
+        )
+        rows.append(
+            {
+                "set": name,
+                "neurons": sizes[name],
+                "denoising": denoise[0],
+                "denoising low": denoise[1],
+                "denoising high": denoise[2],
+                "noising": noise[0],
+                "noising low": noise[1],
+                "noising high": noise[2],
+                "random draws": len(draws),
+                "random mean": draws.mean() if len(draws) else np.nan,
+                "random sd": draws.std(ddof=1) if len(draws) > 1 else np.nan,
+            }
+        )
     return pd.DataFrame(rows).set_index("set")

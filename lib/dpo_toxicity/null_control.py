@@ -76,8 +76,11 @@ def null_shares(
         net += delta.sum(0)
     shares = group_sums / group_sums.sum(0)
     columns = {f"share_{group.lower()}": shares[row].numpy() for row, group in enumerate(GROUPS)}
-    columns |= {"net": net.numpy(), "positive_total": positive_total.numpy(),
-                "net_over_positive_total": (net / positive_total).numpy()}
+    columns |= {
+        "net": net.numpy(),
+        "positive_total": positive_total.numpy(),
+        "net_over_positive_total": (net / positive_total).numpy(),
+    }
     return pd.DataFrame(columns, index=pd.RangeIndex(count, name="direction"))
 
 
@@ -94,11 +97,16 @@ def null_summary(observed: GroupShares, null: pd.DataFrame) -> pd.DataFrame:
     for name in STATISTICS:
         sample = null[name].to_numpy(np.float64)
         mean, sd = sample.mean(), sample.std(ddof=1)
-        rows.append({
-            "statistic": name, "observed": values[name], "null_mean": mean, "null_sd": sd,
-            "z": (values[name] - mean) / sd,
-            "percentile": stats.percentileofscore(sample, values[name], kind="mean"),
-        })
+        rows.append(
+            {
+                "statistic": name,
+                "observed": values[name],
+                "null_mean": mean,
+                "null_sd": sd,
+                "z": (values[name] - mean) / sd,
+                "percentile": stats.percentileofscore(sample, values[name], kind="mean"),
+            }
+        )
     return pd.DataFrame(rows).set_index("statistic")
 
 

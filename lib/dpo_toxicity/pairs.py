@@ -136,7 +136,7 @@ class SteeringDirections:
 
 def contrastive_direction(lm: LoadedModel, toxic: list[str], non_toxic: list[str], layer: int) -> torch.Tensor:
     """Unit vector of mean(toxic) - mean(non-toxic) pooled residual streams after block ``layer``."""
-    difference = (pooled_states(lm, toxic, layer=layer).mean(0) - pooled_states(lm, non_toxic, layer=layer).mean(0))
+    difference = pooled_states(lm, toxic, layer=layer).mean(0) - pooled_states(lm, non_toxic, layer=layer).mean(0)
     vector = torch.as_tensor(difference, dtype=torch.float32)
     return vector / vector.norm()
 
@@ -178,7 +178,11 @@ class RowSeededSampler(LogitsProcessor):
 
 
 def sampled_continuations(
-    lm: LoadedModel, prompts: list[str], settings: GeneratorSettings, intervention=None, batch_size: int = 16,
+    lm: LoadedModel,
+    prompts: list[str],
+    settings: GeneratorSettings,
+    intervention=None,
+    batch_size: int = 16,
     progress: str | None = None,
 ) -> list[list[str]]:
     """``settings.samples`` sampled continuations per prompt, with ``intervention`` at every step.
@@ -195,14 +199,18 @@ def sampled_continuations(
         sampler = RowSeededSampler(row_seeds[start : start + batch_size], settings.temperature, settings.top_k)
         with torch.inference_mode():
             with model.generate(
-                encoding, max_new_tokens=settings.new_tokens, min_new_tokens=settings.new_tokens, do_sample=False,
-                logits_processor=LogitsProcessorList([sampler]), pad_token_id=lm.tokenizer.pad_token_id,
+                encoding,
+                max_new_tokens=settings.new_tokens,
+                min_new_tokens=settings.new_tokens,
+                do_sample=False,
+                logits_processor=LogitsProcessorList([sampler]),
+                pad_token_id=lm.tokenizer.pad_token_id,
             ) as tracer:
                 if intervention is not None:
                     for _ in tracer.iter[: settings.new_tokens]:
                         intervention.apply(model, arch)
                 generated = tracer.result.save()
-        texts += decode_all(lm, generated[:, encoding["input_ids"].shape[1]:].cpu().tolist())
+        texts += decode_all(lm, generated[:, encoding["input_ids"].shape[1] :].cpu().tolist())
     return [texts[i * settings.samples : (i + 1) * settings.samples] for i in range(len(prompts))]
 
 
@@ -211,20 +219,42 @@ GENERATING_CODE = ("pairs.py", "evaluation.py", "activations.py", "interventions
 
 
 def rejected_continuations(
-    lm: LoadedModel, prompts: list[str], probe: Probe, settings: GeneratorSettings, directions: SteeringDirections,
-    batch_size: int = 16, progress: str | None = None, cache: Path | None = None,
+    lm: LoadedModel,
+    prompts: list[str],
+    probe: Probe,
+    settings: GeneratorSettings,
+    directions: SteeringDirections,
+    batch_size: int = 16,
+    progress: str | None = None,
+    cache: Path | None = None,
 ) -> list[str]:
     """The rejected side for each prompt, generated as ``settings`` says; read back from ``cache`` when this
     model, these prompts, probe, directions and settings generated them before (``batch_size``, rows per
     generation, changes nothing but padding round-off)."""
-    parts = {"weights": lm.weights_hash, "prompts": prompts, "probe": [probe.direction, probe.bias],
-             "settings": settings, "directions": directions}
-    return cached_json(cache, parts, lambda: _rejected(lm, prompts, probe, settings, directions, batch_size, progress),
-                       code=GENERATING_CODE)
+    parts = {
+        "weights": lm.weights_hash,
+        "prompts": prompts,
+        "probe": [probe.direction, probe.bias],
+        "settings": settings,
+        "directions": directions,
+    }
+    return cached_json(
+        cache,
+        parts,
+        lambda: _rejected(lm, prompts, probe, settings, directions, batch_size, progress),
+        code=GENERATING_CODE,
+    )
 
 
-def _rejected(lm: LoadedModel, prompts: list[str], probe: Probe, settings: GeneratorSettings,
-              directions: SteeringDirections, batch_size: int, progress: str | None) -> list[str]:
+def _rejected(
+    lm: LoadedModel,
+    prompts: list[str],
+    probe: Probe,
+    settings: GeneratorSettings,
+    directions: SteeringDirections,
+    batch_size: int,
+    progress: str | None,
+) -> list[str]:
     push = push_for(lm, settings, directions, prompts)
     if settings.samples == 1:
         ids = greedy_continuations(lm, prompts, push, settings.prompt_tokens, settings.new_tokens, batch_size, progress)
@@ -236,8 +266,15 @@ def _rejected(lm: LoadedModel, prompts: list[str], probe: Probe, settings: Gener
     return [group[int(best)] for group, best in zip(candidates, scores.argmax(axis=1))]
 
 
-def chosen_continuations(lm: LoadedModel, prompts: list[str], new_tokens: int, prompt_tokens: int = 32,
-                         batch_size: int = 16, progress: str | None = None, cache: Path | None = None) -> list[str]:
+def chosen_continuations(
+    lm: LoadedModel,
+    prompts: list[str],
+    new_tokens: int,
+    prompt_tokens: int = 32,
+    batch_size: int = 16,
+    progress: str | None = None,
+    cache: Path | None = None,
+) -> list[str]:
     """The chosen side: the model's own greedy continuation (Lee et al.); read back from ``cache`` when this
     model continued these prompts before."""
     parts = {"weights": lm.weights_hash, "prompts": prompts, "new_tokens": new_tokens, "prompt_tokens": prompt_tokens}
@@ -248,7 +285,9 @@ def chosen_continuations(lm: LoadedModel, prompts: list[str], new_tokens: int, p
     return cached_json(cache, parts, generate, code=GENERATING_CODE)
 
 
-def continuation_perplexity(lm: LoadedModel, prompts: list[str], continuations: list[str], batch_size: int = 16) -> np.ndarray:
+def continuation_perplexity(
+    lm: LoadedModel, prompts: list[str], continuations: list[str], batch_size: int = 16
+) -> np.ndarray:
     """Per pair, the model's perplexity of the continuation given its prompt (continuation tokens only)."""
     model = traced(lm)
     values = np.empty(len(prompts))
@@ -256,7 +295,9 @@ def continuation_perplexity(lm: LoadedModel, prompts: list[str], continuations: 
         batch_prompts = prompts[start : start + batch_size]
         batch_continuations = continuations[start : start + batch_size]
         encoding = encode(lm, [p + c for p, c in zip(batch_prompts, batch_continuations)], max_tokens=256)
-        continuation_lengths = [max(1, len(lm.tokenizer(c, add_special_tokens=False).input_ids)) for c in batch_continuations]
+        continuation_lengths = [
+            max(1, len(lm.tokenizer(c, add_special_tokens=False).input_ids)) for c in batch_continuations
+        ]
         with torch.inference_mode():
             with model.trace(encoding):
                 logits = model.output.logits.save()
@@ -307,31 +348,37 @@ def quality_table(qualities: list[GeneratorQuality], chosen_perplexity: float) -
     """The comparison as a table, one row per generator setting."""
     rows = []
     for quality in qualities:
-        rows.append({
-            "generator": quality.settings.label,
-            "push": quality.settings.push,
-            "steer layer": quality.settings.steer_layer,
-            "steer strength": quality.settings.steer_strength,
-            "samples": quality.settings.samples,
-            "toxicity chosen": quality.toxicity_chosen,
-            "toxicity rejected": quality.toxicity_rejected,
-            "gap": quality.toxicity_gap,
-            "rejected > chosen": quality.rejected_more_toxic,
-            "median PPL rejected": quality.perplexity_rejected,
-            "median PPL chosen": chosen_perplexity,
-            "bigram repetition": quality.repetition_rejected,
-        })
+        rows.append(
+            {
+                "generator": quality.settings.label,
+                "push": quality.settings.push,
+                "steer layer": quality.settings.steer_layer,
+                "steer strength": quality.settings.steer_strength,
+                "samples": quality.settings.samples,
+                "toxicity chosen": quality.toxicity_chosen,
+                "toxicity rejected": quality.toxicity_rejected,
+                "gap": quality.toxicity_gap,
+                "rejected > chosen": quality.rejected_more_toxic,
+                "median PPL rejected": quality.perplexity_rejected,
+                "median PPL chosen": chosen_perplexity,
+                "bigram repetition": quality.repetition_rejected,
+            }
+        )
     return pd.DataFrame(rows)
 
 
-def choose_generator(qualities: list[GeneratorQuality], max_perplexity: float, max_repetition: float) -> GeneratorQuality:
+def choose_generator(
+    qualities: list[GeneratorQuality], max_perplexity: float, max_repetition: float
+) -> GeneratorQuality:
     """The largest toxicity gap among generators whose rejected text stays fluent.
 
     Fluent = median base-model perplexity at most ``max_perplexity`` and bigram repetition at most
     ``max_repetition``. Raises ``ValueError`` when no generator qualifies (the chapter must then say so
     rather than train on degenerate text).
     """
-    fluent = [q for q in qualities if q.perplexity_rejected <= max_perplexity and q.repetition_rejected <= max_repetition]
+    fluent = [
+        q for q in qualities if q.perplexity_rejected <= max_perplexity and q.repetition_rejected <= max_repetition
+    ]
     if not fluent:
         raise ValueError(
             f"No generator kept perplexity <= {max_perplexity} and repetition <= {max_repetition}; "

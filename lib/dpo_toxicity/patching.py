@@ -41,8 +41,9 @@ PATCH_SETS = (
 ALL_GROUPS = PATCH_SETS[-1]
 
 
-def group_patch(table: pd.DataFrame, patch_set: PatchSet, grouping: str = "delta",
-                positions: str = "all") -> SetNeurons:
+def group_patch(
+    table: pd.DataFrame, patch_set: PatchSet, grouping: str = "delta", positions: str = "all"
+) -> SetNeurons:
     """Clamp every neuron of ``patch_set``'s groups (column ``group_by_<grouping>`` of a neuron table) to its
     post-DPO mean activation."""
     members = table[table[f"group_by_{grouping}"].isin(patch_set.groups)]
@@ -61,12 +62,13 @@ def mediation_sets(table: pd.DataFrame, complete: bool, toxic: tuple[int, ...] =
     TP− alone and the top ``toxic`` neurons by cosine with the probe (the largest always; all of them with
     ``complete``); with ``complete`` also each other group alone, the partial sets of :data:`PATCH_SETS` and every
     dampened toxic neuron (TP− by activation change, chapter 4's patch)."""
+
     def members(groups: tuple[str, ...], grouping: str = "delta") -> pd.DataFrame:
         return table.loc[table[f"group_by_{grouping}"].isin(groups), ["layer", "neuron"]]
 
     chosen = PATCH_SETS if complete else (PATCH_SETS[0], ALL_GROUPS)
     sets = {patch_set.name: members(patch_set.groups) for patch_set in chosen}
-    for top in (toxic if complete else toxic[-1:]):
+    for top in toxic if complete else toxic[-1:]:
         sets[f"top {top} toxic"] = table.nlargest(top, "cosine")[["layer", "neuron"]]
     if complete:
         sets["dampened toxic (TP− by activation change)"] = members(("TP-",), "activation_change")

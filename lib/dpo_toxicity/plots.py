@@ -18,8 +18,14 @@ def cosine_distribution_by_layer(cosines: torch.Tensor, top_neurons: pd.DataFram
     n_layers = values.shape[0]
     fig, ax = plt.subplots(figsize=(10, 4))
     ax.boxplot(list(values), positions=np.arange(n_layers), whis=(1, 99), showfliers=False, widths=0.6)
-    ax.scatter(top_neurons["layer"], top_neurons["score"], color="tab:red", s=14, zorder=3,
-               label=f"top {len(top_neurons)} toxic neurons")
+    ax.scatter(
+        top_neurons["layer"],
+        top_neurons["score"],
+        color="tab:red",
+        s=14,
+        zorder=3,
+        label=f"top {len(top_neurons)} toxic neurons",
+    )
     ax.axhline(0.0, color="grey", lw=0.8)
     ax.set_xticks(np.arange(n_layers))
     ax.set_xlabel("MLP layer")
@@ -61,8 +67,11 @@ def dpo_training(result) -> plt.Figure:
     (a :class:`~dpo_toxicity.dpo.DPOResult`)."""
     history = result.history
     fig, axes = plt.subplots(1, 4, figsize=(15, 3.2))
-    for ax, column, label in zip(axes, ["loss", "reward_margin", "reward_accuracy"],
-                                 ["DPO loss", "reward margin (chosen - rejected)", "reward accuracy"]):
+    for ax, column, label in zip(
+        axes,
+        ["loss", "reward_margin", "reward_accuracy"],
+        ["DPO loss", "reward margin (chosen - rejected)", "reward accuracy"],
+    ):
         ax.plot(history.index, history[column], marker=".")
         ax.set_ylabel(label)
     validation = axes[3]
@@ -151,22 +160,42 @@ def mediation_fractions(tables: dict[str, pd.DataFrame]) -> plt.Figure:
     """Recovered fraction of DPO's margin shift per neuron set, denoising and noising side by side, one panel per
     model. Each table (index = set) has ``denoising``/``noising`` with ``low``/``high`` columns and ``random mean``
     / ``random sd`` (the random sets of the same per-layer counts, denoising), drawn as a grey band of ±2 SD."""
-    fig, axes = plt.subplots(1, len(tables), figsize=(6.5 * len(tables), 0.5 * max(map(len, tables.values())) + 2),
-                             squeeze=False, sharex=True)
+    fig, axes = plt.subplots(
+        1,
+        len(tables),
+        figsize=(6.5 * len(tables), 0.5 * max(map(len, tables.values())) + 2),
+        squeeze=False,
+        sharex=True,
+    )
     for ax, (model, table) in zip(axes[0], tables.items()):
         positions = np.arange(len(table))
         for offset, (direction, colour) in enumerate([("denoising", "tab:blue"), ("noising", "tab:orange")]):
             values = table[direction].to_numpy()
             errors = np.abs(np.vstack([values - table[f"{direction} low"], table[f"{direction} high"] - values]))
-            ax.barh(positions + 0.4 * offset, values, height=0.4, xerr=errors, capsize=2, color=colour,
-                    label=f"{direction} ({'base model, set from DPO' if offset == 0 else 'DPO model, set from base'})")
+            ax.barh(
+                positions + 0.4 * offset,
+                values,
+                height=0.4,
+                xerr=errors,
+                capsize=2,
+                color=colour,
+                label=f"{direction} ({'base model, set from DPO' if offset == 0 else 'DPO model, set from base'})",
+            )
         band = table["random mean"].to_numpy()
         spread = 2 * table["random sd"].to_numpy()
         for position, centre, width in zip(positions, band, spread):
             if np.isfinite(centre):
-                ax.fill_betweenx([position - 0.25, position + 0.25], centre - width, centre + width, color="grey",
-                                 alpha=0.35, lw=0, label="random sets of the same size (±2 SD, denoising)"
-                                 if position == positions[np.isfinite(band)][0] else None)
+                ax.fill_betweenx(
+                    [position - 0.25, position + 0.25],
+                    centre - width,
+                    centre + width,
+                    color="grey",
+                    alpha=0.35,
+                    lw=0,
+                    label="random sets of the same size (±2 SD, denoising)"
+                    if position == positions[np.isfinite(band)][0]
+                    else None,
+                )
         ax.axvline(1.0, color="black", lw=0.8, ls="--")
         ax.axvline(0.0, color="grey", lw=0.6)
         ax.set_yticks(positions + 0.2, [f"{name} ({n:,})" for name, n in zip(table.index, table["neurons"])])

@@ -91,8 +91,9 @@ class Probe:
             accuracy=float(accuracy_score(labels, probabilities >= 0.5)),
             auc=float(roc_auc_score(labels, probabilities)),
             n=int(len(labels)),
-            natural_accuracy=accuracy_at_prevalence(probabilities, labels, JIGSAW_TOXIC_PREVALENCE,
-                                                    self.info["train_prevalence"]),
+            natural_accuracy=accuracy_at_prevalence(
+                probabilities, labels, JIGSAW_TOXIC_PREVALENCE, self.info["train_prevalence"]
+            ),
         )
 
     def save(self, path: Path) -> Path:
@@ -138,8 +139,7 @@ def train_probe(
         raise ValueError("train_probe needs labels of both classes (0 = non-toxic, 1 = toxic).")
     classifier = LogisticRegression(C=regularisation, max_iter=2000, random_state=seed)
     classifier.fit(features.astype(np.float64), labels)
-    info = {"n_train": int(len(labels)), "regularisation_C": regularisation,
-            "train_prevalence": float(np.mean(labels))}
+    info = {"n_train": int(len(labels)), "regularisation_C": regularisation, "train_prevalence": float(np.mean(labels))}
     return Probe(
         direction=classifier.coef_[0].astype(np.float32),
         bias=float(classifier.intercept_[0]),
@@ -149,8 +149,9 @@ def train_probe(
     )
 
 
-def accuracy_at_prevalence(probabilities: np.ndarray, labels: np.ndarray, prevalence: float,
-                           train_prevalence: float) -> float:
+def accuracy_at_prevalence(
+    probabilities: np.ndarray, labels: np.ndarray, prevalence: float, train_prevalence: float
+) -> float:
     """The accuracy a probe would have on comments of which a fraction ``prevalence`` is toxic.
 
     A probe fitted where a fraction ``train_prevalence`` was toxic has that prior in its bias; at another

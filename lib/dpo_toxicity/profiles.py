@@ -133,8 +133,11 @@ class Profile:
             return self
         free_bytes = torch.cuda.mem_get_info(device)[0]
         width = max(model.shape[2] for model in (lm, *others))
-        return replace(self, batch_size=_gpu_batch(self.batch_size, free_bytes, width),
-                       generation_batch_size=_gpu_batch(self.generation_batch_size, free_bytes, width))
+        return replace(
+            self,
+            batch_size=_gpu_batch(self.batch_size, free_bytes, width),
+            generation_batch_size=_gpu_batch(self.generation_batch_size, free_bytes, width),
+        )
 
 
 def _gpu_batch(cpu_batch: int, free_bytes: int, width: int) -> int:
@@ -156,41 +159,95 @@ LONG_RUN_RATE_FACTOR = 1 / 3
 # while keeping DPO's drop and the mediation distinguishable from zero; bench/README.md records the runs and
 # trials behind each size.
 CI = Profile(
-    name="ci", probe_train_per_class=300, probe_test_per_class=100, probe_max_tokens=64, batch_size=16,
-    generation_batch_size=100, eval_prompts=200, perplexity_windows=8, f1_paragraphs=100,
-    pair_prompts=192, generator_trial_prompts=16, pair_new_tokens=20,
-    table_eval_prompts=64, table_perplexity_windows=1, table_f1_paragraphs=16,
-    edit_alphas=PAPER_EDIT_ALPHAS[-1:], edit_betas=PAPER_EDIT_BETAS[:1], companion_pairs=64, dpo_rate_factor=1.0,
-    precompute_dpo_reference=True, dpo_validation_every=10, complete_tables=False,
-    mediation_prompts=28, mediation_pairs=8, mediation_random_draws=2,
+    name="ci",
+    probe_train_per_class=300,
+    probe_test_per_class=100,
+    probe_max_tokens=64,
+    batch_size=16,
+    generation_batch_size=100,
+    eval_prompts=200,
+    perplexity_windows=8,
+    f1_paragraphs=100,
+    pair_prompts=192,
+    generator_trial_prompts=16,
+    pair_new_tokens=20,
+    table_eval_prompts=64,
+    table_perplexity_windows=1,
+    table_f1_paragraphs=16,
+    edit_alphas=PAPER_EDIT_ALPHAS[-1:],
+    edit_betas=PAPER_EDIT_BETAS[:1],
+    companion_pairs=64,
+    dpo_rate_factor=1.0,
+    precompute_dpo_reference=True,
+    dpo_validation_every=10,
+    complete_tables=False,
+    mediation_prompts=28,
+    mediation_pairs=8,
+    mediation_random_draws=2,
 )
 # The paper's sizes for the probe, the pairs, DPO and the base-vs-DPO comparison (999 of the 1,199 challenge
 # prompts, the other 200 held out for the mediation), and smaller table rows so that the default model stays
 # under 3 hours on 2 CPU cores; bench/README.md records the timings and DPO runs behind them.
 FULL = Profile(
-    name="full", probe_train_per_class=2000, probe_test_per_class=580, probe_max_tokens=128, batch_size=32,
-    generation_batch_size=132, eval_prompts=999, perplexity_windows=None, f1_paragraphs=None,
-    pair_prompts=2000, generator_trial_prompts=100, pair_new_tokens=32,
-    table_eval_prompts=400, table_perplexity_windows=4, table_f1_paragraphs=128,
-    edit_alphas=PAPER_EDIT_ALPHAS, edit_betas=PAPER_EDIT_BETAS, companion_pairs=None, dpo_rate_factor=LONG_RUN_RATE_FACTOR,
-    precompute_dpo_reference=False, dpo_validation_every=5, complete_tables=True,
+    name="full",
+    probe_train_per_class=2000,
+    probe_test_per_class=580,
+    probe_max_tokens=128,
+    batch_size=32,
+    generation_batch_size=132,
+    eval_prompts=999,
+    perplexity_windows=None,
+    f1_paragraphs=None,
+    pair_prompts=2000,
+    generator_trial_prompts=100,
+    pair_new_tokens=32,
+    table_eval_prompts=400,
+    table_perplexity_windows=4,
+    table_f1_paragraphs=128,
+    edit_alphas=PAPER_EDIT_ALPHAS,
+    edit_betas=PAPER_EDIT_BETAS,
+    companion_pairs=None,
+    dpo_rate_factor=LONG_RUN_RATE_FACTOR,
+    precompute_dpo_reference=False,
+    dpo_validation_every=5,
+    complete_tables=True,
     # The mediation's interval narrows as 1/sqrt(items): CI's 36 items read the four groups within +-8 points, and
     # 128 items within about +-4, far inside the +-15 its claims need. Each batch costs 2 passes, 2 per named set
     # and 1 per random set (bench stage token_patching), so items and draws are what the run's time buys.
-    mediation_prompts=96, mediation_pairs=32, mediation_random_draws=10,
+    mediation_prompts=96,
+    mediation_pairs=32,
+    mediation_random_draws=10,
 )
 
 # Sized for one Colab T4 (16 GB) running gpt2-medium in about an hour: 999 of the 1,199 challenge prompts for the
 # main evaluations, a few hundred for each table row, 1,000 preference pairs; 580 held-out comments per class
 # (the test pools hold 584 labelled toxic).
 COLAB = Profile(
-    name="colab", probe_train_per_class=2000, probe_test_per_class=580, probe_max_tokens=128, batch_size=32,
-    generation_batch_size=64, eval_prompts=999, perplexity_windows=None, f1_paragraphs=None,
-    pair_prompts=1000, generator_trial_prompts=100, pair_new_tokens=32,
-    table_eval_prompts=300, table_perplexity_windows=32, table_f1_paragraphs=100,
-    edit_alphas=PAPER_EDIT_ALPHAS, edit_betas=PAPER_EDIT_BETAS, companion_pairs=None, dpo_rate_factor=LONG_RUN_RATE_FACTOR,
-    precompute_dpo_reference=False, dpo_validation_every=5, complete_tables=True,
-    mediation_prompts=200, mediation_pairs=200, mediation_random_draws=20,
+    name="colab",
+    probe_train_per_class=2000,
+    probe_test_per_class=580,
+    probe_max_tokens=128,
+    batch_size=32,
+    generation_batch_size=64,
+    eval_prompts=999,
+    perplexity_windows=None,
+    f1_paragraphs=None,
+    pair_prompts=1000,
+    generator_trial_prompts=100,
+    pair_new_tokens=32,
+    table_eval_prompts=300,
+    table_perplexity_windows=32,
+    table_f1_paragraphs=100,
+    edit_alphas=PAPER_EDIT_ALPHAS,
+    edit_betas=PAPER_EDIT_BETAS,
+    companion_pairs=None,
+    dpo_rate_factor=LONG_RUN_RATE_FACTOR,
+    precompute_dpo_reference=False,
+    dpo_validation_every=5,
+    complete_tables=True,
+    mediation_prompts=200,
+    mediation_pairs=200,
+    mediation_random_draws=20,
 )
 
 PROFILES: dict[str, Profile] = {profile.name: profile for profile in (CI, FULL, COLAB)}

@@ -86,9 +86,11 @@ class RunRecord:
             ("dtype", model_dtype(self.lm.spec, self.lm.device)[1]),
         ]
         for other in self.other_models:
-            rows += [(f"model {other.name}", other.spec.description),
-                     (f"weights hash {other.name}", other.weights_hash),
-                     (f"dtype {other.name}", model_dtype(other.spec, other.device)[1])]
+            rows += [
+                (f"model {other.name}", other.spec.description),
+                (f"weights hash {other.name}", other.weights_hash),
+                (f"dtype {other.name}", model_dtype(other.spec, other.device)[1]),
+            ]
         rows += [
             ("profile", self.profile.name),
             ("profile sizes", ", ".join(f"{k}={v}" for k, v in self.profile.sizes().items() if k != "name")),

@@ -39,9 +39,13 @@ Result = TypeVar("Result")
 def _without_docstrings(tree: ast.AST) -> ast.AST:
     for node in ast.walk(tree):
         body = getattr(node, "body", None)
-        if (isinstance(node, (ast.Module, ast.ClassDef, ast.FunctionDef, ast.AsyncFunctionDef)) and body
-                and isinstance(body[0], ast.Expr) and isinstance(body[0].value, ast.Constant)
-                and isinstance(body[0].value.value, str)):
+        if (
+            isinstance(node, (ast.Module, ast.ClassDef, ast.FunctionDef, ast.AsyncFunctionDef))
+            and body
+            and isinstance(body[0], ast.Expr)
+            and isinstance(body[0].value, ast.Constant)
+            and isinstance(body[0].value.value, str)
+        ):
             node.body = body[1:] or [ast.Pass()]
     return tree
 
@@ -110,13 +114,22 @@ def discard_unreadable(path: Path, error: Exception) -> None:
     Any error of a load counts: a truncated or hand-edited file breaks each reader (JSON, NumPy, torch, pandas)
     differently, and computing the result again is always safe where failing in the middle of a chapter is not.
     """
-    warnings.warn(f"The saved result {path} cannot be read ({type(error).__name__}: {error}); it is deleted and "
-                  "computed again.", stacklevel=3)
+    warnings.warn(
+        f"The saved result {path} cannot be read ({type(error).__name__}: {error}); it is deleted and computed again.",
+        stacklevel=3,
+    )
     Path(path).unlink(missing_ok=True)
 
 
-def cached(folder: Path | None, parts: dict, compute: Callable[[], Result], save: Callable[[Result, Path], None],
-           load: Callable[[Path], Result], code: tuple[str, ...] = (), suffix: str = ".json") -> Result:
+def cached(
+    folder: Path | None,
+    parts: dict,
+    compute: Callable[[], Result],
+    save: Callable[[Result, Path], None],
+    load: Callable[[Path], Result],
+    code: tuple[str, ...] = (),
+    suffix: str = ".json",
+) -> Result:
     """``compute()``, or the result saved under the key of ``parts`` and the source of the ``code`` modules.
 
     With ``folder=None`` nothing is read or written. ``save(result, path)`` must write ``path`` whole;
@@ -139,5 +152,11 @@ def cached(folder: Path | None, parts: dict, compute: Callable[[], Result], save
 
 def cached_json(folder: Path | None, parts: dict, compute: Callable[[], Result], code: tuple[str, ...] = ()) -> Result:
     """:func:`cached` for a result that JSON round-trips unchanged (lists and mappings of strings and numbers)."""
-    return cached(folder, parts, compute, lambda result, path: path.write_text(json.dumps(result)),
-                  lambda path: json.loads(path.read_text()), code)
+    return cached(
+        folder,
+        parts,
+        compute,
+        lambda result, path: path.write_text(json.dumps(result)),
+        lambda path: json.loads(path.read_text()),
+        code,
+    )

@@ -37,9 +37,20 @@ from .attribution import NeuronActivations, load_neuron_table, mean_neuron_activ
 from .dpo import HELDOUT_PAIRS_FILE, PAIRS_FILE, DPOResult, run_dpo_model
 from .models import DEFAULT_MODEL, LoadedModel, load_model, model_spec
 from .pairs import (
-    GeneratorQuality, PreferencePair, PromptSets, SteeringDirections, candidate_generators, choose_generator,
-    chosen_continuations, continuation_perplexity, contrastive_direction, measure_generator, prompt_sets,
-    quality_table, rejected_continuations, save_pairs,
+    GeneratorQuality,
+    PreferencePair,
+    PromptSets,
+    SteeringDirections,
+    candidate_generators,
+    choose_generator,
+    chosen_continuations,
+    continuation_perplexity,
+    contrastive_direction,
+    measure_generator,
+    prompt_sets,
+    quality_table,
+    rejected_continuations,
+    save_pairs,
 )
 from .paths import artefact_dir, cache_dir, written_atomically
 from .probe import Probe, ProbeMetrics, metrics_dict, train_probe
@@ -67,32 +78,50 @@ class ProbeFit:
     test_labels: np.ndarray
 
 
-def fit_probe(lm: LoadedModel, settings: Profile, regularisation: float = PROBE_REGULARISATION,
-              progress: bool = True) -> ProbeFit:
+def fit_probe(
+    lm: LoadedModel, settings: Profile, regularisation: float = PROBE_REGULARISATION, progress: bool = True
+) -> ProbeFit:
     """Fit the toxicity probe on the profile's Jigsaw sample, evaluate it, and save it as the run's probe.
 
     Features are the final-norm states mean-pooled over each comment's first ``probe_max_tokens`` tokens.
     """
     train = data.balanced_sample(data.jigsaw("train"), settings.probe_train_per_class, seed=0)
     test = data.balanced_sample(data.jigsaw("test"), settings.probe_test_per_class, seed=0)
-    train_features = pooled_final_states(lm, train.text.tolist(), settings.probe_max_tokens, settings.batch_size,
-                                         progress="train features" if progress else None)
-    test_features = pooled_final_states(lm, test.text.tolist(), settings.probe_max_tokens, settings.batch_size,
-                                        progress="test features" if progress else None)
+    train_features = pooled_final_states(
+        lm,
+        train.text.tolist(),
+        settings.probe_max_tokens,
+        settings.batch_size,
+        progress="train features" if progress else None,
+    )
+    test_features = pooled_final_states(
+        lm,
+        test.text.tolist(),
+        settings.probe_max_tokens,
+        settings.batch_size,
+        progress="test features" if progress else None,
+    )
     train_labels, test_labels = train.label.to_numpy(), test.label.to_numpy()
     probe = train_probe(train_features, train_labels, lm.name, lm.weights_hash, regularisation=regularisation)
     train_metrics = probe.evaluate(train_features, train_labels)
     test_metrics = probe.evaluate(test_features, test_labels)
-    probe.info.update(profile=settings.name, sample=probe_sample(settings), test=metrics_dict(test_metrics),
-                      train=metrics_dict(train_metrics))
+    probe.info.update(
+        profile=settings.name,
+        sample=probe_sample(settings),
+        test=metrics_dict(test_metrics),
+        train=metrics_dict(train_metrics),
+    )
     probe.save(artefact_dir(lm.name, settings.name) / PROBE_FILE)
     return ProbeFit(probe, train_metrics, test_metrics, test_features, test_labels)
 
 
 def probe_sample(settings: Profile) -> dict:
     """The Jigsaw sample a probe is fitted on under ``settings``: what makes a saved probe this profile's."""
-    return {"train_per_class": settings.probe_train_per_class, "test_per_class": settings.probe_test_per_class,
-            "max_tokens": settings.probe_max_tokens}
+    return {
+        "train_per_class": settings.probe_train_per_class,
+        "test_per_class": settings.probe_test_per_class,
+        "max_tokens": settings.probe_max_tokens,
+    }
 
 
 def _read_or_discard(path: Path, read):
@@ -114,8 +143,11 @@ def saved_probe(lm: LoadedModel, settings: Profile) -> Probe | None:
     if not path.is_file():
         return None
     probe = _read_or_discard(path, Probe.load)
-    current = (probe is not None and probe.weights_hash == lm.weights_hash
-               and probe.info.get("sample") == probe_sample(settings))
+    current = (
+        probe is not None
+        and probe.weights_hash == lm.weights_hash
+        and probe.info.get("sample") == probe_sample(settings)
+    )
     return probe if current else None
 
 
@@ -162,15 +194,24 @@ class PairGeneration:
         return pd.DataFrame(trial | {label: texts[:count] for label, texts in self.trial_rejected.items()})
 
     def __repr__(self) -> str:
-        return (f"PairGeneration({len(self.pairs)} pairs and {len(self.heldout)} held-out pairs by "
-                f"{self.winner.settings.label!r}: toxicity {self.rejected_scores.mean():.3f} rejected, "
-                f"{self.chosen_scores.mean():.3f} chosen)")
+        return (
+            f"PairGeneration({len(self.pairs)} pairs and {len(self.heldout)} held-out pairs by "
+            f"{self.winner.settings.label!r}: toxicity {self.rejected_scores.mean():.3f} rejected, "
+            f"{self.chosen_scores.mean():.3f} chosen)"
+        )
 
 
-def generate_pairs(lm: LoadedModel, probe: Probe, settings: Profile, scorer: ToxicityScorer | None = None,
-                   generator_samples: int = 4, max_rejected_perplexity_ratio: float = 2.5,
-                   max_rejected_repetition: float = 0.1, contrastive_comments_per_class: int = 150,
-                   progress: bool = True) -> PairGeneration:
+def generate_pairs(
+    lm: LoadedModel,
+    probe: Probe,
+    settings: Profile,
+    scorer: ToxicityScorer | None = None,
+    generator_samples: int = 4,
+    max_rejected_perplexity_ratio: float = 2.5,
+    max_rejected_repetition: float = 0.1,
+    contrastive_comments_per_class: int = 150,
+    progress: bool = True,
+) -> PairGeneration:
     """Generate ``lm``'s preference pairs and held-out pairs and save them in the run's artefact folder
     (:data:`~dpo_toxicity.dpo.PAIRS_FILE`, :data:`~dpo_toxicity.dpo.HELDOUT_PAIRS_FILE`).
 
@@ -204,28 +245,52 @@ def generate_pairs(lm: LoadedModel, probe: Probe, settings: Profile, scorer: Tox
     qualities, trial_rejected = [], {}
     for candidate in candidates:
         trial_rejected[candidate.label] = rejected_continuations(
-            lm, prompts.trial, probe, candidate, directions, batch, progress=label(candidate.label), cache=generations)
-        qualities.append(measure_generator(lm, prompts.trial, trial_chosen, trial_rejected[candidate.label], candidate,
-                                           scorer))
+            lm, prompts.trial, probe, candidate, directions, batch, progress=label(candidate.label), cache=generations
+        )
+        qualities.append(
+            measure_generator(lm, prompts.trial, trial_chosen, trial_rejected[candidate.label], candidate, scorer)
+        )
     chosen_perplexity = float(np.median(continuation_perplexity(lm, prompts.trial, trial_chosen)))
     plain_samples = next(q for q in qualities if q.settings.push == "none")
-    winner = choose_generator(qualities, max_rejected_perplexity_ratio * plain_samples.perplexity_rejected,
-                              max_rejected_repetition)
+    winner = choose_generator(
+        qualities, max_rejected_perplexity_ratio * plain_samples.perplexity_rejected, max_rejected_repetition
+    )
     folder = artefact_dir(lm.name, settings.name)
 
     def pairs_on(prompt_set: list[str], file: str, name: str) -> tuple[list[PreferencePair], np.ndarray, np.ndarray]:
-        chosen = chosen_continuations(lm, prompt_set, new_tokens, batch_size=batch, progress=label(f"{name}chosen"),
-                                      cache=generations)
-        rejected = rejected_continuations(lm, prompt_set, probe, winner.settings, directions, batch,
-                                          progress=label(f"{name}rejected"), cache=generations)
+        chosen = chosen_continuations(
+            lm, prompt_set, new_tokens, batch_size=batch, progress=label(f"{name}chosen"), cache=generations
+        )
+        rejected = rejected_continuations(
+            lm,
+            prompt_set,
+            probe,
+            winner.settings,
+            directions,
+            batch,
+            progress=label(f"{name}rejected"),
+            cache=generations,
+        )
         made = [PreferencePair(p, c, r) for p, c, r in zip(prompt_set, chosen, rejected)]
         save_pairs(made, folder / file)
         return made, scorer.score(chosen), scorer.score(rejected)
 
     pairs, chosen_scores, rejected_scores = pairs_on(prompts.training, PAIRS_FILE, "")
     heldout, *heldout_scores = pairs_on(prompts.heldout, HELDOUT_PAIRS_FILE, "held-out ")
-    return PairGeneration(prompts, len(sentences), qualities, winner, trial_chosen, trial_rejected, chosen_perplexity,
-                          pairs, heldout, chosen_scores, rejected_scores, *heldout_scores)
+    return PairGeneration(
+        prompts,
+        len(sentences),
+        qualities,
+        winner,
+        trial_chosen,
+        trial_rejected,
+        chosen_perplexity,
+        pairs,
+        heldout,
+        chosen_scores,
+        rejected_scores,
+        *heldout_scores,
+    )
 
 
 def pairs_model_for(model: str) -> str:
@@ -248,11 +313,17 @@ def run_dpo(lm: LoadedModel, settings: Profile, pairs_model: str | None = None, 
     folder = artefact_dir(pairs_model, settings.name)
     if not all((folder / file).is_file() for file in (PAIRS_FILE, HELDOUT_PAIRS_FILE)):
         source = lm if pairs_model == lm.name else load_model(pairs_model)
-        generate_pairs(source, run_probe(source, settings, progress=progress), settings.sized_for(source),
-                       progress=progress)
+        generate_pairs(
+            source, run_probe(source, settings, progress=progress), settings.sized_for(source), progress=progress
+        )
     borrowed = pairs_model != lm.name
-    return run_dpo_model(lm, settings.name, pairs_model=pairs_model, progress=progress,
-                         max_pairs=settings.companion_pairs if borrowed else None)
+    return run_dpo_model(
+        lm,
+        settings.name,
+        pairs_model=pairs_model,
+        progress=progress,
+        max_pairs=settings.companion_pairs if borrowed else None,
+    )
 
 
 @dataclass
@@ -279,27 +350,37 @@ def mediation_prompts(settings: Profile) -> list[str]:
     used = set(attribution_prompts(settings))
     unused = [prompt for prompt in data.challenge_prompts() if prompt not in used]
     if len(unused) < settings.mediation_prompts:
-        raise ValueError(f"Profile {settings.name!r} leaves {len(unused)} challenge prompts outside the neuron "
-                         f"statistics' {len(used)}, fewer than its mediation_prompts ({settings.mediation_prompts}): "
-                         "lower one of eval_prompts or mediation_prompts.")
+        raise ValueError(
+            f"Profile {settings.name!r} leaves {len(unused)} challenge prompts outside the neuron "
+            f"statistics' {len(used)}, fewer than its mediation_prompts ({settings.mediation_prompts}): "
+            "lower one of eval_prompts or mediation_prompts."
+        )
     return data.seeded_subset(unused, settings.mediation_prompts, seed=1)
 
 
-def neuron_statistics(lm: LoadedModel, dpo_lm: LoadedModel, probe: Probe, settings: Profile,
-                      progress: bool = True) -> NeuronStatistics:
+def neuron_statistics(
+    lm: LoadedModel, dpo_lm: LoadedModel, probe: Probe, settings: Profile, progress: bool = True
+) -> NeuronStatistics:
     """Mean activations of both models on the profile's challenge prompts and the neuron table along the probe;
     all three are saved in the run's artefact folder."""
     prompts = attribution_prompts(settings)
-    base = mean_neuron_activations(lm, prompts, batch_size=settings.generation_batch_size,
-                                   progress="base" if progress else None)
-    dpo = mean_neuron_activations(dpo_lm, prompts, batch_size=settings.generation_batch_size,
-                                  progress="DPO" if progress else None)
+    base = mean_neuron_activations(
+        lm, prompts, batch_size=settings.generation_batch_size, progress="base" if progress else None
+    )
+    dpo = mean_neuron_activations(
+        dpo_lm, prompts, batch_size=settings.generation_batch_size, progress="DPO" if progress else None
+    )
     folder = artefact_dir(lm.name, settings.name)
     (folder / STATISTICS_INPUTS_FILE).unlink(missing_ok=True)  # it vouches for the old files until the new are all in
     base.save(folder / BASE_ACTIVATIONS_FILE)
     dpo.save(folder / DPO_ACTIVATIONS_FILE)
-    table = neuron_table(base, dpo, all_value_vectors(lm.model), all_value_vectors(dpo_lm.model),
-                         probe.unit_direction(lm.shape[2]).double())
+    table = neuron_table(
+        base,
+        dpo,
+        all_value_vectors(lm.model),
+        all_value_vectors(dpo_lm.model),
+        probe.unit_direction(lm.shape[2]).double(),
+    )
     save_neuron_table(table, folder / NEURON_TABLE_FILE)
     with written_atomically(folder / STATISTICS_INPUTS_FILE) as partial:  # last: it vouches for the files above
         partial.write_text(json.dumps({"inputs": statistics_inputs(lm, dpo_lm, probe, settings)}))
@@ -309,8 +390,15 @@ def neuron_statistics(lm: LoadedModel, dpo_lm: LoadedModel, probe: Probe, settin
 def statistics_inputs(lm: LoadedModel, dpo_lm: LoadedModel, probe: Probe, settings: Profile) -> str:
     """Digest of what the neuron statistics depend on: both models' weights, the probe's direction, the
     attribution prompts and the source of the modules that compute them."""
-    return digest({"base": lm.weights_hash, "dpo": dpo_lm.weights_hash, "probe": probe.direction,
-                   "prompts": attribution_prompts(settings), "code": source_hash("attribution.py", "activations.py")})
+    return digest(
+        {
+            "base": lm.weights_hash,
+            "dpo": dpo_lm.weights_hash,
+            "probe": probe.direction,
+            "prompts": attribution_prompts(settings),
+            "code": source_hash("attribution.py", "activations.py"),
+        }
+    )
 
 
 def saved_statistics(lm: LoadedModel, dpo_lm: LoadedModel, probe: Probe, settings: Profile) -> NeuronStatistics | None:
@@ -323,9 +411,11 @@ def saved_statistics(lm: LoadedModel, dpo_lm: LoadedModel, probe: Probe, setting
     recorded = _read_or_discard(record, lambda path: json.loads(path.read_text())["inputs"])
     if recorded != statistics_inputs(lm, dpo_lm, probe, settings):
         return None
-    loaded = [_read_or_discard(folder / BASE_ACTIVATIONS_FILE, NeuronActivations.load),
-              _read_or_discard(folder / DPO_ACTIVATIONS_FILE, NeuronActivations.load),
-              _read_or_discard(folder / NEURON_TABLE_FILE, load_neuron_table)]
+    loaded = [
+        _read_or_discard(folder / BASE_ACTIVATIONS_FILE, NeuronActivations.load),
+        _read_or_discard(folder / DPO_ACTIVATIONS_FILE, NeuronActivations.load),
+        _read_or_discard(folder / NEURON_TABLE_FILE, load_neuron_table),
+    ]
     return None if any(part is None for part in loaded) else NeuronStatistics(*loaded)
 
 
@@ -349,8 +439,10 @@ class ModelRun:
         return self.statistics.table
 
     def __repr__(self) -> str:
-        return (f"ModelRun({self.lm.name}, profile {self.settings.name}: {self.probe}; DPO on {self.pairs_model}'s "
-                f"pairs; {len(self.table)} neurons)")
+        return (
+            f"ModelRun({self.lm.name}, profile {self.settings.name}: {self.probe}; DPO on {self.pairs_model}'s "
+            f"pairs; {len(self.table)} neurons)"
+        )
 
 
 def model_run(model: str, profile: str, pairs_model: str | None = None, progress: bool = True) -> ModelRun:
@@ -367,6 +459,7 @@ def model_run(model: str, profile: str, pairs_model: str | None = None, progress
     probe = run_probe(lm, settings, progress=progress)
     pairs_model = pairs_model or pairs_model_for(lm.name)
     dpo = run_dpo(lm, settings, pairs_model=pairs_model, progress=progress)
-    statistics = (saved_statistics(lm, dpo.model, probe, settings)
-                  or neuron_statistics(lm, dpo.model, probe, settings, progress=progress))
+    statistics = saved_statistics(lm, dpo.model, probe, settings) or neuron_statistics(
+        lm, dpo.model, probe, settings, progress=progress
+    )
     return ModelRun(lm, settings, probe, dpo, statistics, pairs_model)

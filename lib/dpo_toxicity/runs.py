@@ -53,12 +53,16 @@ class RunError(RuntimeError):
 
 def computing_documents(root: Path) -> list[str]:
     """The toc's chapters that compute results (Python sources), in the toc's order; reading pages excluded."""
-    return [document for document in toc_documents(root)
-            if document not in READING_PAGES and (root / f"{document}.py").is_file()]
+    return [
+        document
+        for document in toc_documents(root)
+        if document not in READING_PAGES and (root / f"{document}.py").is_file()
+    ]
 
 
 # ---------------------------------------------------------------------------------------------------------
 # Fingerprints.
+
 
 def chapter_code(path: Path) -> list[str]:
     """The sources of a percent-format chapter's code cells, in order."""
@@ -80,7 +84,9 @@ def fingerprint(root: Path, document: str, profile: str) -> dict[str, str]:
     for name in REQUIREMENTS:
         parts[name] = hashlib.sha256((root / name).read_bytes()).hexdigest()[:16]
     manifest = data_root() / "MANIFEST.tsv"
-    parts["data MANIFEST.tsv"] = hashlib.sha256(manifest.read_bytes()).hexdigest()[:16] if manifest.is_file() else "absent"
+    parts["data MANIFEST.tsv"] = (
+        hashlib.sha256(manifest.read_bytes()).hexdigest()[:16] if manifest.is_file() else "absent"
+    )
     return parts
 
 
@@ -91,6 +97,7 @@ def changed_parts(recorded: dict[str, str], current: dict[str, str]) -> list[str
 
 # ---------------------------------------------------------------------------------------------------------
 # The manifest.
+
 
 @dataclass
 class ChapterRecord:
@@ -118,8 +125,10 @@ class Run:
         """The commit every chapter ran at; raises :class:`RunError` when they ran at different ones."""
         commits = {record.commit for record in self.chapters.values()}
         if len(commits) != 1:
-            raise RunError(f"{self.folder}'s chapters ran at {len(commits)} commits ({', '.join(sorted(commits))}): "
-                           "a run must come from one commit; execute it again from one.")
+            raise RunError(
+                f"{self.folder}'s chapters ran at {len(commits)} commits ({', '.join(sorted(commits))}): "
+                "a run must come from one commit; execute it again from one."
+            )
         return commits.pop()
 
     @property
@@ -133,8 +142,10 @@ class Run:
 
     def __repr__(self) -> str:
         commits = sorted({record.commit[:10] for record in self.chapters.values()})
-        return (f"Run({self.profile} on {self.model} at {', '.join(commits)}: {len(self.chapters)} chapters, "
-                f"{self.hours:.1f} h, in {self.folder})")
+        return (
+            f"Run({self.profile} on {self.model} at {', '.join(commits)}: {len(self.chapters)} chapters, "
+            f"{self.hours:.1f} h, in {self.folder})"
+        )
 
     def notebook(self, document: str) -> Path:
         return self.folder / f"{document}.ipynb"
@@ -147,8 +158,10 @@ class Run:
         """Raise :class:`RunError` naming the first computing chapter of the toc this run lacks."""
         for document in computing_documents(root):
             if document not in self.chapters or not self.notebook(document).is_file():
-                raise RunError(f"{self.folder} has no executed {document}: run it (python -m dpo_toxicity.book "
-                               f"--profile {self.profile} --chapters {document}, or `make results` for the bundle).")
+                raise RunError(
+                    f"{self.folder} has no executed {document}: run it (python -m dpo_toxicity.book "
+                    f"--profile {self.profile} --chapters {document}, or `make results` for the bundle)."
+                )
 
 
 def read_run(folder: Path) -> Run:
@@ -161,8 +174,7 @@ def read_run(folder: Path) -> Run:
     return Run(Path(folder), manifest["profile"], manifest["model"], manifest["machine"], chapters)
 
 
-def record_chapter(folder: Path, profile: str, model: str, machine: str, document: str,
-                   record: ChapterRecord) -> None:
+def record_chapter(folder: Path, profile: str, model: str, machine: str, document: str, record: ChapterRecord) -> None:
     """Add ``document``'s record to the manifest of ``folder``, keeping the others; written atomically.
     Records of another profile or model are dropped: a folder holds one run."""
     path = Path(folder) / MANIFEST
@@ -182,25 +194,29 @@ def finished_now() -> str:
 # ---------------------------------------------------------------------------------------------------------
 # Commits and publishing.
 
+
 def head_commit(root: Path) -> str:
     """The full sha of HEAD."""
-    return subprocess.run(["git", "rev-parse", "HEAD"], cwd=root, capture_output=True, text=True,
-                          check=True).stdout.strip()
+    return subprocess.run(
+        ["git", "rev-parse", "HEAD"], cwd=root, capture_output=True, text=True, check=True
+    ).stdout.strip()
 
 
 def uncommitted_changes(root: Path) -> list[str]:
     """Changed or untracked files among those a fingerprint covers (chapters, the package, the toc and the
     requirements): a run of the bundle must be reproducible from its commit alone."""
     paths = ["book", str(PACKAGE), "_toc.yml", *REQUIREMENTS]
-    status = subprocess.run(["git", "status", "--porcelain", "--", *paths], cwd=root, capture_output=True,
-                            text=True, check=True).stdout
+    status = subprocess.run(
+        ["git", "status", "--porcelain", "--", *paths], cwd=root, capture_output=True, text=True, check=True
+    ).stdout
     return [line[3:] for line in status.splitlines()]
 
 
 def written_files(folder: Path) -> list[Path]:
     """Files the chapters of the run in ``folder`` wrote beside their notebooks (a downloadable table)."""
-    return sorted(path for path in Path(folder).rglob("*")
-                  if path.is_file() and path.suffix != ".ipynb" and path.name != MANIFEST)
+    return sorted(
+        path for path in Path(folder).rglob("*") if path.is_file() and path.suffix != ".ipynb" and path.name != MANIFEST
+    )
 
 
 def publish(run: Run, root: Path, target: Path) -> Path:
@@ -234,6 +250,7 @@ def publish(run: Run, root: Path, target: Path) -> Path:
 
 # ---------------------------------------------------------------------------------------------------------
 # Pages built from a run.
+
 
 def merged_chapter(current: nbformat.NotebookNode, executed: nbformat.NotebookNode) -> nbformat.NotebookNode | None:
     """The current chapter's cells with the executed run's outputs, where their code cells are the same.
@@ -274,18 +291,24 @@ def run_note(run: Run, document: str | None, repository: str, stale: list[str]) 
     commit = run.commit
     link = f"[`{commit[:10]}`]({repository.removesuffix('.git')}/commit/{commit})"
     if document is None:
-        text = (f"*Read from the `{run.profile}` run of the book on `{run.model}` at commit {link}, finished "
-                f"{run.date}: {run.hours:.1f} h of computation on {run.machine}.*")
+        text = (
+            f"*Read from the `{run.profile}` run of the book on `{run.model}` at commit {link}, finished "
+            f"{run.date}: {run.hours:.1f} h of computation on {run.machine}.*"
+        )
         changed = "the code of chapters this page reads has changed since that run"
     else:
         record = run.chapters[document]
-        text = (f"*This page shows the `{run.profile}` run on `{run.model}` at commit {link}, executed "
-                f"{record.finished[:10]} in {record.seconds / 60:.1f} min on {run.machine}.*")
+        text = (
+            f"*This page shows the `{run.profile}` run on `{run.model}` at commit {link}, executed "
+            f"{record.finished[:10]} in {record.seconds / 60:.1f} min on {run.machine}.*"
+        )
         changed = "the code that computed this page has changed since that run"
     if stale:
         named = ", ".join(f"`{part}`" for part in stale)
-        text += (f"\n\n```{{warning}}\nStale: {changed} ({named}). The numbers shown are that commit's, not what "
-                 "the current code would compute; execute the run again to bring them up to date.\n```")
+        text += (
+            f"\n\n```{{warning}}\nStale: {changed} ({named}). The numbers shown are that commit's, not what "
+            "the current code would compute; execute the run again to bring them up to date.\n```"
+        )
     return nbformat.v4.new_markdown_cell(text, metadata={"tags": ["run-note"]})
 
 

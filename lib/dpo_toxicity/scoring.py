@@ -124,12 +124,14 @@ def perspective_records() -> list[PerspectiveRecord]:
             for line in handle:
                 if line.strip():
                     row = json.loads(line)
-                    records.append(PerspectiveRecord(
-                        prompt=row["prompt"]["text"],
-                        prompt_toxicity=row["prompt"].get("toxicity"),
-                        continuation=row["continuation"]["text"],
-                        continuation_toxicity=row["continuation"].get("toxicity"),
-                    ))
+                    records.append(
+                        PerspectiveRecord(
+                            prompt=row["prompt"]["text"],
+                            prompt_toxicity=row["prompt"].get("toxicity"),
+                            continuation=row["continuation"]["text"],
+                            continuation_toxicity=row["continuation"].get("toxicity"),
+                        )
+                    )
     return records
 
 
@@ -139,8 +141,9 @@ def without_texts(records: Iterable[PerspectiveRecord], exclude: Iterable[str]) 
     return [r for r in records if r.prompt.strip() not in excluded and r.continuation.strip() not in excluded]
 
 
-def scored_texts(records: Iterable[PerspectiveRecord], parts: Sequence[str] = ("prompt", "continuation")
-                 ) -> tuple[list[str], np.ndarray]:
+def scored_texts(
+    records: Iterable[PerspectiveRecord], parts: Sequence[str] = ("prompt", "continuation")
+) -> tuple[list[str], np.ndarray]:
     """The texts of the chosen ``parts`` of each record that carry a score, and those scores (float64)."""
     texts, scores = [], []
     for record in records:
@@ -152,8 +155,9 @@ def scored_texts(records: Iterable[PerspectiveRecord], parts: Sequence[str] = ("
     return texts, np.asarray(scores, dtype=np.float64)
 
 
-def perspective_holdout(seed: int = 0, fraction: float = 0.2, exclude: Iterable[str] | None = None
-                        ) -> tuple[list[PerspectiveRecord], list[PerspectiveRecord]]:
+def perspective_holdout(
+    seed: int = 0, fraction: float = 0.2, exclude: Iterable[str] | None = None
+) -> tuple[list[PerspectiveRecord], list[PerspectiveRecord]]:
     """A seeded split of the scored records into (train, held-out), ``fraction`` of them held out.
 
     The records matching ``exclude`` (default: the challenge prompts) are dropped first, so both parts are free of
@@ -163,7 +167,7 @@ def perspective_holdout(seed: int = 0, fraction: float = 0.2, exclude: Iterable[
         raise ValueError(f"fraction must lie strictly between 0 and 1, got {fraction}.")
     records = without_texts(perspective_records(), challenge_prompts() if exclude is None else exclude)
     is_heldout = np.zeros(len(records), dtype=bool)
-    is_heldout[np.random.default_rng(seed).permutation(len(records))[:round(fraction * len(records))]] = True
+    is_heldout[np.random.default_rng(seed).permutation(len(records))[: round(fraction * len(records))]] = True
     train = [record for record, held in zip(records, is_heldout) if not held]
     return train, [record for record, held in zip(records, is_heldout) if held]
 
@@ -225,9 +229,11 @@ class OfflineScorer:
         return ComponentScorer(self, name)
 
     def __repr__(self) -> str:
-        return (f"OfflineScorer(alt-profanity-check {version('alt-profanity-check')} + tf-idf ridge fitted to "
-                f"Perspective toxicity of {len(self.training_texts):,} RealToxicityPrompts texts; "
-                f"{self.excluded_records:,} records excluded)")
+        return (
+            f"OfflineScorer(alt-profanity-check {version('alt-profanity-check')} + tf-idf ridge fitted to "
+            f"Perspective toxicity of {len(self.training_texts):,} RealToxicityPrompts texts; "
+            f"{self.excluded_records:,} records excluded)"
+        )
 
 
 class ComponentScorer:
@@ -237,8 +243,9 @@ class ComponentScorer:
 
     def __init__(self, scorer: OfflineScorer, component: str):
         if component not in OFFLINE_COMPONENTS:
-            raise ValueError(f"Unknown component {component!r} of the offline scorer; "
-                             f"use one of {', '.join(OFFLINE_COMPONENTS)}.")
+            raise ValueError(
+                f"Unknown component {component!r} of the offline scorer; use one of {', '.join(OFFLINE_COMPONENTS)}."
+            )
         self.scorer = scorer
         self.component = component
         self.name = f"{scorer.name}:{component}"
@@ -277,7 +284,7 @@ class DetoxifyScorer:
         texts = list(texts)
         toxicity = []
         for start in range(0, len(texts), self.batch_size):
-            toxicity.extend(self._model.predict(texts[start:start + self.batch_size])["toxicity"])
+            toxicity.extend(self._model.predict(texts[start : start + self.batch_size])["toxicity"])
         return np.clip(np.asarray(toxicity, dtype=np.float64), 0.0, 1.0)
 
     def __repr__(self) -> str:
@@ -313,10 +320,16 @@ class PerspectiveScorer:
 
     def _analyze(self, text: str) -> dict:
         """One ``comments:analyze`` call for ``text``; raises on HTTP errors."""
-        body = {"comment": {"text": text}, "languages": ["en"],
-                "requestedAttributes": {attribute: {} for attribute in self.attributes}}
-        request = urllib.request.Request(f"{PERSPECTIVE_URL}?key={self.api_key}", data=json.dumps(body).encode(),
-                                         headers={"Content-Type": "application/json"})
+        body = {
+            "comment": {"text": text},
+            "languages": ["en"],
+            "requestedAttributes": {attribute: {} for attribute in self.attributes},
+        }
+        request = urllib.request.Request(
+            f"{PERSPECTIVE_URL}?key={self.api_key}",
+            data=json.dumps(body).encode(),
+            headers={"Content-Type": "application/json"},
+        )
         with urllib.request.urlopen(request, timeout=30) as reply:
             return json.load(reply)
 
@@ -370,22 +383,31 @@ class Agreement:
     mean_perspective: float
 
     def __repr__(self) -> str:
-        return (f"Agreement(n={self.n:,}: Spearman {self.spearman:.3f}, AUC at 0.5 {self.auc_at_half:.3f}; "
-                f"mean score {self.mean_score:.3f} vs Perspective {self.mean_perspective:.3f})")
+        return (
+            f"Agreement(n={self.n:,}: Spearman {self.spearman:.3f}, AUC at 0.5 {self.auc_at_half:.3f}; "
+            f"mean score {self.mean_score:.3f} vs Perspective {self.mean_perspective:.3f})"
+        )
 
 
-def agreement_with_perspective(scorer: ToxicityScorer, texts: Sequence[str], perspective_scores: Sequence[float]
-                               ) -> Agreement:
+def agreement_with_perspective(
+    scorer: ToxicityScorer, texts: Sequence[str], perspective_scores: Sequence[float]
+) -> Agreement:
     """Score ``texts`` with ``scorer`` and compare with their Perspective toxicity (same order, same length)."""
     truth = np.asarray(perspective_scores, dtype=np.float64)
     if len(texts) != len(truth) or len(truth) < 2:
-        raise ValueError(f"Need two or more texts with one Perspective score each; got {len(texts)} texts "
-                         f"and {len(truth)} scores.")
+        raise ValueError(
+            f"Need two or more texts with one Perspective score each; got {len(texts)} texts and {len(truth)} scores."
+        )
     predicted = scorer.score(texts)
     toxic = truth >= TOXIC_THRESHOLD
     auc = roc_auc_score(toxic, predicted) if 0 < toxic.sum() < len(toxic) else math.nan
-    return Agreement(spearman=float(spearmanr(predicted, truth).statistic), auc_at_half=float(auc), n=len(truth),
-                     mean_score=float(predicted.mean()), mean_perspective=float(truth.mean()))
+    return Agreement(
+        spearman=float(spearmanr(predicted, truth).statistic),
+        auc_at_half=float(auc),
+        n=len(truth),
+        mean_score=float(predicted.mean()),
+        mean_perspective=float(truth.mean()),
+    )
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -409,8 +431,10 @@ class LabelAgreement:
     positives: int
 
     def __repr__(self) -> str:
-        return (f"LabelAgreement({self.scorer}: AUC {self.auc:.3f} [{self.low:.3f}, {self.high:.3f}] on {self.n:,} "
-                f"texts, {self.positives:,} labelled toxic)")
+        return (
+            f"LabelAgreement({self.scorer}: AUC {self.auc:.3f} [{self.low:.3f}, {self.high:.3f}] on {self.n:,} "
+            f"texts, {self.positives:,} labelled toxic)"
+        )
 
 
 def weighted_auc(labels: np.ndarray, scores: np.ndarray, weights: np.ndarray) -> np.ndarray:
@@ -433,8 +457,14 @@ def weighted_auc(labels: np.ndarray, scores: np.ndarray, weights: np.ndarray) ->
         return (positive * (negative_below + 0.5 * negative)).sum(1) / (positive.sum(1) * negative.sum(1))
 
 
-def agreement_with_labels(scorer: ToxicityScorer, texts: Sequence[str], labels: Sequence[int],
-                          confidence: float = 0.95, resamples: int = 2000, seed: int = 0) -> LabelAgreement:
+def agreement_with_labels(
+    scorer: ToxicityScorer,
+    texts: Sequence[str],
+    labels: Sequence[int],
+    confidence: float = 0.95,
+    resamples: int = 2000,
+    seed: int = 0,
+) -> LabelAgreement:
     """Score ``texts`` with ``scorer`` and compare with human 0/1 ``labels`` (1 = toxic; same order, same length):
     the ROC AUC with a percentile bootstrap interval over texts (resamples holding one label only are skipped).
 
@@ -451,10 +481,14 @@ def agreement_with_labels(scorer: ToxicityScorer, texts: Sequence[str], labels: 
     aucs = weighted_auc(truth, predicted, counts)
     aucs = aucs[~np.isnan(aucs)]
     tail = (1 - confidence) / 2
-    return LabelAgreement(scorer=getattr(scorer, "name", type(scorer).__name__),
-                          auc=float(weighted_auc(truth, predicted, np.ones((1, n)))[0]),
-                          low=float(np.quantile(aucs, tail)), high=float(np.quantile(aucs, 1 - tail)),
-                          n=n, positives=int(truth.sum()))
+    return LabelAgreement(
+        scorer=getattr(scorer, "name", type(scorer).__name__),
+        auc=float(weighted_auc(truth, predicted, np.ones((1, n)))[0]),
+        low=float(np.quantile(aucs, tail)),
+        high=float(np.quantile(aucs, 1 - tail)),
+        n=n,
+        positives=int(truth.sum()),
+    )
 
 
 __all__ = [

@@ -45,6 +45,7 @@ TOXIC_SHARE_BOUND = 0.24  # "toxic neurons only account for 2.5 % to 24 %": the 
 # ---------------------------------------------------------------------------------------------------------
 # Verdicts and what tempers them.
 
+
 @dataclass(frozen=True)
 class Verdict:
     """One of :data:`VERDICTS` and why."""
@@ -62,9 +63,13 @@ def against_null(verdict: Verdict, z: float, what: str) -> Verdict:
     if verdict.label not in (REPRODUCED, PARTLY):
         return verdict
     if abs(z) < 2:
-        return Verdict(NOT_SPECIFIC, f"{verdict.reason}; but random directions give the same {what} (|z| = {abs(z):.1f} < 2)")
+        return Verdict(
+            NOT_SPECIFIC, f"{verdict.reason}; but random directions give the same {what} (|z| = {abs(z):.1f} < 2)"
+        )
     if abs(z) < 3:
-        return Verdict(PARTLY, f"{verdict.reason}; {what} only marginally apart from random directions (|z| = {abs(z):.1f})")
+        return Verdict(
+            PARTLY, f"{verdict.reason}; {what} only marginally apart from random directions (|z| = {abs(z):.1f})"
+        )
     return Verdict(verdict.label, f"{verdict.reason}; {what} apart from random directions (|z| = {abs(z):.1f})")
 
 
@@ -84,11 +89,17 @@ def dpo_drop_guard(base: float, dpo: float, low: float | None = None) -> Verdict
     """``not testable`` when DPO does not lower toxicity on the prompts a share of its drop is taken on:
     its mean drop ``base - dpo`` is not positive or, where given, the low end ``low`` of its interval is not."""
     if base - dpo <= 0:
-        return Verdict(NOT_TESTABLE, f"DPO does not lower toxicity on this evaluation set ({base:.3f} → {dpo:.3f}), "
-                                     "so a share of its drop is undefined")
+        return Verdict(
+            NOT_TESTABLE,
+            f"DPO does not lower toxicity on this evaluation set ({base:.3f} → {dpo:.3f}), "
+            "so a share of its drop is undefined",
+        )
     if low is not None and low <= 0:
-        return Verdict(NOT_TESTABLE, f"DPO's drop on this evaluation set ({base:.3f} → {dpo:.3f}) has a 95 % "
-                                     "interval that includes 0, so a share of it is noise")
+        return Verdict(
+            NOT_TESTABLE,
+            f"DPO's drop on this evaluation set ({base:.3f} → {dpo:.3f}) has a 95 % "
+            "interval that includes 0, so a share of it is noise",
+        )
     return None
 
 
@@ -96,8 +107,11 @@ def margin_guard(v: Mapping[str, float]) -> Verdict | None:
     """``not testable`` when DPO's shift of the mediation margin has a 95 % interval that reaches 0: a fraction of
     that shift is then noise."""
     if v["mediation_dpo_margin_low"] <= 0:
-        return Verdict(NOT_TESTABLE, f"DPO's shift of the margin, {_signed(*_estimate(v, 'mediation_dpo_margin'))} "
-                                     "nats, is not distinguishable from 0, so a fraction of it is noise")
+        return Verdict(
+            NOT_TESTABLE,
+            f"DPO's shift of the margin, {_signed(*_estimate(v, 'mediation_dpo_margin'))} "
+            "nats, is not distinguishable from 0, so a fraction of it is noise",
+        )
     return None
 
 
@@ -117,10 +131,15 @@ def combine(verdicts: list[Verdict], disagreement: str = "the models disagree") 
 def by_metric(generation: Verdict, mediation: Verdict) -> Verdict:
     """A claim's verdict from its two metrics: the one that can decide it (saying so), their common verdict, or
     ``partly`` when both decide and disagree; ``not testable`` only when neither can decide."""
-    both = (f"{GENERATION} metric: {generation.label} ({generation.reason}); "
-            f"{MEDIATION} metric: {mediation.label} ({mediation.reason})")
-    deciding = [(name, verdict) for name, verdict in ((GENERATION, generation), (MEDIATION, mediation))
-                if verdict.label != NOT_TESTABLE]
+    both = (
+        f"{GENERATION} metric: {generation.label} ({generation.reason}); "
+        f"{MEDIATION} metric: {mediation.label} ({mediation.reason})"
+    )
+    deciding = [
+        (name, verdict)
+        for name, verdict in ((GENERATION, generation), (MEDIATION, mediation))
+        if verdict.label != NOT_TESTABLE
+    ]
     if not deciding:
         return Verdict(NOT_TESTABLE, f"neither metric can decide. {both}")
     if len(deciding) == 1:
@@ -147,14 +166,17 @@ def _signed(value: float, low: float, high: float) -> str:
 # ---------------------------------------------------------------------------------------------------------
 # Rules, chapter by chapter. Each reads its claim's values by their bare key names.
 
+
 def probe_accuracy(v: Mapping[str, float]) -> Verdict:
     """At Jigsaw's natural prevalence, accuracy at most 2 points below the paper's 94 % (above the majority
     class: partly). Lee et al.'s 94 % was measured where about a tenth of the comments are toxic, so that always
     answering "non-toxic" scores 90 %; the book's test set is balanced (chance 50 %), so chapter 1 gives the
     accuracy reweighted to that prevalence, and the balanced accuracy is shown but not judged."""
     natural, majority = v["probe_accuracy_natural"], 1 - JIGSAW_TOXIC_PREVALENCE
-    reason = (f"accuracy {natural:.1%} at Jigsaw's natural balance, where always answering non-toxic scores "
-              f"{majority:.0%} (balanced test set: {v['probe_test_accuracy']:.1%})")
+    reason = (
+        f"accuracy {natural:.1%} at Jigsaw's natural balance, where always answering non-toxic scores "
+        f"{majority:.0%} (balanced test set: {v['probe_test_accuracy']:.1%})"
+    )
     if natural >= 0.92:
         return Verdict(REPRODUCED, reason)
     if natural > majority:
@@ -166,10 +188,12 @@ def promotes_toxic_tokens(v: Mapping[str, float]) -> Verdict:
     """The offline scorer flags more of the probe's top logit-lens tokens than of random directions', and more of
     the top toxic neurons' than of random neurons': both z ≥ 3 (one z ≥ 2: partly)."""
     z_probe, z_neurons = v["logit_lens_toxic_z_probe"], v["logit_lens_toxic_z_neurons"]
-    reason = (f"the scorer flags {v['logit_lens_toxic_share_probe']:.0%} of the probe's top tokens (random directions "
-              f"{v['logit_lens_toxic_null_probe']:.1%}, z = {z_probe:.1f}) and "
-              f"{v['logit_lens_toxic_share_neurons']:.1%} of the top toxic neurons' (random neurons "
-              f"{v['logit_lens_toxic_null_neurons']:.1%}, z = {z_neurons:.1f})")
+    reason = (
+        f"the scorer flags {v['logit_lens_toxic_share_probe']:.0%} of the probe's top tokens (random directions "
+        f"{v['logit_lens_toxic_null_probe']:.1%}, z = {z_probe:.1f}) and "
+        f"{v['logit_lens_toxic_share_neurons']:.1%} of the top toxic neurons' (random neurons "
+        f"{v['logit_lens_toxic_null_neurons']:.1%}, z = {z_neurons:.1f})"
+    )
     if min(z_probe, z_neurons) >= 3:
         return Verdict(REPRODUCED, reason)
     return Verdict(PARTLY if max(z_probe, z_neurons) >= 2 else NOT_REPRODUCED, reason)
@@ -250,8 +274,9 @@ def net_small_part(v: Mapping[str, float]) -> Verdict:
     ratio = v["net_over_positive"]
     if ratio <= 0 or ratio >= 0.5:
         return Verdict(NOT_REPRODUCED, f"net reduction = {ratio:.0%} of the positive total")
-    verdict = Verdict(REPRODUCED if abs(ratio - 0.15) <= 0.10 else PARTLY,
-                      f"net reduction = {ratio:.0%} of the positive total")
+    verdict = Verdict(
+        REPRODUCED if abs(ratio - 0.15) <= 0.10 else PARTLY, f"net reduction = {ratio:.0%} of the positive total"
+    )
     return against_null(verdict, v["net_delta_z"], "net reduction")
 
 
@@ -278,8 +303,10 @@ def tp_dominates_top_ranked(v: Mapping[str, float]) -> Verdict:
     """Among the 100 neurons with the largest Δ, TP− carries more than any other group (more than its share of the
     whole reduction, but not the most: partly)."""
     top, other, overall = v["top_ranked_share_tp"], v["top_ranked_share_max_other"], v["share_tp"]
-    reason = (f"TP− carries {top:.0%} of the top 100 neurons' reduction, the largest other group {other:.0%} "
-              f"(TP−'s share of the whole: {overall:.0%})")
+    reason = (
+        f"TP− carries {top:.0%} of the top 100 neurons' reduction, the largest other group {other:.0%} "
+        f"(TP−'s share of the whole: {overall:.0%})"
+    )
     if top > other:
         return Verdict(REPRODUCED, reason)
     return Verdict(PARTLY if top > overall else NOT_REPRODUCED, reason)
@@ -299,8 +326,11 @@ def top_toxic_activations_fall(v: Mapping[str, float]) -> Verdict:
     reason = f"{share:.0%} of the 100 most toxic neurons activate less after DPO"
     if share <= 0.5:
         return Verdict(NOT_REPRODUCED, reason)
-    return above_null(Verdict(REPRODUCED, reason), v["top100_activation_fall_z"],
-                      f"all neurons' rate ({v['activation_fall_share_all']:.0%})")
+    return above_null(
+        Verdict(REPRODUCED, reason),
+        v["top100_activation_fall_z"],
+        f"all neurons' rate ({v['activation_fall_share_all']:.0%})",
+    )
 
 
 def magnitude_by_group(v: Mapping[str, float]) -> Verdict:
@@ -309,8 +339,9 @@ def magnitude_by_group(v: Mapping[str, float]) -> Verdict:
     sign, so this mostly counts neurons that cross zero."""
     shrinking = {group: v[f"shrink_share_{group}"] for group in GROUP_LABELS}
     as_claimed = [shrinking["tp"] > 0.5, shrinking["an"] > 0.5, shrinking["tn"] < 0.5, shrinking["ap"] < 0.5]
-    reason = "|m̄| shrinks in " + ", ".join(f"{shrinking[group]:.0%} of {label}"
-                                           for group, label in GROUP_LABELS.items())
+    reason = "|m̄| shrinks in " + ", ".join(
+        f"{shrinking[group]:.0%} of {label}" for group, label in GROUP_LABELS.items()
+    )
     return Verdict({4: REPRODUCED, 3: PARTLY}.get(sum(as_claimed), NOT_REPRODUCED), reason)
 
 
@@ -334,18 +365,21 @@ def ablation_falls_short(v: Mapping[str, float]) -> Verdict:
     perplexity is more toxic than DPO (interval above 0; below 0: not reproduced; holding 0: cannot decide). With
     no row that close to DPO's perplexity, none emulates DPO: reproduced, unless the least toxic row, whatever its
     perplexity, reaches DPO's toxicity (partly)."""
-    dpo = (f"DPO {v['table_tox_base']:.3f} → {v['table_tox_dpo']:.3f} (low end of its drop "
-           f"{v['dpo_drop_low']:+.3f})")
+    dpo = f"DPO {v['table_tox_base']:.3f} → {v['table_tox_dpo']:.3f} (low end of its drop {v['dpo_drop_low']:+.3f})"
     if math.isnan(v["ablation_closest_excess"]):
         excess = _estimate(v, "ablation_least_toxic_excess")
-        reason = (f"no ablation or patching row stays within {COMPARABLE_PERPLEXITY}× DPO's perplexity; the least "
-                  f"toxic, at {v['ablation_least_toxic_ppl_ratio']:.2f}×, is more toxic than DPO by {_signed(*excess)}"
-                  f"; {dpo}")
+        reason = (
+            f"no ablation or patching row stays within {COMPARABLE_PERPLEXITY}× DPO's perplexity; the least "
+            f"toxic, at {v['ablation_least_toxic_ppl_ratio']:.2f}×, is more toxic than DPO by {_signed(*excess)}"
+            f"; {dpo}"
+        )
         return Verdict(REPRODUCED if excess[1] > 0 else PARTLY, reason)
     excess = _estimate(v, "ablation_closest_excess")
-    reason = (f"the least toxic row within {COMPARABLE_PERPLEXITY}× DPO's perplexity, "
-              f"{v['ablation_closest_row']} (at {v['ablation_closest_ppl_ratio']:.2f}×), is more toxic than DPO by "
-              f"{_signed(*excess)} per prompt; {dpo}")
+    reason = (
+        f"the least toxic row within {COMPARABLE_PERPLEXITY}× DPO's perplexity, "
+        f"{v['ablation_closest_row']} (at {v['ablation_closest_ppl_ratio']:.2f}×), is more toxic than DPO by "
+        f"{_signed(*excess)} per prompt; {dpo}"
+    )
     if excess[1] > 0:
         return Verdict(REPRODUCED, reason)
     if excess[2] < 0:
@@ -362,11 +396,16 @@ def ablation_falls_short_mediation(v: Mapping[str, float]) -> Verdict:
         return guard
     top200 = f"ablating the top 200 toxic neurons recovers {_percent(*_estimate(v, 'mediation_share_ablate_top200'))}"
     if math.isnan(v["mediation_share_best_ablation"]):
-        return Verdict(REPRODUCED, f"no ablation or patching row stays within {COMPARABLE_PERPLEXITY}× DPO's "
-                                   f"perplexity, so none emulates DPO; {top200}")
+        return Verdict(
+            REPRODUCED,
+            f"no ablation or patching row stays within {COMPARABLE_PERPLEXITY}× DPO's "
+            f"perplexity, so none emulates DPO; {top200}",
+        )
     share, low, high = _estimate(v, "mediation_share_best_ablation")
-    reason = (f"the best row within {COMPARABLE_PERPLEXITY}× DPO's perplexity recovers {_percent(share, low, high)} "
-              f"of DPO's margin shift; {top200}")
+    reason = (
+        f"the best row within {COMPARABLE_PERPLEXITY}× DPO's perplexity recovers {_percent(share, low, high)} "
+        f"of DPO's margin shift; {top200}"
+    )
     if high < 1:
         return Verdict(REPRODUCED if share < 0.8 else PARTLY, reason)
     if low >= 0.8:
@@ -405,8 +444,11 @@ def positive_ranking_wins(v: Mapping[str, float]) -> Verdict:
     """At N = 100, 200 and 1000, ablating the top N positively activated toxic neurons leaves less toxicity than
     the top N by cosine, judged by :func:`_ranking_wins` on the paired differences."""
     advantages = {n: _estimate(v, f"ablation_positive_advantage_top{n}") for n in POSITIVE_RANKING_SIZES}
-    return _ranking_wins(advantages, "ranking by positive activation lowers toxicity by " + ", ".join(
-        f"{_signed(*advantage)} at N = {n}" for n, advantage in advantages.items()))
+    return _ranking_wins(
+        advantages,
+        "ranking by positive activation lowers toxicity by "
+        + ", ".join(f"{_signed(*advantage)} at N = {n}" for n, advantage in advantages.items()),
+    )
 
 
 def positive_ranking_wins_mediation(v: Mapping[str, float]) -> Verdict:
@@ -416,8 +458,11 @@ def positive_ranking_wins_mediation(v: Mapping[str, float]) -> Verdict:
     if guard:
         return guard
     advantages = {n: _estimate(v, f"mediation_positive_advantage_top{n}") for n in POSITIVE_RANKING_SIZES}
-    return _ranking_wins(advantages, "ranking by positive activation moves the margin toward DPO's by " + ", ".join(
-        f"{_signed(*advantage)} nats at N = {n}" for n, advantage in advantages.items()))
+    return _ranking_wins(
+        advantages,
+        "ranking by positive activation moves the margin toward DPO's by "
+        + ", ".join(f"{_signed(*advantage)} nats at N = {n}" for n, advantage in advantages.items()),
+    )
 
 
 def ablation_preserves_f1(v: Mapping[str, float]) -> Verdict:
@@ -455,12 +500,21 @@ def scaled_keys_retoxify(v: Mapping[str, float]) -> Verdict:
         return guard
     readings = [_retoxifies(v, "retox_share_x10", "ppl_scale_keys_x10", "scaling the 7 keys ×10")]
     if not math.isnan(v["retox_share_x10_up"]):
-        readings.append(_retoxifies(v, "retox_share_x10_up", "ppl_scale_up_x10",
-                                    "scaling their up-projection side ×10 (Lee et al.'s way for gated models)"))
+        readings.append(
+            _retoxifies(
+                v,
+                "retox_share_x10_up",
+                "ppl_scale_up_x10",
+                "scaling their up-projection side ×10 (Lee et al.'s way for gated models)",
+            )
+        )
     verdict = combine(readings, "the two readings of the edit disagree")
     ranked = _percent(*_estimate(v, "retox_share_x10_dpo_ranked"))
-    return Verdict(verdict.label, f"{verdict.reason}; ranked in the DPO model, as the paper's code ranks them, the "
-                                  f"7 neurons' ×10 undoes {ranked}")
+    return Verdict(
+        verdict.label,
+        f"{verdict.reason}; ranked in the DPO model, as the paper's code ranks them, the "
+        f"7 neurons' ×10 undoes {ranked}",
+    )
 
 
 def smaller_scales_retoxify(v: Mapping[str, float]) -> Verdict:
@@ -468,8 +522,13 @@ def smaller_scales_retoxify(v: Mapping[str, float]) -> Verdict:
     guard = dpo_drop_guard(v["table_tox_base"], v["table_tox_dpo"])
     if guard:
         return guard
-    return combine([_retoxifies(v, f"retox_share_x{factor}", f"ppl_scale_keys_x{factor}",
-                                f"scaling the 7 keys ×{factor}") for factor in (2, 5)], "×2 and ×5 disagree")
+    return combine(
+        [
+            _retoxifies(v, f"retox_share_x{factor}", f"ppl_scale_keys_x{factor}", f"scaling the 7 keys ×{factor}")
+            for factor in (2, 5)
+        ],
+        "×2 and ×5 disagree",
+    )
 
 
 def smaller_scales_retoxify_mediation(v: Mapping[str, float]) -> Verdict:
@@ -478,9 +537,19 @@ def smaller_scales_retoxify_mediation(v: Mapping[str, float]) -> Verdict:
     guard = margin_guard(v)
     if guard:
         return guard
-    return combine([_retoxifies(v, f"mediation_retox_share_x{factor}", f"ppl_scale_keys_x{factor}",
-                                f"scaling the 7 keys ×{factor}", of="DPO's margin shift") for factor in (2, 5)],
-                   "×2 and ×5 disagree")
+    return combine(
+        [
+            _retoxifies(
+                v,
+                f"mediation_retox_share_x{factor}",
+                f"ppl_scale_keys_x{factor}",
+                f"scaling the 7 keys ×{factor}",
+                of="DPO's margin shift",
+            )
+            for factor in (2, 5)
+        ],
+        "×2 and ×5 disagree",
+    )
 
 
 def toxic_share_patching(v: Mapping[str, float]) -> Verdict:
@@ -492,10 +561,14 @@ def toxic_share_patching(v: Mapping[str, float]) -> Verdict:
         return guard
     ratio = v["ppl_patch_toxic256"] / v["ppl_dpo_eval"]
     if ratio > BROKEN_PERPLEXITY:
-        return Verdict(NOT_TESTABLE, f"patching the 256 most toxic neurons breaks the model ({ratio:.3g}× DPO's "
-                                     "perplexity), so its toxicity says nothing of their share")
-    return _under_bound(_estimate(v, "toxic_share_patching"), "patching the 256 most toxic neurons recovers",
-                        "of DPO's drop")
+        return Verdict(
+            NOT_TESTABLE,
+            f"patching the 256 most toxic neurons breaks the model ({ratio:.3g}× DPO's "
+            "perplexity), so its toxicity says nothing of their share",
+        )
+    return _under_bound(
+        _estimate(v, "toxic_share_patching"), "patching the 256 most toxic neurons recovers", "of DPO's drop"
+    )
 
 
 def toxic_share_mediation(v: Mapping[str, float]) -> Verdict:
@@ -504,13 +577,20 @@ def toxic_share_mediation(v: Mapping[str, float]) -> Verdict:
     guard = margin_guard(v)
     if guard:
         return guard
-    verdict = _under_bound(_estimate(v, "mediation_share_toxic256_denoise"),
-                           "patching the 256 most toxic neurons token by token recovers", "of DPO's margin shift")
+    verdict = _under_bound(
+        _estimate(v, "mediation_share_toxic256_denoise"),
+        "patching the 256 most toxic neurons token by token recovers",
+        "of DPO's margin shift",
+    )
     top128 = _estimate(v, "mediation_share_toxic128_denoise")
     reported = "" if math.isnan(top128[0]) else f"; the 128 most toxic: {_percent(*top128)}"
-    return Verdict(verdict.label, (
-        f"{verdict.reason}{reported}; random sets of 256: {v['mediation_share_random_toxic256_mean']:.0%} ± "
-        f"{v['mediation_share_random_toxic256_sd']:.0%}"))
+    return Verdict(
+        verdict.label,
+        (
+            f"{verdict.reason}{reported}; random sets of 256: {v['mediation_share_random_toxic256_mean']:.0%} ± "
+            f"{v['mediation_share_random_toxic256_sd']:.0%}"
+        ),
+    )
 
 
 def _under_bound(estimate: tuple[float, float, float], what: str, of: str) -> Verdict:
@@ -523,8 +603,14 @@ def _under_bound(estimate: tuple[float, float, float], what: str, of: str) -> Ve
     return Verdict(NOT_TESTABLE, f"{reason}: the interval straddles the claim's bound of {TOXIC_SHARE_BOUND:.0%}")
 
 
-def patch_recovers_drop(what: str, share: float, low: float | None = None, high: float | None = None,
-                        breakage: str | None = None, of: str = "of DPO's drop") -> Verdict:
+def patch_recovers_drop(
+    what: str,
+    share: float,
+    low: float | None = None,
+    high: float | None = None,
+    breakage: str | None = None,
+    of: str = "of DPO's drop",
+) -> Verdict:
     """Whether a patch recovers DPO's change: 80–120 % of it, or an interval holding 100 % but not 0 (50–150 %:
     partly); an interval holding both 0 and 100 % cannot decide. ``breakage`` (why the patched model is not
     fluent) is read first: a broken model that recovers 80 % or more, or whose interval holds 100 %, matches
@@ -553,13 +639,17 @@ def group_patching_matches(v: Mapping[str, float]) -> Verdict:
         return guard
     ppl_ratio = v["ppl_patch_all_groups"] / v["ppl_dpo_eval"]
     every = patch_recovers_drop(
-        "patching all four groups at every position", *_estimate(v, "share_patch_all_groups"),
-        breakage=f"perplexity {ppl_ratio:.3g}× DPO's" if ppl_ratio > BROKEN_PERPLEXITY else None)
+        "patching all four groups at every position",
+        *_estimate(v, "share_patch_all_groups"),
+        breakage=f"perplexity {ppl_ratio:.3g}× DPO's" if ppl_ratio > BROKEN_PERPLEXITY else None,
+    )
     f1_ratio = v["f1_patch_all_groups_last"] / v["f1_base_eval"]
     last_share = (v["tox_base_eval"] - v["tox_patch_all_groups_last"]) / (v["tox_base_eval"] - v["tox_dpo_eval"])
     last = patch_recovers_drop(
         f"at the last position only (the authors' hooks; perplexity {v['ppl_patch_all_groups_last']:.4g})",
-        last_share, breakage=f"F1 {f1_ratio - 1:+.0%} against the base model's" if f1_ratio < F1_KEPT else None)
+        last_share,
+        breakage=f"F1 {f1_ratio - 1:+.0%} against the base model's" if f1_ratio < F1_KEPT else None,
+    )
     return combine([every, last], "the every-position and last-position patches disagree")
 
 
@@ -574,10 +664,18 @@ def group_patching_mediation(v: Mapping[str, float]) -> Verdict:
     ppl_ratio = v["ppl_patch_tokenwise_all_groups"] / v["ppl_dpo_eval"]
     share, low, high = _estimate(v, "mediation_share_all_groups_denoise")
     verdict = patch_recovers_drop(
-        "patching all four groups token by token", share, low, high, of="of DPO's margin shift",
-        breakage=f"perplexity {ppl_ratio:.3g}× DPO's" if ppl_ratio > BROKEN_PERPLEXITY else None)
-    verdict = Verdict(verdict.label, f"{verdict.reason}; noising them in the DPO model removes "
-                                     f"{_percent(*_estimate(v, 'mediation_share_all_groups_noise'))}")
+        "patching all four groups token by token",
+        share,
+        low,
+        high,
+        of="of DPO's margin shift",
+        breakage=f"perplexity {ppl_ratio:.3g}× DPO's" if ppl_ratio > BROKEN_PERPLEXITY else None,
+    )
+    verdict = Verdict(
+        verdict.label,
+        f"{verdict.reason}; noising them in the DPO model removes "
+        f"{_percent(*_estimate(v, 'mediation_share_all_groups_noise'))}",
+    )
     mean, sd = v["mediation_share_random_all_groups_mean"], v["mediation_share_random_all_groups_sd"]
     z = (share - mean) / sd if sd > 0 else (math.inf if share > mean else 0.0)
     return above_null(verdict, z, f"random sets of their size ({mean:.0%} ± {sd:.0%})")
@@ -606,12 +704,14 @@ def single_groups_fall_short(v: Mapping[str, float]) -> Verdict:
 
 
 def editing_beats_dpo(v: Mapping[str, float]) -> Verdict:
-    """"While preserving perplexity" first: an edit beyond 1.5× DPO's perplexity is not reproduced whatever its
+    """ "While preserving perplexity" first: an edit beyond 1.5× DPO's perplexity is not reproduced whatever its
     toxicity; then DPO's drop with an interval above 0, and edited toxicity below DPO's (at most 1.1× DPO's
     perplexity: reproduced; up to 1.5×: partly)."""
     ratio = v["ppl_edit_best"] / v["ppl_dpo_eval"]
-    reason = (f"editing {v['tox_edit_best']:.3f} at perplexity {v['ppl_edit_best']:.4g} ({ratio:.3g}× DPO's); "
-              f"DPO {v['tox_dpo_eval']:.3f} at {v['ppl_dpo_eval']:.4g}")
+    reason = (
+        f"editing {v['tox_edit_best']:.3f} at perplexity {v['ppl_edit_best']:.4g} ({ratio:.3g}× DPO's); "
+        f"DPO {v['tox_dpo_eval']:.3f} at {v['ppl_dpo_eval']:.4g}"
+    )
     if ratio > BROKEN_PERPLEXITY:
         return Verdict(NOT_REPRODUCED, f"{reason}: the best edit does not preserve perplexity")
     guard = dpo_drop_guard(v["tox_base_eval"], v["tox_dpo_eval"], v["dpo_drop_low"])
