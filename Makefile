@@ -8,7 +8,7 @@ MODEL ?= smollm2-135m
 export HF_HUB_OFFLINE ?= 1
 export TRANSFORMERS_OFFLINE ?= 1
 export PATH := $(abspath $(BIN)):$(PATH)
-# MathJax 3, served by the site itself so that math renders offline; book.py copies it into the site.
+# MathJax 3, served by the site itself so that math renders offline; dpo_toxicity.book.build copies it into the site.
 MATHJAX := .cache/mathjax/node_modules/mathjax/es5/tex-svg.js
 # The torch pin names a CPU build (+cpu) that only PyTorch's own index serves. Install asks pip's configured
 # sources first, offline (this project's machines hold the wheel locally and cannot reach that index), and adds

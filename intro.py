@@ -28,8 +28,8 @@ from pathlib import Path
 
 from IPython.display import HTML
 
-from dpo_toxicity.glued import Glued
-from dpo_toxicity.ledger import count_values, headline_html, headline_table, ledger_table
+from dpo_toxicity.book.glued import Glued
+from dpo_toxicity.book.ledger import count_values, headline_html, headline_table, ledger_table
 
 glued = Glued()  # every value the prose cites, kept for the ledger's verdicts
 

@@ -114,7 +114,7 @@ from dpo_toxicity.pairs import (
 )
 from dpo_toxicity.probe import train_probe
 from dpo_toxicity.profiles import FULL
-from dpo_toxicity.provenance import git_commit, hardware, peak_memory_gib
+from dpo_toxicity.book.provenance import git_commit, hardware, peak_memory_gib
 from dpo_toxicity.scoring import OfflineScorer
 
 MAX_HOOK_RATIO = 1.15  # nnsight-edited generation / plain generate with a hook

@@ -44,11 +44,11 @@ from dpo_toxicity.evaluation import (
     paired_difference,
     share_of_drop,
 )
-from dpo_toxicity.glued import Glued
+from dpo_toxicity.book.glued import Glued
 from dpo_toxicity.models import load_model
 from dpo_toxicity.paths import cache_dir
 from dpo_toxicity.profiles import profile as run_profile
-from dpo_toxicity.provenance import RunRecord
+from dpo_toxicity.book.provenance import RunRecord
 from dpo_toxicity.run_artefacts import generate_pairs, run_probe
 from dpo_toxicity.scoring import (
     OFFLINE_COMPONENTS,

@@ -64,8 +64,8 @@ from dpo_toxicity.attribution import (
 from dpo_toxicity.dpo import heldout_pairs
 from dpo_toxicity.editing import EditSettings, edit_intervention, edit_selection, toxic_embedding_direction
 from dpo_toxicity.evaluation import drop_table, evaluation_suite, paired_difference, share_of_drop
-from dpo_toxicity.glued import Glued
-from dpo_toxicity.ledger import chapter_verdict
+from dpo_toxicity.book.glued import Glued
+from dpo_toxicity.book.ledger import chapter_verdict
 from dpo_toxicity.verdicts import GENERATION
 from dpo_toxicity.mediation import (
     behaviour_items,
@@ -90,7 +90,7 @@ from dpo_toxicity.patching import (
 )
 from dpo_toxicity.paths import cache_dir
 from dpo_toxicity.profiles import profile as run_profile
-from dpo_toxicity.provenance import RunRecord
+from dpo_toxicity.book.provenance import RunRecord
 from dpo_toxicity.run_artefacts import mediation_prompts, model_run
 from dpo_toxicity.scoring import OFFLINE_COMPONENTS, OfflineScorer
 

@@ -85,8 +85,8 @@ from pathlib import Path
 
 from IPython.display import HTML
 
-from dpo_toxicity.glued import Glued
-from dpo_toxicity.ledger import (
+from dpo_toxicity.book.glued import Glued
+from dpo_toxicity.book.ledger import (
     DIFFERS,
     count_values,
     ledger_html,
@@ -95,7 +95,7 @@ from dpo_toxicity.ledger import (
     with_compared_verdicts,
 )
 from dpo_toxicity.paper_claims import key_glossary
-from dpo_toxicity.runs import read_run
+from dpo_toxicity.book.runs import read_run
 
 glued = Glued()  # every value the prose cites, kept for the ledger's verdicts
 

@@ -553,7 +553,7 @@ def render(browser: str, url: str, screenshot: Path, timeout: float = 120) -> st
 
 def toc_pages(toc: Path) -> list[str]:
     """Every document of ``_toc.yml`` (root first), as site paths without ``.html``."""
-    from dpo_toxicity.toc import toc_documents  # light: reads YAML only
+    from dpo_toxicity.book.toc import toc_documents  # light: reads YAML only
 
     return toc_documents(toc.parent)
 

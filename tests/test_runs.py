@@ -7,7 +7,7 @@ import jupytext
 import nbformat
 import pytest
 
-from dpo_toxicity import book, runs
+from dpo_toxicity.book import build, runs
 from dpo_toxicity.paths import DATA_ENV, project_root
 
 CHAPTER = "book/01_probe"
@@ -45,6 +45,17 @@ def test_the_fingerprint_changes_with_a_chapter_or_a_module_and_not_with_the_rea
     before = runs.fingerprint(project, CHAPTER, "ci")
     edit(project / f"{CHAPTER}.py", "top_neurons_shown = 20", "top_neurons_shown = 21")
     assert runs.changed_parts(before, runs.fingerprint(project, CHAPTER, "ci")) == [CHAPTER]
+
+
+def test_the_fingerprint_covers_the_modules_of_a_subpackage_and_not_its_bytecode(project):
+    before = runs.fingerprint(project, CHAPTER, "ci")
+    assert "lib/dpo_toxicity/book/glued.py" in before
+    edit(project / "lib/dpo_toxicity/book/glued.py", "\nimport", "\nCHANGED = 1\nimport")
+    assert runs.changed_parts(before, runs.fingerprint(project, CHAPTER, "ci")) == ["lib/dpo_toxicity/book/glued.py"]
+    before = runs.fingerprint(project, CHAPTER, "ci")
+    (project / "lib/dpo_toxicity/book/__pycache__").mkdir()
+    (project / "lib/dpo_toxicity/book/__pycache__/stray.py").write_text("CACHED = 1\n")
+    assert runs.fingerprint(project, CHAPTER, "ci") == before
 
 
 def test_the_fingerprint_ignores_prose_docstrings_and_comments(project):
@@ -95,9 +106,9 @@ def test_a_run_missing_a_chapter_names_it(project):
 
 def test_the_site_build_stops_on_a_bundle_missing_a_chapter(project, monkeypatch):
     fake_run(project, runs.computing_documents(project)[:2])
-    monkeypatch.setattr(book, "project_root", lambda: project)
+    monkeypatch.setattr(build, "project_root", lambda: project)
     with pytest.raises(SystemExit, match="book/03_attribution"):
-        book.build_site(runs.RUNS / "test")
+        build.build_site(runs.RUNS / "test")
 
 
 def test_a_run_of_several_commits_is_not_published(project):
@@ -124,10 +135,10 @@ def test_publish_replaces_the_bundle_whole(project):
 def test_a_page_of_a_stale_run_carries_a_warning_naming_what_changed(project):
     run = fake_run(project, [CHAPTER])
     setup = nbformat.v4.new_code_cell("pass")
-    current = book.staged_chapter(run, project, CHAPTER, setup)
+    current = build.staged_chapter(run, project, CHAPTER, setup)
     assert "warning" not in current.cells[1].source and "ran book/01_probe" in json.dumps(current.cells)
     edit(project / "lib/dpo_toxicity/neurons.py", "\nimport", "\nCHANGED = 1\nimport")
-    stale = book.staged_chapter(run, project, CHAPTER, setup)
+    stale = build.staged_chapter(run, project, CHAPTER, setup)
     title, note = stale.cells[0], stale.cells[1]
     assert title.source.startswith("# ") and "{warning}" in note.source
     assert "lib/dpo_toxicity/neurons.py" in note.source and run.commit[:10] in note.source

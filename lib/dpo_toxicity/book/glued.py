@@ -3,7 +3,7 @@
 A chapter's Markdown cites computed values with ``{glue:text}`key``` (myst-nb); the ledger reads the same values
 from the executed notebook. :class:`Glued` glues a value for the page and keeps it, so that the running chapter
 can hand the ledger what it has glued and show the ledger's verdict of a claim
-(:func:`~dpo_toxicity.ledger.chapter_verdict`) instead of judging it its own way. NumPy scalars are glued as
+(:func:`~dpo_toxicity.book.ledger.chapter_verdict`) instead of judging it its own way. NumPy scalars are glued as
 Python numbers, whose repr myst-nb can format.
 
 Example::

@@ -3,8 +3,8 @@
 A *run* is the book's computing chapters executed once, at one commit, with one profile and one model:
 ``<run>/book/01_probe.ipynb`` ... and ``<run>/manifest.json``. The manifest names the commit, the machine, each
 chapter's wall time and, per chapter, a *fingerprint*: a hash of each thing that computed it (the chapter's
-code cells, every module of ``lib/dpo_toxicity``, the profile's sizes, the pinned requirements and the data
-manifest). The site is built from a run without executing anything (``dpo_toxicity.book``), so the
+code cells, every module of ``lib/dpo_toxicity`` and its subpackages, the profile's sizes, the pinned
+requirements and the data manifest). The site is built from a run without executing anything (``dpo_toxicity.book.build``), so the
 paper-size ``full`` run, hours long, is executed once into the committed bundle ``results/full`` and every
 later build shows it; comparing a chapter's recorded fingerprint with the current one (:func:`changed_parts`)
 tells which pages show numbers that today's code would no longer compute, and what changed.
@@ -33,9 +33,9 @@ from pathlib import Path
 import jupytext
 import nbformat
 
-from .paths import data_root, written_atomically
-from .profiles import profile as run_profile
-from .result_cache import code_hash
+from ..paths import data_root, written_atomically
+from ..profiles import profile as run_profile
+from ..result_cache import code_hash
 from .toc import toc_documents
 
 MANIFEST = "manifest.json"
@@ -69,16 +69,22 @@ def chapter_code(path: Path) -> list[str]:
     return [cell.source for cell in jupytext.read(path, fmt="py:percent").cells if cell.cell_type == "code"]
 
 
+def package_modules(root: Path) -> list[Path]:
+    """Every Python module of the package under ``root``, in its subpackages too, sorted; ``__pycache__`` left out."""
+    return sorted(path for path in (root / PACKAGE).rglob("*.py") if "__pycache__" not in path.parts)
+
+
 def fingerprint(root: Path, document: str, profile: str) -> dict[str, str]:
     """What computed ``document`` under ``profile``, part by part: ``{part: short hash}``.
 
-    Parts: ``document`` (the chapter's code cells), each ``lib/dpo_toxicity/<module>.py``, ``profile <name>``
-    (its sizes), each requirements file and ``data MANIFEST.tsv``. Files outside these (the README, the tests)
-    are not part of it.
+    Parts: ``document`` (the chapter's code cells), each module of the package, its subpackages' included
+    (``lib/dpo_toxicity/<module>.py``, ``lib/dpo_toxicity/book/<module>.py``), ``profile <name>`` (its sizes),
+    each requirements file and ``data MANIFEST.tsv``. Files outside these (the README, the tests, bytecode) are
+    not part of it.
     """
     parts = {document: code_hash("\n# %% cell\n".join(chapter_code(root / f"{document}.py")))}
-    for module in sorted((root / PACKAGE).glob("*.py")):
-        parts[str(PACKAGE / module.name)] = code_hash(module.read_text(encoding="utf-8"))
+    for module in package_modules(root):
+        parts[module.relative_to(root).as_posix()] = code_hash(module.read_text(encoding="utf-8"))
     sizes = json.dumps(run_profile(profile).sizes(), sort_keys=True)
     parts[f"profile {profile}"] = hashlib.sha256(sizes.encode()).hexdigest()[:16]
     for name in REQUIREMENTS:

@@ -4,7 +4,7 @@ Chapters are jupytext percent-format ``.py`` files listed in ``_toc.yml``. Each 
 given a hidden first cell that sets up Colab (:func:`colab_setup_cell`; a no-op here), executed by papermill
 with the parameters ``profile`` and ``model``, whose values are then written into the chapter's own
 ``parameters`` cell (:func:`parameters_into_cell`: a reader who edits that cell in Colab is not overridden), and
-saved in a *run* folder with a manifest of what computed it (:mod:`~dpo_toxicity.runs`). A chapter runs with
+saved in a *run* folder with a manifest of what computed it (:mod:`~dpo_toxicity.book.runs`). A chapter runs with
 its run folder as working directory, so a file it writes there (a downloadable table) belongs to the run.
 
 The site is built from a run without executing a computing chapter: each page is the run's notebook (with the
@@ -42,10 +42,10 @@ import papermill
 import yaml
 
 from . import runs
-from .models import MODELS, UnknownModelError, model_spec
-from .paths import project_root
-from .profiles import PROFILES, UnknownProfileError
-from .profiles import profile as run_profile
+from ..models import MODELS, UnknownModelError, model_spec
+from ..paths import project_root
+from ..profiles import PROFILES, UnknownProfileError
+from ..profiles import profile as run_profile
 from .provenance import hardware
 from .toc import toc_documents
 
@@ -408,6 +408,7 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> None:
+    """The command line ``python -m dpo_toxicity.book`` (:mod:`~dpo_toxicity.book.__main__`): build, results or site."""
     arguments = _parser().parse_args(argv)
     try:
         if arguments.site:
@@ -420,7 +421,3 @@ def main(argv: list[str] | None = None) -> None:
     except (UnknownProfileError, UnknownModelError) as error:
         raise SystemExit(f"python -m dpo_toxicity.book: {error}") from None
     print(f"site: {site}")
-
-
-if __name__ == "__main__":
-    main()

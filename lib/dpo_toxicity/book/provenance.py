@@ -19,9 +19,9 @@ from dataclasses import dataclass, field
 import pandas as pd
 import torch
 
-from .models import LoadedModel, model_dtype
-from .paths import data_root, project_root
-from .profiles import Profile
+from ..models import LoadedModel, file_sha256, model_dtype
+from ..paths import data_root, project_root
+from ..profiles import Profile
 
 PACKAGES = ("torch", "transformers", "nnsight", "trl", "scikit-learn", "numpy", "gguf")
 
@@ -42,8 +42,6 @@ def git_commit() -> str:
 
 def data_file_hashes(relative_paths: list[str]) -> dict[str, str]:
     """sha256 prefixes (16 hex digits) of data files, as ``MANIFEST.tsv`` lists them."""
-    from .models import file_sha256
-
     return {path: file_sha256(data_root() / path)[:16] for path in relative_paths}
 
 

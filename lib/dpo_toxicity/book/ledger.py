@@ -34,8 +34,8 @@ from pathlib import Path
 
 import pandas as pd
 
-from .paper_claims import CLAIMS, HEADLINES, SECOND_MODEL_DOCUMENT, Claim
-from .verdicts import (
+from ..paper_claims import CLAIMS, HEADLINES, SECOND_MODEL_DOCUMENT, Claim
+from ..verdicts import (
     GENERATION,
     MEDIATION,
     NOT_REPRODUCED,
