@@ -70,7 +70,7 @@ from dpo_toxicity.book.glued import Glued
 from dpo_toxicity.models import load_model
 from dpo_toxicity.null_control import random_directions
 from dpo_toxicity.probe import JIGSAW_TOXIC_PREVALENCE
-from dpo_toxicity.profiles import profile as run_profile
+from dpo_toxicity.profiles import profile_named
 from dpo_toxicity.book.provenance import RunRecord
 from dpo_toxicity.run_artefacts import fit_probe
 from dpo_toxicity.scoring import PERSPECTIVE_FILES, OfflineScorer
@@ -78,7 +78,7 @@ from dpo_toxicity.scoring import PERSPECTIVE_FILES, OfflineScorer
 glued = Glued()  # every value the prose cites, kept for the ledger's verdicts
 
 warnings.filterwarnings("ignore", category=FutureWarning)
-settings = run_profile(profile)
+settings = profile_named(profile)
 lm = load_model(model)
 settings = settings.sized_for(lm)  # on a GPU, batches sized to its free memory
 record = RunRecord(

@@ -47,7 +47,7 @@ from dpo_toxicity.evaluation import (
 from dpo_toxicity.book.glued import Glued
 from dpo_toxicity.models import load_model
 from dpo_toxicity.paths import cache_dir
-from dpo_toxicity.profiles import profile as run_profile
+from dpo_toxicity.profiles import profile_named
 from dpo_toxicity.book.provenance import RunRecord
 from dpo_toxicity.run_artefacts import generate_pairs, run_probe
 from dpo_toxicity.scoring import (
@@ -62,7 +62,7 @@ from dpo_toxicity.scoring import (
 glued = Glued()  # every value the prose cites, kept for the ledger's verdicts
 
 warnings.filterwarnings("ignore", category=FutureWarning)
-settings = run_profile(profile)
+settings = profile_named(profile)
 lm = load_model(model)
 settings = settings.sized_for(lm)  # on a GPU, batches sized to its free memory
 probe = run_probe(lm, settings)  # chapter 1's probe, or fitted now where chapter 1 has not run

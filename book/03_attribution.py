@@ -86,14 +86,14 @@ from dpo_toxicity.attribution import (
 from dpo_toxicity.book.glued import Glued
 from dpo_toxicity.models import load_model
 from dpo_toxicity.null_control import null_shares, null_summary, orthogonal_direction, random_directions, specificity
-from dpo_toxicity.profiles import profile as run_profile
+from dpo_toxicity.profiles import profile_named
 from dpo_toxicity.book.provenance import RunRecord
 from dpo_toxicity.run_artefacts import attribution_prompts, neuron_statistics, run_dpo, run_probe
 
 glued = Glued()  # every value the prose cites, kept for the ledger's verdicts
 
 warnings.filterwarnings("ignore", category=FutureWarning)
-settings = run_profile(profile)
+settings = profile_named(profile)
 lm = load_model(model)
 # Saved by chapters 1 and 2, or computed now where they have not run. The default model's companion trains on the
 # default model's pairs, so this is the DPO model chapter 5 trains for it.

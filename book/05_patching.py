@@ -89,7 +89,7 @@ from dpo_toxicity.patching import (
     toxic_neurons_patch,
 )
 from dpo_toxicity.paths import cache_dir
-from dpo_toxicity.profiles import profile as run_profile
+from dpo_toxicity.profiles import profile_named
 from dpo_toxicity.book.provenance import RunRecord
 from dpo_toxicity.run_artefacts import mediation_prompts, model_run
 from dpo_toxicity.scoring import OFFLINE_COMPONENTS, OfflineScorer
@@ -98,7 +98,7 @@ glued = Glued()  # every value the prose cites, kept for the ledger's verdicts
 DOCUMENT = "book/05_patching"
 
 warnings.filterwarnings("ignore", category=FutureWarning)
-settings = run_profile(profile)
+settings = profile_named(profile)
 second_model = second_model or model_spec(model).companion
 edit_alphas = edit_alphas or settings.edit_alphas
 edit_betas = edit_betas or settings.edit_betas

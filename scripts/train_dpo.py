@@ -20,7 +20,7 @@ import os
 
 from dpo_toxicity.dpo import run_dpo_model
 from dpo_toxicity.models import load_model
-from dpo_toxicity.profiles import profile as run_profile
+from dpo_toxicity.profiles import profile_named
 
 
 def main() -> None:
@@ -33,7 +33,7 @@ def main() -> None:
     lm = load_model(args.model)
     borrowed = args.pairs_model not in (None, args.model)
     # As chapter 5 trains its second model: on the first companion_pairs of the borrowed pairs.
-    max_pairs = run_profile(args.profile).companion_pairs if borrowed else None
+    max_pairs = profile_named(args.profile).companion_pairs if borrowed else None
     result = run_dpo_model(lm, args.profile, pairs_model=args.pairs_model, progress=main_process, max_pairs=max_pairs)
     if main_process:
         print(result)

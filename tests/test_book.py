@@ -14,7 +14,7 @@ import pytest
 from dpo_toxicity.book import build
 from dpo_toxicity.models import UnknownModelError
 from dpo_toxicity.paths import project_root
-from dpo_toxicity.profiles import PROFILES, UnknownProfileError, profile
+from dpo_toxicity.profiles import PROFILES, UnknownProfileError, profile_named
 
 
 def chapters():
@@ -24,7 +24,7 @@ def chapters():
 
 def test_unknown_profile_is_rejected_with_the_known_names():
     with pytest.raises(UnknownProfileError, match="ci"):
-        profile("huge")
+        profile_named("huge")
 
 
 def test_build_checks_profile_and_model_before_running_anything():

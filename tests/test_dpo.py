@@ -11,9 +11,9 @@ import torch
 from dpo_toxicity.activations import neuron_activations
 import dpo_toxicity.dpo as dpo_module
 from dpo_toxicity import data
+from dpo_toxicity.artefacts import DPO_RECORD_FILE, HELDOUT_PAIRS_FILE, PAIRS_FILE
 from dpo_toxicity.dpo import (
     PAPER_GPT2_SETTINGS,
-    RECORD_FILE,
     DPOSettings,
     completion_log_probs,
     dpo_folder,
@@ -194,7 +194,7 @@ def test_cache_round_trips_without_retraining(lm, tmp_path, monkeypatch):
     assert second.model.weights_hash == first.model.weights_hash
     assert not second.model.model.training and second.model.tokenizer is lm.tokenizer
     assert [path.name for path in (tmp_path / "dpo").iterdir()] == [first.folder.name]  # no staging folder left
-    record = json.loads((first.folder / RECORD_FILE).read_text())
+    record = json.loads((first.folder / DPO_RECORD_FILE).read_text())
     assert record["base_weights_hash"] == lm.weights_hash
 
 
@@ -214,7 +214,7 @@ def test_an_unfinished_cache_folder_is_retrained(lm, tmp_path, monkeypatch):
     folder.mkdir(parents=True)
     (folder / "config.json").write_text("{}")  # what an interrupted writer could have left
     result = dpo_model(lm, PAIRS[:4], settings)
-    assert not result.from_cache and (folder / RECORD_FILE).is_file()
+    assert not result.from_cache and (folder / DPO_RECORD_FILE).is_file()
     assert dpo_model(lm, PAIRS[:4], settings).from_cache
 
 
@@ -232,7 +232,7 @@ def drop_history(path):
 
 @pytest.mark.parametrize(
     "broken, damage",
-    [(RECORD_FILE, truncate), (RECORD_FILE, drop_history), ("model.safetensors", truncate)],
+    [(DPO_RECORD_FILE, truncate), (DPO_RECORD_FILE, drop_history), ("model.safetensors", truncate)],
     ids=["truncated record", "edited record", "truncated weights"],
 )
 def test_an_unreadable_cache_folder_is_reported_by_path_and_retrained(lm, tmp_path, monkeypatch, broken, damage):
@@ -240,7 +240,7 @@ def test_an_unreadable_cache_folder_is_reported_by_path_and_retrained(lm, tmp_pa
     settings = DPOSettings(learning_rate=1e-3, batch_size=4)
     first = dpo_model(lm, PAIRS[:4], settings)
     damage(first.folder / broken)
-    record = re.escape(str(first.folder / RECORD_FILE))
+    record = re.escape(str(first.folder / DPO_RECORD_FILE))
     with pytest.warns(UserWarning, match=f"{record} cannot be read .*computed again"):
         again = dpo_model(lm, PAIRS[:4], settings)
     assert not again.from_cache and again.folder == first.folder
@@ -306,7 +306,7 @@ def test_long_texts_are_truncated_to_the_token_budgets(lm):
 
 
 def test_run_dpo_model_reads_the_runs_pairs_and_names_chapter_2_when_missing(lm, tmp_path, monkeypatch):
-    from dpo_toxicity.dpo import PAIRS_FILE, run_dpo_model, settings_for
+    from dpo_toxicity.dpo import run_dpo_model, settings_for
     from dpo_toxicity.pairs import save_pairs
     from dpo_toxicity.paths import artefact_dir
 
@@ -318,7 +318,7 @@ def test_run_dpo_model_reads_the_runs_pairs_and_names_chapter_2_when_missing(lm,
 
 
 def test_heldout_pairs_are_read_from_their_own_file_and_name_chapter_2_when_missing(tmp_path, monkeypatch):
-    from dpo_toxicity.dpo import HELDOUT_PAIRS_FILE, PAIRS_FILE, heldout_pairs
+    from dpo_toxicity.dpo import heldout_pairs
     from dpo_toxicity.pairs import save_pairs
     from dpo_toxicity.paths import artefact_dir
 
@@ -334,7 +334,7 @@ def test_heldout_pairs_are_read_from_their_own_file_and_name_chapter_2_when_miss
 
 
 def test_run_dpo_model_can_train_on_another_runs_pairs(lm, tmp_path, monkeypatch):
-    from dpo_toxicity.dpo import PAIRS_FILE, run_dpo_model, settings_for
+    from dpo_toxicity.dpo import run_dpo_model, settings_for
     from dpo_toxicity.pairs import save_pairs
     from dpo_toxicity.paths import artefact_dir
 

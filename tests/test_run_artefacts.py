@@ -17,7 +17,15 @@ import dpo_toxicity.dpo as dpo_module
 import dpo_toxicity.pairs as pairs_module
 import dpo_toxicity.run_artefacts as run_artefacts
 from dpo_toxicity import data
-from dpo_toxicity.dpo import HELDOUT_PAIRS_FILE, PAIRS_FILE, dpo_folder, settings_for
+from dpo_toxicity.artefacts import (
+    BASE_ACTIVATIONS_FILE,
+    HELDOUT_PAIRS_FILE,
+    NEURON_TABLE_FILE,
+    PAIRS_FILE,
+    PROBE_FILE,
+    STATISTICS_INPUTS_FILE,
+)
+from dpo_toxicity.dpo import dpo_folder, settings_for
 from dpo_toxicity.models import load_model
 from dpo_toxicity.pairs import (
     PreferencePair,
@@ -36,10 +44,6 @@ from dpo_toxicity.pairs import (
 from dpo_toxicity.paths import artefact_dir, cache_dir, project_root
 from dpo_toxicity.profiles import CI
 from dpo_toxicity.run_artefacts import (
-    BASE_ACTIVATIONS_FILE,
-    NEURON_TABLE_FILE,
-    PROBE_FILE,
-    STATISTICS_INPUTS_FILE,
     fit_probe,
     generate_pairs,
     model_run,
@@ -166,7 +170,7 @@ def test_unreadable_statistics_are_reported_by_path_and_computed_again(models, b
 
 def test_model_run_computes_every_missing_artefact_then_loads_them_all(models, monkeypatch):
     lm, _ = models
-    monkeypatch.setattr(run_artefacts, "run_profile", lambda name: TINY)
+    monkeypatch.setattr(run_artefacts, "profile_named", lambda name: TINY)
     monkeypatch.setattr(run_artefacts, "load_model", lambda name: lm)
     pairs = [
         PreferencePair(prompt, " for the kind words.", " you stupid idiot.")
@@ -366,7 +370,7 @@ def test_generate_pairs_defaults_are_chapter_2s_parameters():
 
 def test_model_run_generates_missing_pairs_and_trains_on_them(models, monkeypatch):
     lm, _ = models
-    monkeypatch.setattr(run_artefacts, "run_profile", lambda name: TINY)
+    monkeypatch.setattr(run_artefacts, "profile_named", lambda name: TINY)
     monkeypatch.setattr(run_artefacts, "load_model", lambda name: lm)
     run = model_run(lm.name, TINY.name, progress=False)  # no pairs: chapter 2 has not run
     folder = artefact_dir(lm.name, TINY.name)
@@ -390,7 +394,7 @@ def test_the_companion_trains_on_the_default_models_pairs_generated_where_missin
     lm, _ = models  # tiny-llama, registered as tiny-gpt2's companion
     default = load_model("tiny-gpt2")
     monkeypatch.setattr(run_artefacts, "DEFAULT_MODEL", default.name)
-    monkeypatch.setattr(run_artefacts, "run_profile", lambda name: TINY)
+    monkeypatch.setattr(run_artefacts, "profile_named", lambda name: TINY)
     monkeypatch.setattr(run_artefacts, "load_model", lambda name: {lm.name: lm, default.name: default}[name])
     assert pairs_model_for(lm.name) == default.name and pairs_model_for(default.name) == default.name
 

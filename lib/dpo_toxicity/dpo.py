@@ -105,11 +105,12 @@ from torch.distributed.tensor import DTensor
 from transformers import AutoModelForCausalLM
 
 from . import data
+from .artefacts import DPO_RECORD_FILE, HELDOUT_PAIRS_FILE, PAIRS_FILE
 from .evaluation import PERPLEXITY_WINDOW
 from .models import LoadedModel, native_dtype
 from .pairs import PreferencePair, load_pairs
 from .paths import artefact_dir, cache_dir
-from .profiles import profile as run_profile
+from .profiles import profile_named
 from .result_cache import digest, discard_unreadable
 
 # Pairs per forward and backward pass; an optimiser step accumulates the gradients of DPOSettings.batch_size
@@ -118,7 +119,6 @@ from .result_cache import digest, discard_unreadable
 # weights. On Gemma 3 270M, 3 steps of 8 pairs gave the same losses to 5 decimals in the same time at 2 pairs per
 # pass, with a peak of 6.70 GiB against 7.29 GiB at 4 and 8.47 GiB at 8 (the base weights set aside in each).
 MICRO_BATCH_PAIRS = 2
-RECORD_FILE = "dpo.json"  # written last: a cache folder without it is not a finished DPO model
 # The trl release whose internals this module relies on: its tokenisation (copied by _tokenize_like_trl), its fused
 # LM head and its Triton switch. Under another release, missing ones fall back to trl's public behaviour and a
 # tokenisation that may differ is flagged, each with a warning naming the release.
@@ -888,12 +888,12 @@ def dpo_model(
     if not cache:
         return train_dpo(lm, pairs, settings, progress)
     folder = dpo_folder(lm, pairs, settings)
-    if (folder / RECORD_FILE).is_file():
+    if (folder / DPO_RECORD_FILE).is_file():
         try:
             with _quiet(progress):
                 return _load(lm, folder)
         except Exception as error:  # a truncated or hand-edited record or weights file: train again
-            discard_unreadable(folder / RECORD_FILE, error)  # without its record the folder is unfinished
+            discard_unreadable(folder / DPO_RECORD_FILE, error)  # without its record the folder is unfinished
     result = train_dpo(lm, pairs, settings, progress)
     processes = PartialState()  # the trainer's: one process, or every process of a launch
     if processes.is_main_process:
@@ -904,12 +904,10 @@ def dpo_model(
     return result
 
 
-PAIRS_FILE = "pairs.jsonl"  # written by chapter 2 into the run's artefact folder
 # A run's switch to LoRA (DPOSettings.lora_rank), for a machine whose GPU cannot hold full fine-tuning: set in the
 # environment, so that a book build (`DPO_TOX_LORA_RANK=16 python -m dpo_toxicity.book ...`) and every chapter in
 # it pick it up alike.
 LORA_RANK_ENV = "DPO_TOX_LORA_RANK"
-HELDOUT_PAIRS_FILE = "heldout_pairs.jsonl"  # chapter 2's pairs on other prompts, which DPO never trains on
 
 
 def settings_for(lm: LoadedModel, profile_name: str) -> DPOSettings:
@@ -919,7 +917,7 @@ def settings_for(lm: LoadedModel, profile_name: str) -> DPOSettings:
     reference (``precompute_dpo_reference``) and its stopping rule's cadence (``dpo_validation_every``), and the
     LoRA rank the environment variable :data:`LORA_RANK_ENV` names (unset: full fine-tuning). Raises
     ``UnknownProfileError`` for an unknown profile and ``ValueError`` for a rank that is not a positive integer."""
-    profile = run_profile(profile_name)
+    profile = profile_named(profile_name)
     model_rate = DPOSettings.learning_rate if lm.spec.dpo_learning_rate is None else lm.spec.dpo_learning_rate
     rank = os.environ.get(LORA_RANK_ENV, "")
     if rank and not (rank.isdigit() and int(rank) > 0):
@@ -994,7 +992,7 @@ def _save(result: DPOResult, folder: Path) -> None:
     try:
         result.model.model.save_pretrained(staging)
         result.model.tokenizer.save_pretrained(staging)
-        (staging / RECORD_FILE).write_text(json.dumps(record, indent=1))
+        (staging / DPO_RECORD_FILE).write_text(json.dumps(record, indent=1))
         if folder.exists():  # an unfinished folder, or a concurrent run's: this one is complete
             shutil.rmtree(folder)
         staging.rename(folder)
@@ -1004,7 +1002,7 @@ def _save(result: DPOResult, folder: Path) -> None:
 
 
 def _load(lm: LoadedModel, folder: Path) -> DPOResult:
-    record = json.loads((folder / RECORD_FILE).read_text())
+    record = json.loads((folder / DPO_RECORD_FILE).read_text())
     model = AutoModelForCausalLM.from_pretrained(folder, dtype=lm.model.dtype)
     model.generation_config.pad_token_id = lm.tokenizer.pad_token_id
     model = model.to(lm.device).eval().requires_grad_(False)

@@ -253,7 +253,7 @@ COLAB = Profile(
 PROFILES: dict[str, Profile] = {profile.name: profile for profile in (CI, FULL, COLAB)}
 
 
-def profile(name: str) -> Profile:
+def profile_named(name: str) -> Profile:
     """The profile called ``name``; :class:`UnknownProfileError` lists the known ones otherwise."""
     if name not in PROFILES:
         raise UnknownProfileError(f"Unknown profile {name!r}; use one of {sorted(PROFILES)} (e.g. --profile ci).")

@@ -31,10 +31,19 @@ import numpy as np
 import pandas as pd
 
 from . import data
+from .artefacts import (
+    BASE_ACTIVATIONS_FILE,
+    DPO_ACTIVATIONS_FILE,
+    HELDOUT_PAIRS_FILE,
+    NEURON_TABLE_FILE,
+    PAIRS_FILE,
+    PROBE_FILE,
+    STATISTICS_INPUTS_FILE,
+)
 from .activations import pooled_final_states
 from .architectures import all_value_vectors
 from .attribution import NeuronActivations, load_neuron_table, mean_neuron_activations, neuron_table, save_neuron_table
-from .dpo import HELDOUT_PAIRS_FILE, PAIRS_FILE, DPOResult, run_dpo_model
+from .dpo import DPOResult, run_dpo_model
 from .models import DEFAULT_MODEL, LoadedModel, load_model, model_spec
 from .pairs import (
     GeneratorQuality,
@@ -54,16 +63,10 @@ from .pairs import (
 )
 from .paths import artefact_dir, cache_dir, written_atomically
 from .probe import Probe, ProbeMetrics, metrics_dict, train_probe
-from .profiles import Profile
-from .profiles import profile as run_profile
+from .profiles import Profile, profile_named
 from .result_cache import digest, discard_unreadable, source_hash
 from .scoring import OfflineScorer, ToxicityScorer
 
-PROBE_FILE = "probe.npz"
-BASE_ACTIVATIONS_FILE = "activations_base.pt"
-DPO_ACTIVATIONS_FILE = "activations_dpo.pt"
-NEURON_TABLE_FILE = "neuron_table.csv.gz"
-STATISTICS_INPUTS_FILE = "neuron_statistics.json"  # the digest of what the three files above were computed from
 PROBE_REGULARISATION = 0.01  # chapter 1 explains the choice; its parameter cell starts from this value
 
 
@@ -213,7 +216,7 @@ def generate_pairs(
     progress: bool = True,
 ) -> PairGeneration:
     """Generate ``lm``'s preference pairs and held-out pairs and save them in the run's artefact folder
-    (:data:`~dpo_toxicity.dpo.PAIRS_FILE`, :data:`~dpo_toxicity.dpo.HELDOUT_PAIRS_FILE`).
+    (:data:`~dpo_toxicity.artefacts.PAIRS_FILE`, :data:`~dpo_toxicity.artefacts.HELDOUT_PAIRS_FILE`).
 
     The candidate generators (:func:`~dpo_toxicity.pairs.candidate_generators`, best-of-``generator_samples``)
     continue the profile's trial prompts (:func:`~dpo_toxicity.pairs.prompt_sets`); a contrastive push follows the
@@ -454,7 +457,7 @@ def model_run(model: str, profile: str, pairs_model: str | None = None, progress
     missing DPO model trained (:func:`run_dpo`), missing or outdated neuron statistics (:func:`saved_statistics`)
     computed; all are saved for the next call.
     """
-    settings = run_profile(profile)
+    settings = profile_named(profile)
     lm = load_model(model)
     probe = run_probe(lm, settings, progress=progress)
     pairs_model = pairs_model or pairs_model_for(lm.name)

@@ -44,8 +44,7 @@ import yaml
 from . import runs
 from ..models import MODELS, UnknownModelError, model_spec
 from ..paths import project_root
-from ..profiles import PROFILES, UnknownProfileError
-from ..profiles import profile as run_profile
+from ..profiles import PROFILES, UnknownProfileError, profile_named
 from .provenance import hardware
 from .toc import toc_documents
 
@@ -223,7 +222,7 @@ def execute_run(
     already in ``folder`` from the current commit with the current fingerprint is not executed again (a long
     run interrupted part-way continues where it stopped).
     """
-    run_profile(profile)  # fail on an unknown profile or model before any work
+    profile_named(profile)  # fail on an unknown profile or model before any work
     model_spec(model)
     root = project_root()
     folder = root / folder
@@ -354,7 +353,7 @@ def run_folder(profile: str, model: str) -> Path:
 def build(profile: str, model: str, chapters: list[str] | None = None) -> Path:
     """Execute the chapters (all computing chapters, or ``chapters`` into the existing run) and build the site
     from the run; returns the site's path."""
-    run_profile(profile)
+    profile_named(profile)
     model_spec(model)
     installed_mathjax(project_root())
     folder = run_folder(profile, model)

@@ -4,10 +4,11 @@ A *run* is the book's computing chapters executed once, at one commit, with one 
 ``<run>/book/01_probe.ipynb`` ... and ``<run>/manifest.json``. The manifest names the commit, the machine, each
 chapter's wall time and, per chapter, a *fingerprint*: a hash of each thing that computed it (the chapter's
 code cells, every module of ``lib/dpo_toxicity`` and its subpackages, the profile's sizes, the pinned
-requirements and the data manifest). The site is built from a run without executing anything (``dpo_toxicity.book.build``), so the
-paper-size ``full`` run, hours long, is executed once into the committed bundle ``results/full`` and every
-later build shows it; comparing a chapter's recorded fingerprint with the current one (:func:`changed_parts`)
-tells which pages show numbers that today's code would no longer compute, and what changed.
+requirements and the data manifest). The site is built from a run without executing anything
+(``dpo_toxicity.book.build``), so the paper-size ``full`` run, hours long, is executed once into the committed
+bundle ``results/full`` and every later build shows it; comparing a chapter's recorded fingerprint with the
+current one (:func:`changed_parts`) tells which pages show numbers that today's code would no longer compute,
+and what changed.
 
 Fingerprints hash what a file *computes*, not how it is written: Python sources are hashed as their syntax
 tree without docstrings and comments, and a chapter by its code cells only, so reworded prose does not make a
@@ -34,7 +35,7 @@ import jupytext
 import nbformat
 
 from ..paths import data_root, written_atomically
-from ..profiles import profile as run_profile
+from ..profiles import profile_named
 from ..result_cache import code_hash
 from .toc import toc_documents
 
@@ -85,7 +86,7 @@ def fingerprint(root: Path, document: str, profile: str) -> dict[str, str]:
     parts = {document: code_hash("\n# %% cell\n".join(chapter_code(root / f"{document}.py")))}
     for module in package_modules(root):
         parts[module.relative_to(root).as_posix()] = code_hash(module.read_text(encoding="utf-8"))
-    sizes = json.dumps(run_profile(profile).sizes(), sort_keys=True)
+    sizes = json.dumps(profile_named(profile).sizes(), sort_keys=True)
     parts[f"profile {profile}"] = hashlib.sha256(sizes.encode()).hexdigest()[:16]
     for name in REQUIREMENTS:
         parts[name] = hashlib.sha256((root / name).read_bytes()).hexdigest()[:16]
