@@ -88,7 +88,7 @@ from dpo_toxicity.models import load_model
 from dpo_toxicity.null_control import null_shares, null_summary, orthogonal_direction, random_directions, specificity
 from dpo_toxicity.profiles import profile_named
 from dpo_toxicity.book.provenance import RunRecord
-from dpo_toxicity.run_artefacts import attribution_prompts, neuron_statistics, run_dpo, run_probe
+from dpo_toxicity.run_artefacts import attribution_prompts, neuron_statistics, run_dpo, run_probe, saved_statistics
 
 glued = Glued()  # every value the prose cites, kept for the ledger's verdicts
 
@@ -112,7 +112,8 @@ lm, dpo_lm
 # last prompt token, then generated tokens 1 to 19, as in the paper's v1 code) and sums them in float64.
 
 # %%
-statistics = neuron_statistics(lm, dpo_lm, probe, settings)
+# Those another chapter computed from the same models, probe and prompts are read back (chapter 5 for its second model).
+statistics = saved_statistics(lm, dpo_lm, probe, settings) or neuron_statistics(lm, dpo_lm, probe, settings)
 base_activations, dpo_activations, table = statistics.base, statistics.dpo, statistics.table
 values_base, values_dpo = all_value_vectors(lm.model), all_value_vectors(dpo_lm.model)
 save_neuron_table(table, "neuron_table.csv.gz")  # beside the page, for the download link below

@@ -1,11 +1,15 @@
-"""Every figure function draws something and labels every axis it draws on."""
+"""Every figure function draws something and labels every axis it draws on, in words and mathtext (the book's
+notation), never with a column's or statistic's key."""
 
+import io
+import re
 from types import SimpleNamespace
 
 import matplotlib
 
 matplotlib.use("Agg")
 
+import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
 import pytest
@@ -20,7 +24,7 @@ from dpo_toxicity.attribution import (
     per_layer_reduction,
     relative_activation_change,
 )
-from dpo_toxicity.null_control import null_shares, null_summary, random_directions
+from dpo_toxicity.null_control import STATISTICS, null_shares, null_summary, random_directions
 
 N_LAYERS, D_MLP, D_MODEL = 3, 40, 8
 
@@ -45,11 +49,22 @@ def table():
     return neurons, null
 
 
+MATH = re.compile(r"(?<!\\)\$.*?(?<!\\)\$")
+
+
 def assert_labelled(fig):
+    """Every drawn axis has both labels; no label, title or legend entry shows an underscore outside mathtext
+    (a raw key such as ``share_tp``); and the figure renders, which parses every mathtext label."""
     drawn = [ax for ax in fig.axes if ax.has_data()]
     assert drawn, "the figure draws nothing"
     for ax in drawn:
         assert ax.get_xlabel() and ax.get_ylabel(), f"unlabelled axes in {fig}"
+        legend = ax.get_legend()
+        texts = [ax.get_xlabel(), ax.get_ylabel(), ax.get_title()]
+        texts += [text.get_text() for text in legend.get_texts()] if legend else []
+        for text in texts:
+            assert "_" not in MATH.sub("", text), f"a raw key in the label {text!r}"
+    fig.savefig(io.BytesIO(), format="png", dpi=40)  # raises ValueError on mathtext that does not parse
 
 
 def test_attribution_figures_are_labelled(table):
@@ -64,7 +79,7 @@ def test_attribution_figures_are_labelled(table):
         attribution_plots.top_toxic_activations(neurons, top=20),
         attribution_plots.activation_change_distributions(relative_activation_change(neurons), neurons),
         attribution_plots.change_versus_cosine(neurons),
-        attribution_plots.null_distributions(null, null_summary(shares, null), ["share_tp", "net"]),
+        attribution_plots.null_distributions(null, null_summary(shares, null), list(STATISTICS)),
     ]
     for fig in figures:
         assert_labelled(fig)
@@ -102,4 +117,16 @@ def test_general_figures_are_labelled():
         ),
     ]
     for fig in figures:
+        assert_labelled(fig)
+
+
+def test_a_label_with_a_raw_key_or_broken_mathtext_is_refused():
+    fig, ax = plt.subplots()
+    ax.plot([0, 1])
+    ax.set_xlabel("share_tp")
+    ax.set_ylabel(r"$\Delta_i$")
+    with pytest.raises(AssertionError, match="raw key"):
+        assert_labelled(fig)
+    ax.set_xlabel(r"$\sum_{\Delta_i > 0$")
+    with pytest.raises(ValueError):
         assert_labelled(fig)

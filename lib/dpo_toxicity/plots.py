@@ -1,6 +1,8 @@
 """Figures shared by the chapters. Each function returns a Matplotlib figure with labelled axes.
 
-Captions live in the chapters (as MyST figure captions), so a figure function states only what it draws.
+Captions live in the chapters (as MyST figure captions), so a figure function states only what it draws. Labels
+use Matplotlib mathtext in the book's notation (c_i, the probe's p(toxic | x)) and readable names, never a
+column's key (:data:`METRIC_LABELS`).
 """
 
 from __future__ import annotations
@@ -9,6 +11,15 @@ import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
 import torch
+
+# The cosine of a neuron's value vector with the probe, chapter 1's c_i.
+COSINE = r"$c_i = \cos(v_i, w)$, value vector against the probe"
+# The columns of an evaluation table (evaluation.py) by what they measure.
+METRIC_LABELS = {
+    "toxicity": "mean toxicity of continuations",
+    "PPL": "WikiText-2 perplexity",
+    "F1": "F1 against WikiText-2 continuations",
+}
 
 
 def cosine_distribution_by_layer(cosines: torch.Tensor, top_neurons: pd.DataFrame) -> plt.Figure:
@@ -29,7 +40,7 @@ def cosine_distribution_by_layer(cosines: torch.Tensor, top_neurons: pd.DataFram
     ax.axhline(0.0, color="grey", lw=0.8)
     ax.set_xticks(np.arange(n_layers))
     ax.set_xlabel("MLP layer")
-    ax.set_ylabel("cosine(value vector, probe)")
+    ax.set_ylabel(COSINE)
     ax.legend(loc="upper left")
     fig.tight_layout()
     return fig
@@ -41,7 +52,7 @@ def probe_score_histogram(probabilities: np.ndarray, labels: np.ndarray) -> plt.
     bins = np.linspace(0, 1, 26)
     ax.hist(probabilities[labels == 0], bins=bins, alpha=0.6, label="non-toxic (label 0)")
     ax.hist(probabilities[labels == 1], bins=bins, alpha=0.6, label="toxic (label 1)")
-    ax.set_xlabel("probe P(toxic)")
+    ax.set_xlabel(r"probe's $p(\mathrm{toxic} \mid x)$")
     ax.set_ylabel("held-out comments")
     ax.legend()
     fig.tight_layout()
@@ -98,7 +109,7 @@ def metric_comparison(table: pd.DataFrame, reference: pd.DataFrame) -> plt.Figur
         ax.bar(positions + 0.2, reference[metric], width=0.4, label="paper (GPT-2-medium, reference)")
         ax.set_xticks(positions, table.index)
         ax.set_xlabel("model")
-        ax.set_ylabel(metric)
+        ax.set_ylabel(METRIC_LABELS[metric])
     axes[0].legend(fontsize=8)
     fig.tight_layout()
     return fig
@@ -148,8 +159,8 @@ def toxicity_perplexity_tradeoff(points: pd.DataFrame) -> plt.Figure:
         for kind, rows in points[points["model"] == model].groupby("kind", sort=False):
             ax.scatter(rows["PPL"], rows["toxicity"], label=kind, s=30)
         ax.set_xscale("log")
-        ax.set_xlabel("WikiText-2 perplexity (log scale)")
-        ax.set_ylabel("mean toxicity of continuations")
+        ax.set_xlabel(f"{METRIC_LABELS['PPL']} (log scale)")
+        ax.set_ylabel(METRIC_LABELS["toxicity"])
         ax.set_title(model)
         ax.legend(fontsize=8)
     fig.tight_layout()
@@ -200,7 +211,7 @@ def mediation_fractions(tables: dict[str, pd.DataFrame]) -> plt.Figure:
         ax.axvline(0.0, color="grey", lw=0.6)
         ax.set_yticks(positions + 0.2, [f"{name} ({n:,})" for name, n in zip(table.index, table["neurons"])])
         ax.invert_yaxis()
-        ax.set_xlabel("fraction of DPO's margin shift (1 = all of it; bars: 95 % bootstrap interval)")
+        ax.set_xlabel(r"recovered fraction $f$ of DPO's margin shift (1 = all of it; bars: 95 % bootstrap interval)")
         ax.set_ylabel("neuron set patched token by token (neurons)")
         ax.set_title(model)
         ax.legend(fontsize=7, loc="lower right")
