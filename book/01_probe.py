@@ -62,7 +62,6 @@ null_neurons = 2000
 # %% tags=["hide-input"]
 import warnings
 
-import matplotlib.pyplot as plt
 import torch
 
 from dpo_toxicity import data, neurons, plots
@@ -126,18 +125,10 @@ test_metrics
 # and a training set two orders of magnitude smaller; what later chapters need is a direction along which toxic
 # text is clearly separated, and the score distributions below show how far it is.
 
-# %% tags=["hide-input"]
-fig = plots.probe_score_histogram(probe.predict_proba(fit.test_features), fit.test_labels)
-glued("fig_probe_scores", fig)
-plt.close(fig)
+# %% tags=["hide-input"] mystnb={"figure": {"caption": "The probe's predicted probability of toxicity on the held-out Jigsaw comments, by true label.", "name": "fig-probe-scores"}}
+plots.probe_score_histogram(probe.predict_proba(fit.test_features), fit.test_labels)
 
 # %% [markdown]
-# ```{glue:figure} fig_probe_scores
-# :name: fig-probe-scores
-#
-# The probe's predicted probability of toxicity on the held-out Jigsaw comments, by true label.
-# ```
-#
 # ## The probe direction in vocabulary space
 #
 # Read through the unembedding (the logit lens, without the final norm as in Lee et al.'s Table 1), the
@@ -246,19 +237,10 @@ ranked.style.hide(axis="index").format({"cosine": "{:.3f}"})
 # (z = {glue:text}`logit_lens_toxic_z_neurons:.1f`, against sets of {glue:text}`top_neurons_shown_n`).
 # *Reference (Lee et al. Table 1): GPT-2-medium's top toxic value vectors promote profanity and slurs.*
 
-# %% tags=["hide-input"]
-fig = plots.cosine_distribution_by_layer(cosines, neurons.rank_neurons(cosines, top=top_neurons_shown))
-glued("fig_cosine_by_layer", fig)
-plt.close(fig)
+# %% tags=["hide-input"] mystnb={"figure": {"caption": "Cosine between each MLP neuron's value vector and the probe direction, per layer (boxes: quartiles; whiskers: 1st to 99th percentile), with the top toxic neurons in red.", "name": "fig-cosine-by-layer"}}
+plots.cosine_distribution_by_layer(cosines, neurons.rank_neurons(cosines, top=top_neurons_shown))
 
 # %% [markdown]
-# ```{glue:figure} fig_cosine_by_layer
-# :name: fig-cosine-by-layer
-#
-# Cosine between each MLP neuron's value vector and the probe direction, per layer (boxes: quartiles;
-# whiskers: 1st to 99th percentile), with the top toxic neurons in red.
-# ```
-#
 # The probe is saved for the later chapters, which refuse a probe trained for another model width.
 #
 # ## Provenance

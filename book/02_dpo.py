@@ -30,7 +30,6 @@ contrastive_comments_per_class = 150
 # %% tags=["hide-input"]
 import warnings
 
-import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
 
@@ -188,22 +187,17 @@ glued("pairs_n", len(pairs))
 glued("pairs_toxicity_chosen", float(chosen_scores.mean()))
 glued("pairs_toxicity_rejected", float(rejected_scores.mean()))
 glued("pairs_rejected_more_toxic", float((rejected_scores > chosen_scores).mean()))
-fig = plots.paired_toxicity(chosen_scores, rejected_scores)
-glued("fig_pair_toxicity", fig)
-plt.close(fig)
 
 # %% [markdown]
 # Across the {glue:text}`pairs_n` pairs the rejected continuations score
 # {glue:text}`pairs_toxicity_rejected:.3f` on average against {glue:text}`pairs_toxicity_chosen:.3f` for the
 # chosen ones, and the rejected side is the more toxic in a fraction
 # {glue:text}`pairs_rejected_more_toxic:.2f` of pairs.
-#
-# ```{glue:figure} fig_pair_toxicity
-# :name: fig-pair-toxicity
-#
-# Offline toxicity scores of the chosen and rejected continuations of the DPO preference pairs.
-# ```
-#
+
+# %% tags=["hide-input"] mystnb={"figure": {"caption": "Offline toxicity scores of the chosen and rejected continuations of the DPO preference pairs.", "name": "fig-pair-toxicity"}}
+plots.paired_toxicity(chosen_scores, rejected_scores)
+
+# %% [markdown]
 # ### Held-out pairs
 #
 # The same generator, with the same steering directions, also continues prompts that are neither training nor
@@ -263,9 +257,6 @@ glued("heldout_toxicity_rejected", float(generation.heldout_rejected_scores.mean
 dpo_settings = settings_for(lm, settings.name)
 result = dpo_model(lm, pairs, dpo_settings, progress=True)
 dpo_lm = result.model
-fig = plots.dpo_training(result)
-glued("fig_dpo_training", fig)
-plt.close(fig)
 glued("dpo_learning_rate", dpo_settings.learning_rate)
 glued("dpo_batch_size", dpo_settings.batch_size)
 glued(
@@ -286,15 +277,10 @@ glued("dpo_kept_validation_rise", float(validation_rise.loc[result.kept_step]))
 glued("dpo_final_reward_accuracy", float(result.history["reward_accuracy"].loc[: result.kept_step].iloc[-5:].mean()))
 result.validation.assign(rise=validation_rise)
 
+# %% tags=["hide-input"] mystnb={"figure": {"caption": "DPO training on our pairs: loss, reward margin (implicit reward of chosen minus rejected) and the fraction of pairs in a batch ranked correctly, per optimiser step, and the policy's WikiText-2 validation perplexity at each check with the stopping limit (dashed). The dotted line marks the step whose weights are kept.", "name": "fig-dpo-training"}}
+plots.dpo_training(result)
+
 # %% [markdown]
-# ```{glue:figure} fig_dpo_training
-# :name: fig-dpo-training
-#
-# DPO training on our pairs: loss, reward margin (implicit reward of chosen minus rejected) and the fraction of
-# pairs in a batch ranked correctly, per optimiser step, and the policy's WikiText-2 validation perplexity at each
-# check with the stopping limit (dashed). The dotted line marks the step whose weights are kept.
-# ```
-#
 # Of {glue:text}`dpo_planned_steps` planned steps, {glue:text}`dpo_steps` were trained and the weights of step
 # {glue:text}`dpo_kept_step` are kept, at {glue:text}`dpo_kept_validation_rise:+.1%` validation perplexity
 # (the budget is the rule's, not the paper's: Lee et al. do not report their stopping point's perplexity).
@@ -349,19 +335,10 @@ ours.join(paper.add_prefix("paper (GPT-2-medium) "))
 # ({glue:text}`paper_ppl_rise_relative:+.1%`), F1 0.193 → 0.195. Absolute toxicities are not comparable (another
 # model, another scorer); the relative drop and the perplexity cost are.
 
-# %% tags=["hide-input"]
-fig = plots.metric_comparison(ours[["toxicity", "PPL", "F1"]], paper)
-glued("fig_base_vs_dpo", fig)
-plt.close(fig)
+# %% tags=["hide-input"] mystnb={"figure": {"caption": "Toxicity, perplexity and F1 before and after DPO: ours (offline model and scorer) beside the paper's GPT-2-medium values (Perspective API), shown as labelled references.", "name": "fig-base-vs-dpo"}}
+plots.metric_comparison(ours[["toxicity", "PPL", "F1"]], paper)
 
 # %% [markdown]
-# ```{glue:figure} fig_base_vs_dpo
-# :name: fig-base-vs-dpo
-#
-# Toxicity, perplexity and F1 before and after DPO: ours (offline model and scorer) beside the paper's
-# GPT-2-medium values (Perspective API), shown as labelled references.
-# ```
-#
 # Continuations of the same challenge prompts before and after DPO:
 
 # %% tags=["hide-input"]

@@ -64,7 +64,6 @@ top_toxic_neurons = 100
 # %% tags=["hide-input"]
 import warnings
 
-import matplotlib.pyplot as plt
 import pandas as pd
 
 from dpo_toxicity import attribution_plots
@@ -151,9 +150,6 @@ glued("delta_net", delta_grouping.net)
 glued("net_over_positive", delta_grouping.net / delta_grouping.positive_total)
 glued("n_reducing", int((table["delta"] > 0).sum()))
 glued("share_reducing_neurons", float((table["delta"] > 0).mean()))
-fig = attribution_plots.cumulative_reduction(table)
-glued("fig_cumulative", fig)
-plt.close(fig)
 delta_grouping
 
 # %% [markdown]
@@ -162,14 +158,11 @@ delta_grouping
 # neurons is only $R_{\text{net}} =$ {glue:text}`delta_net:.3f` ({glue:text}`net_over_positive:.1%` of the positive total): most of what some
 # neurons remove, others add back. *Reference (GPT-2-medium, v1 code): 57,501 of 98,304 neurons (58.5 %),
 # positive total 47.96, net 7.22 (15 %); v3: 52–58 % of neurons with $\Delta_i > 0$ across models.*
-#
-# ```{glue:figure} fig_cumulative
-# :name: fig-cumulative
-#
-# Figure 1b: cumulative reduction over neurons ranked from the largest to the smallest $\Delta_i$. The curve peaks
-# at the last neuron with $\Delta_i > 0$ and falls back to the net reduction $R_{\text{net}}$.
-# ```
-#
+
+# %% tags=["hide-input"] mystnb={"figure": {"caption": "Figure 1b: cumulative reduction over neurons ranked from the largest to the smallest $\\Delta_i$. The curve peaks at the last neuron with $\\Delta_i > 0$ and falls back to the net reduction $R_{\\text{net}}$.", "name": "fig-cumulative"}}
+attribution_plots.cumulative_reduction(table)
+
+# %% [markdown]
 # ## The four groups
 #
 # With $c_i$ the cosine {eq}`eq-toxic-cosine` of the base model's value vector with the probe, the four groups of
@@ -216,9 +209,6 @@ shares = pd.DataFrame(
 for label, key in zip(["TP-", "TN+", "AP+", "AN-"], ["share_tp", "share_tn", "share_ap", "share_an"]):
     glued(key, float(delta_grouping.shares[label]))
     glued(f"{key}_by_change", float(change_grouping.shares[label]))
-fig = attribution_plots.group_share_bar(delta_grouping.shares, paper_v1)
-glued("fig_group_shares", fig)
-plt.close(fig)
 pd.concat([shares, paper_v3]).style.format("{:.1%}")
 
 # %% [markdown]
@@ -228,58 +218,41 @@ pd.concat([shares, paper_v3]).style.format("{:.1%}")
 # change grouping; 32 % by $\Delta_i > 0$) and the v3 shares above.* As in the paper, the dampened toxic neurons carry
 # only about a third of the reduction. Whether that says something about toxicity is the question of the null
 # control below.
-#
-# ```{glue:figure} fig_group_shares
-# :name: fig-group-shares
-#
-# Figure 2a: shares of the total reduction by group, ours beside the paper's GPT-2-medium values (reference).
-# ```
-#
+
+# %% tags=["hide-input"] mystnb={"figure": {"caption": "Figure 2a: shares of the total reduction by group, ours beside the paper's GPT-2-medium values (reference).", "name": "fig-group-shares"}}
+attribution_plots.group_share_bar(delta_grouping.shares, paper_v1)
+
+# %% [markdown]
 # Every group, reducing and opposing (the opposing groups' sums of $\Delta_i$ are negative):
 
 # %% tags=["hide-input"]
 delta_grouping.table().style.format({"delta_sum": "{:.3f}", "share": "{:.1%}"})
 
 # %% tags=["hide-input"]
-fig = attribution_plots.ranked_group_contributions(table, top=ranked_neurons_shown)
-glued("fig_ranked_groups", fig)
-plt.close(fig)
 top_ranked = top_ranked_group_shares(table, top=top_ranked_neurons)
 glued("top_ranked_neurons_n", top_ranked_neurons)
 glued("top_ranked_share_tp", float(top_ranked["TP-"]))
 glued("top_ranked_share_max_other", float(top_ranked.drop("TP-").max()))
 glued("top_ranked_max_other_group", str(top_ranked.drop("TP-").idxmax()))
-fig = attribution_plots.projection_shift_arrows(table, top=arrows_shown)
-glued("fig_arrows", fig)
-plt.close(fig)
+
+# %% tags=["hide-input"] mystnb={"figure": {"caption": "Figure 2b: reduction per group in bins of 50 neurons, over the neurons ranked by $\\Delta_i$.", "name": "fig-ranked-groups"}}
+attribution_plots.ranked_group_contributions(table, top=ranked_neurons_shown)
 
 # %% [markdown]
-# ```{glue:figure} fig_ranked_groups
-# :name: fig-ranked-groups
-#
-# Figure 2b: reduction per group in bins of 50 neurons, over the neurons ranked by $\Delta_i$.
-# ```
-#
 # Among the {glue:text}`top_ranked_neurons_n` neurons with the largest $\Delta_i$, TP− carries
 # {glue:text}`top_ranked_share_tp:.0%` of the reduction and the largest other group,
 # {glue:text}`top_ranked_max_other_group`, {glue:text}`top_ranked_share_max_other:.0%`
 # (`top_ranked_group_shares`). *Reference (v1 Figure 2b): TP− dominates GPT-2-medium's top-ranked neurons, the
 # other groups take over further down.*
-#
-# ```{glue:figure} fig_arrows
-# :name: fig-arrows
-#
-# Figure 2c: for the top neurons by $\Delta_i$, each arrow goes from the neuron's toxicity projection $P_i$ before DPO to
-# after DPO, at its cosine with the probe; colours are the four groups.
-# ```
-#
+
+# %% tags=["hide-input"] mystnb={"figure": {"caption": "Figure 2c: for the top neurons by $\\Delta_i$, each arrow goes from the neuron's toxicity projection $P_i$ before DPO to after DPO, at its cosine with the probe; colours are the four groups.", "name": "fig-arrows"}}
+attribution_plots.projection_shift_arrows(table, top=arrows_shown)
+
+# %% [markdown]
 # ## Layers
 
 # %% tags=["hide-input"]
 per_layer = per_layer_reduction(table)
-fig = attribution_plots.per_layer_group_reduction(per_layer)
-glued("fig_per_layer", fig)
-plt.close(fig)
 last_third = per_layer.index >= 2 * lm.shape[0] // 3
 glued(
     "late_layer_share",
@@ -294,14 +267,11 @@ glued("layer_net_over_positive", layer_cancellation(table))
 # magnitude, sum to {glue:text}`layer_net_over_positive:.0%` of the positive total (`layer_cancellation`; 0 would
 # be exact cancellation in every layer). *Reference (v1 Figure 3, right): on GPT-2-medium the two sums nearly
 # cancel layer by layer.*
-#
-# ```{glue:figure} fig_per_layer
-# :name: fig-per-layer
-#
-# Figure 3: per-layer reduction by group (left) and, per layer, the sum of positive $\Delta_i$ against the
-# magnitude of the sum of negative $\Delta_i$ (right; the shaded gap is the net reduction).
-# ```
-#
+
+# %% tags=["hide-input"] mystnb={"figure": {"caption": "Figure 3: per-layer reduction by group (left) and, per layer, the sum of positive $\\Delta_i$ against the magnitude of the sum of negative $\\Delta_i$ (right; the shaded gap is the net reduction).", "name": "fig-per-layer"}}
+attribution_plots.per_layer_group_reduction(per_layer)
+
+# %% [markdown]
 # ## The top toxic neurons
 
 # %%
@@ -312,9 +282,6 @@ glued("top100_activation_fall_share", float(falls["share"]))
 glued("activation_fall_share_all", float(falls["share_all"]))
 glued("top100_activation_fall_z", float(falls["z"]))
 glued("positive_activation_share", float((table["activation_base"] >= 0).mean()))
-fig = attribution_plots.top_toxic_activations(table)
-glued("fig_top_toxic", fig)
-plt.close(fig)
 toxic_share = toxic_neuron_share(table, top=128)
 glued("toxic_share_projection", float(toxic_share["share"]))
 toxic_share
@@ -333,20 +300,15 @@ toxic_share
 # {glue:text}`activation_fall_share_all:.2f` of all neurons (one-sided binomial z =
 # {glue:text}`top100_activation_fall_z:.1f`; `activation_falls`). *Reference (Lee et al.): the top toxic
 # neurons' activations drop after DPO.* Only a fall more frequent than DPO's fall everywhere singles them out.
-#
-# ```{glue:figure} fig_top_toxic
-# :name: fig-top-toxic
-#
-# Figure 4: mean activations of the 100 neurons most aligned with the probe, before and after DPO.
-# ```
-#
+
+# %% tags=["hide-input"] mystnb={"figure": {"caption": "Figure 4: mean activations of the 100 neurons most aligned with the probe, before and after DPO.", "name": "fig-top-toxic"}}
+attribution_plots.top_toxic_activations(table)
+
+# %% [markdown]
 # ## How activations move (the EMNLP version's distributions)
 
 # %%
 relative = relative_activation_change(table)
-fig = attribution_plots.activation_change_distributions(relative, table)
-glued("fig_change_distribution", fig)
-plt.close(fig)
 correlations = activation_change_correlations(table)
 glued("r_change_cosine", float(correlations.iloc[0]["r"]))
 shrinking = magnitude_shrink_shares(table)
@@ -354,9 +316,6 @@ for label, key in zip(
     ["TP-", "TN+", "AP+", "AN-"], ["shrink_share_tp", "shrink_share_tn", "shrink_share_ap", "shrink_share_an"]
 ):
     glued(key, float(shrinking[label]))
-fig = attribution_plots.change_versus_cosine(table)
-glued("fig_change_cosine", fig)
-plt.close(fig)
 activation_change_summary(table)
 
 # %%
@@ -372,21 +331,14 @@ correlations
 # (`magnitude_shrink_shares`). *Reference (v3): TP− and AN− shrink $|\bar m_i|$, TN+ and AP+ grow it.* With the weights
 # this close to fixed the group definitions imply it for every neuron whose activation keeps its sign, so the
 # numbers say how many cross zero.
-#
-# ```{glue:figure} fig_change_distribution
-# :name: fig-change-distribution
-#
-# Relative activation change, $100\,(\bar m_i^{\text{base}} - \bar m_i^{\text{DPO}}) / \bar m_i^{\text{base}}$,
-# clipped to its 10th-90th percentiles: all neurons
-# (left) and by reducing group (right; positive = the magnitude shrank).
-# ```
-#
-# ```{glue:figure} fig_change_cosine
-# :name: fig-change-cosine
-#
-# Activation change against cosine with the probe (a random sample of 5,000 neurons).
-# ```
-#
+
+# %% tags=["hide-input"] mystnb={"figure": {"caption": "Relative activation change, $100\\,(\\bar m_i^{\\text{base}} - \\bar m_i^{\\text{DPO}}) / \\bar m_i^{\\text{base}}$, clipped to its 10th-90th percentiles: all neurons (left) and by reducing group (right; positive = the magnitude shrank).", "name": "fig-change-distribution"}}
+attribution_plots.activation_change_distributions(relative, table)
+
+# %% tags=["hide-input"] mystnb={"figure": {"caption": "Activation change against cosine with the probe (a random sample of 5,000 neurons).", "name": "fig-change-cosine"}}
+attribution_plots.change_versus_cosine(table)
+
+# %% [markdown]
 # ## The null control: is any of this about toxicity?
 #
 # We recompute every statistic with the probe replaced by each of {glue:text}`null_directions_n` random unit
@@ -437,9 +389,6 @@ glued(
         "specific": "is specific to the probe direction",
     }[specificity(summary.loc["net", "z"]) if summary.loc["net", "z"] > 0 else "not specific"],
 )
-fig = attribution_plots.null_distributions(null, summary, ["share_tp", "share_an", "net", "net_over_positive_total"])
-glued("fig_null", fig)
-plt.close(fig)
 summary.style.format(precision=3)
 
 # %% [markdown]
@@ -452,14 +401,11 @@ summary.style.format(precision=3)
 # the probe, {glue:text}`delta_net:.3f`, compares with {glue:text}`net_null_mean:.3f` ±
 # {glue:text}`net_null_sd:.3f` along random directions (z = {glue:text}`net_delta_z:.1f`, percentile
 # {glue:text}`net_delta_percentile:.0f`): the net reduction {glue:text}`net_verdict`.
-#
-# ```{glue:figure} fig_null
-# :name: fig-null
-#
-# Null control: each statistic over random unit directions (grey) and along the probe (red line, with its
-# z-score against the random directions).
-# ```
-#
+
+# %% tags=["hide-input"] mystnb={"figure": {"caption": "Null control: each statistic over random unit directions (grey) and along the probe (red line, with its z-score against the random directions).", "name": "fig-null"}}
+attribution_plots.null_distributions(null, summary, ["share_tp", "share_an", "net", "net_over_positive_total"])
+
+# %% [markdown]
 # **What holds on this model.** The paper's decomposition reproduces in form: the dampened toxic neurons (TP−)
 # carry {glue:text}`share_tp:.1%` of the reduction and all four groups contribute. Against the null control, the
 # group shares

@@ -58,7 +58,6 @@ key_neurons = 7
 import math
 import warnings
 
-import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
 from tqdm import tqdm
@@ -389,23 +388,17 @@ gap_closed = (projections["before DPO"] - projections["ablate top 200 toxic"]).s
     projections["before DPO"] - projections["after DPO"]
 ).sum()
 glued("fig1a_gap_closed", float(gap_closed))
-fig = plots.layer_projections(projections)
-glued("fig_layer_projection", fig)
-plt.close(fig)
 projections.T.style.format(precision=2)
 
 # %% [markdown]
 # Summed over layers, ablating the top 200 toxic neurons removes {glue:text}`fig1a_gap_closed:.0%` of the
 # reduction DPO makes in the MLPs' write along the probe. *Reference (GPT-2-medium, read off Figure 1a):
 # ablation only partly closes the gap, most visibly at layers 18-19.*
-#
-# ```{glue:figure} fig_layer_projection
-# :name: fig-layer-projection
-#
-# Figure 1a: per-layer projection of the MLP output onto the probe direction, before DPO, after ablating the
-# top toxic neurons, and after DPO.
-# ```
-#
+
+# %% tags=["hide-input"] mystnb={"figure": {"caption": "Figure 1a: per-layer projection of the MLP output onto the probe direction, before DPO, after ablating the top toxic neurons, and after DPO.", "name": "fig-layer-projection"}}
+plots.layer_projections(projections)
+
+# %% [markdown]
 # ## Provenance
 
 # %% tags=["hide-input"]

@@ -44,7 +44,6 @@ comparable_perplexity = 1.1
 # %% tags=["hide-input"]
 import warnings
 
-import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
 from tqdm import tqdm
@@ -316,9 +315,6 @@ bars = {}
 for name, (table, _) in patching.items():
     bars[name] = table[share_column]
     bars[f"{name} low"], bars[f"{name} high"] = table["share low"], table["share high"]
-fig = plots.shares_of_drop(pd.DataFrame(bars).iloc[2:])
-glued("fig_patching_shares", fig)
-plt.close(fig)
 
 # %% [markdown]
 # On the default model, patching all four groups gives toxicity {glue:text}`tox_patch_all_groups:.3f` against
@@ -343,14 +339,11 @@ plt.close(fig)
 # unpatched model's by construction. F1, whose greedy continuations are patched at every generated token, tells
 # the other story: {glue:text}`f1_patch_all_groups_last:.3f` against the base model's
 # {glue:text}`f1_base_eval:.3f`.
-#
-# ```{glue:figure} fig_patching_shares
-# :name: fig-patching-shares
-#
-# Share of DPO's toxicity drop achieved by clamping each set of neurons in the base model to its post-DPO mean
-# activations, for both models (bars: 95 % bootstrap intervals over prompts; dashed line: DPO's own drop).
-# ```
-#
+
+# %% tags=["hide-input"] mystnb={"figure": {"caption": "Share of DPO's toxicity drop achieved by clamping each set of neurons in the base model to its post-DPO mean activations, for both models (bars: 95 % bootstrap intervals over prompts; dashed line: DPO's own drop).", "name": "fig-patching-shares"}}
+plots.shares_of_drop(pd.DataFrame(bars).iloc[2:])
+
+# %% [markdown]
 # ## Mediation: DPO's own activations, token by token
 #
 # Clamping a neuron to a constant at every position is not what DPO does: DPO changes each activation token by
@@ -487,9 +480,6 @@ for name, (behaviour, preference, result, tables, perplexities) in mediation.ite
         )
     glued(f"ppl_patch_tokenwise_all_groups{suffix}", float(perplexities.loc["all four groups", "denoised PPL"]))
     glued(f"ppl_noise_tokenwise_all_groups{suffix}", float(perplexities.loc["all four groups", "noised PPL"]))
-fig = plots.mediation_fractions({name: tables["behaviour"] for name, (_, _, _, tables, _) in mediation.items()})
-glued("fig_mediation", fig)
-plt.close(fig)
 
 # %% [markdown]
 # DPO moves the mean margin by {glue:text}`mediation_dpo_margin:.2f` nats on the default model's behaviour items
@@ -520,17 +510,11 @@ plt.close(fig)
 # groups recover {glue:text}`mediation_pref_share_all_groups_denoise:.0%` of it. *Reference (v3 abstract): the four
 # groups' patching "replicates" DPO; toxic neurons account for "2.5 % to 24 %". The paper patches constants and
 # reads generated toxicity; it has no margin and no random-set control.*
-#
-# ```{glue:figure} fig_mediation
-# :name: fig-mediation
-#
-# Fraction of DPO's shift of the teacher-forced margin {eq}`eq-margin` recovered by patching each neuron set token
-# by token, on the behaviour items: denoising (the base model with the set's activations from the DPO model's run)
-# and noising (the DPO model with them from the base model's run, fraction lost), with 95 % bootstrap intervals
-# over items; grey: random sets with the same number of neurons per layer (denoising, mean ± 2 SD); dashed: all
-# of DPO's shift.
-# ```
-#
+
+# %% tags=["hide-input"] mystnb={"figure": {"caption": "Fraction of DPO's shift of the teacher-forced margin {eq}`eq-margin` recovered by patching each neuron set token by token, on the behaviour items: denoising (the base model with the set's activations from the DPO model's run) and noising (the DPO model with them from the base model's run, fraction lost), with 95 % bootstrap intervals over items; grey: random sets with the same number of neurons per layer (denoising, mean ± 2 SD); dashed: all of DPO's shift.", "name": "fig-mediation"}}
+plots.mediation_fractions({name: tables["behaviour"] for name, (_, _, _, tables, _) in mediation.items()})
+
+# %% [markdown]
 # ## Activation editing
 #
 # The editing method (`dpo_toxicity.editing`; item 14 of {doc}`/errata`) uses no DPO information. A toxicity
@@ -634,9 +618,6 @@ for name, (table, best_label, _) in editing.items():
         + ["best edit, last position only (authors' hooks)", "best edit, per-token scale"]
     )
     points.append(table[["toxicity", "PPL"]].assign(model=name, kind=kinds))
-fig = plots.toxicity_perplexity_tradeoff(pd.concat(points))
-glued("fig_editing_tradeoff", fig)
-plt.close(fig)
 
 # %% [markdown]
 # On the default model the best edit, *{glue:text}`edit_best_label`*, reaches toxicity
@@ -653,15 +634,11 @@ plt.close(fig)
 # {glue:text}`f1_edit_best_last:.3f` against the base model's {glue:text}`f1_base_eval:.3f`: with the edit at
 # only one position per perplexity window, the perplexity the paper reports for an edit says little about
 # what the edit does to the model.
-#
-# ```{glue:figure} fig_editing_tradeoff
-# :name: fig-editing-tradeoff
-#
-# Toxicity against perplexity for the base model, DPO, every activation edit of the sweep (constant
-# assignment at every position) and the best edit applied with the authors' last-position hooks or as a
-# per-token scale, for both models.
-# ```
-#
+
+# %% tags=["hide-input"] mystnb={"figure": {"caption": "Toxicity against perplexity for the base model, DPO, every activation edit of the sweep (constant assignment at every position) and the best edit applied with the authors' last-position hooks or as a per-token scale, for both models.", "name": "fig-editing-tradeoff"}}
+plots.toxicity_perplexity_tradeoff(pd.concat(points))
+
+# %% [markdown]
 # ## Every intervention on one scale
 #
 # Constant-mean patching (the paper's method), token-wise patching and activation editing, each as a recovered

@@ -9,6 +9,11 @@ refused in every file, those included.
 **Equations.** Every chapter defines at least one numbered equation (a ``{math}`` block with a ``:label:``), no
 label is defined twice in the book, and every ``{eq}`` reference names a defined label (a missing one is a
 warning, which fails the site build, but only after every chapter has run).
+
+**Figures.** The cell that draws a figure presents it: its one statement is the call to a figure function of
+``plots`` or ``attribution_plots`` (so the figure is its only output), and its metadata carry the caption and the
+name (``mystnb.figure``, which myst-nb renders as a numbered figure); no figure is glued to be shown elsewhere.
+Names are unique in the book and every ``{numref}`` names one.
 """
 
 import ast
@@ -41,6 +46,8 @@ DATA_LOCATION_FILES = frozenset(
 SOURCE_SUFFIXES = frozenset({".py", ".md", ".yml", ".yaml", ".toml", ".cff", ".txt", ".cfg", ".bib", ".sh", ""})
 NOT_IN_THE_REPOSITORY = frozenset({".git", ".venv", ".cache", "_build", "__pycache__", ".pytest_cache"})
 
+FIGURE_CALL = re.compile(r"\b(?:attribution_plots|plots)\.\w+\(")
+NUMREF = re.compile(r"\{numref\}`(?:[^`<]*<)?([^`>]+)>?`")
 MATH_LABEL = re.compile(r"^```\{math\}\n(?::[\w-]+:.*\n)*?:label:\s*(\S+)", re.MULTILINE)
 EQ_REFERENCE = re.compile(r"\{eq\}`([^`<]+?)`|\{eq\}`[^`<]*<([^>]+)>`")
 
@@ -145,6 +152,42 @@ def test_the_label_pattern_reads_a_math_block():
     text = "Text\n\n```{math}\n:label: eq-one\nx = 1\n```\n\nand {eq}`eq-one`, {eq}`the sum <eq-two>`."
     assert MATH_LABEL.findall(text) == ["eq-one"]
     assert {plain or named for plain, named in EQ_REFERENCE.findall(text)} == {"eq-one", "eq-two"}
+
+
+def code_cells(chapter: str) -> list:
+    return [
+        cell
+        for cell in jupytext.read(project_root() / f"{chapter}.py", fmt="py:percent").cells
+        if cell.cell_type == "code"
+    ]
+
+
+@pytest.mark.parametrize("chapter", chapters())
+def test_the_cell_that_draws_a_figure_captions_and_names_it(chapter):
+    for cell in code_cells(chapter):
+        figure = cell.metadata.get("mystnb", {}).get("figure")
+        if not FIGURE_CALL.search(cell.source) and figure is None:
+            continue
+        statements = ast.parse(cell.source).body
+        assert len(statements) == 1 and isinstance(statements[0], ast.Expr), f"not one figure call: {cell.source}"
+        assert FIGURE_CALL.match(cell.source), f"captioned, but draws no figure: {cell.source}"
+        assert figure and figure.get("caption") and re.fullmatch(r"fig-[a-z0-9-]+", figure.get("name", "")), (
+            f"{cell.source} has no caption and name in its metadata (mystnb.figure)"
+        )
+    markdown = book_markdown()[chapter]
+    assert "{glue:figure}" not in markdown and 'glued("fig_' not in "".join(c.source for c in code_cells(chapter))
+
+
+def test_figure_names_are_unique_and_every_numref_names_one():
+    names = [
+        cell.metadata["mystnb"]["figure"]["name"]
+        for chapter in chapters()
+        for cell in code_cells(chapter)
+        if "mystnb" in cell.metadata
+    ]
+    assert names and len(names) == len(set(names)), names
+    references = {name for text in book_markdown().values() for name in NUMREF.findall(text)}
+    assert references <= set(names), sorted(references - set(names))
 
 
 @pytest.mark.parametrize(

@@ -169,6 +169,15 @@ def test_merged_chapter_shows_current_prose_with_the_runs_outputs_and_refuses_ch
     assert runs.merged_chapter(current, executed) is None
 
 
+def test_merged_chapter_shows_a_figure_caption_edited_since_the_run(project):
+    executed = jupytext.read(project / f"{CHAPTER}.py", fmt="py:percent")
+    edit(project / f"{CHAPTER}.py", '"caption": "The probe\'s', '"caption": "Recaptioned: the probe\'s')
+    current = jupytext.read(project / f"{CHAPTER}.py", fmt="py:percent")
+    merged = runs.merged_chapter(current, executed)
+    captions = [cell.metadata["mystnb"]["figure"]["caption"] for cell in merged.cells if "mystnb" in cell.metadata]
+    assert captions[0].startswith("Recaptioned: the probe's")
+
+
 def test_record_chapter_keeps_the_others_and_starts_over_for_another_profile(tmp_path):
     record = runs.ChapterRecord(1.0, "2026-12-07T01:00:00+00:00", "c" * 40, {"x": "1"})
     runs.record_chapter(tmp_path, "full", "m", "machine", "book/01_probe", record)

@@ -2,7 +2,7 @@
 distributions, and the null control. Each takes the per-neuron table of :func:`~dpo_toxicity.attribution.
 neuron_table` (columns ``layer``, ``neuron``, ``cosine``, ``activation_base``, ``activation_dpo``,
 ``projection_base``, ``projection_dpo``, ``delta``, ``group``, ``group_by_delta``) and returns a figure with
-labelled axes; captions live in the chapter.
+labelled axes, :func:`~dpo_toxicity.plots.finished`; captions live in the chapter.
 
 Labels are Matplotlib mathtext in the book's notation (chapters 1 and 3): the mean activation m̄_i, the cosine
 c_i = cos(v_i, w), the toxicity projection P_i, the reduction Δ_i, the totals R_+ and R_net, a group's share
@@ -16,7 +16,7 @@ import numpy as np
 import pandas as pd
 
 from .attribution import GROUPS, REDUCING
-from .plots import COSINE
+from .plots import COSINE, finished
 
 GROUP_COLOURS = {"TP": "tab:red", "TN": "tab:blue", "AP": "tab:green", "AN": "tab:orange"}
 REDUCING_COLOURS = {label: GROUP_COLOURS[group] for label, group in zip(REDUCING, GROUPS)}
@@ -47,8 +47,7 @@ def cumulative_reduction(table: pd.DataFrame) -> plt.Figure:
     ax.set_xlabel(r"neurons ranked by reduction $\Delta_i$")
     ax.set_ylabel(r"cumulative reduction $\sum \Delta_i$")
     ax.legend(fontsize=8)
-    fig.tight_layout()
-    return fig
+    return finished(fig)
 
 
 def group_share_bar(shares: pd.Series, paper_shares: pd.Series | None = None) -> plt.Figure:
@@ -74,8 +73,7 @@ def group_share_bar(shares: pd.Series, paper_shares: pd.Series | None = None) ->
     ax.set_xlabel("model")
     ax.set_ylabel(r"share $s(G)$ of the total reduction $R_{+}$")
     ax.legend(fontsize=8, loc="upper right", bbox_to_anchor=(1.45, 1))
-    fig.tight_layout()
-    return fig
+    return finished(fig)
 
 
 def ranked_group_contributions(table: pd.DataFrame, top: int, bin_size: int = 50) -> plt.Figure:
@@ -94,8 +92,7 @@ def ranked_group_contributions(table: pd.DataFrame, top: int, bin_size: int = 50
     ax.set_xlabel(rf"neurons ranked by reduction $\Delta_i$ (bins of {bin_size})")
     ax.set_ylabel(r"reduction $\sum \Delta_i$ in the bin")
     ax.legend(fontsize=8)
-    fig.tight_layout()
-    return fig
+    return finished(fig)
 
 
 def projection_shift_arrows(table: pd.DataFrame, top: int = 500) -> plt.Figure:
@@ -121,8 +118,7 @@ def projection_shift_arrows(table: pd.DataFrame, top: int = 500) -> plt.Figure:
     ax.set_xlabel(COSINE)
     ax.set_ylabel(r"toxicity projection $P_i^{\mathrm{base}} \rightarrow P_i^{\mathrm{DPO}}$")
     ax.legend(fontsize=8)
-    fig.tight_layout()
-    return fig
+    return finished(fig)
 
 
 def per_layer_group_reduction(per_layer: pd.DataFrame) -> plt.Figure:
@@ -141,8 +137,7 @@ def per_layer_group_reduction(per_layer: pd.DataFrame) -> plt.Figure:
     for ax in axes:
         ax.set_xlabel("MLP layer")
         ax.legend(fontsize=8)
-    fig.tight_layout()
-    return fig
+    return finished(fig)
 
 
 def top_toxic_activations(table: pd.DataFrame, top: int = 100) -> plt.Figure:
@@ -156,8 +151,7 @@ def top_toxic_activations(table: pd.DataFrame, top: int = 100) -> plt.Figure:
     ax.set_xlabel(rf"top {top} toxic neurons, ranked by $c_i = \cos(v_i, w)$")
     ax.set_ylabel(r"mean activation $\bar m_i$")
     ax.legend(fontsize=8)
-    fig.tight_layout()
-    return fig
+    return finished(fig)
 
 
 def activation_change_distributions(relative_change: pd.Series, table: pd.DataFrame) -> plt.Figure:
@@ -185,8 +179,7 @@ def activation_change_distributions(relative_change: pd.Series, table: pd.DataFr
     axes[1].set_xlabel("relative activation change (%)")
     axes[1].set_ylabel("neurons")
     axes[1].legend(fontsize=8)
-    fig.tight_layout()
-    return fig
+    return finished(fig)
 
 
 def change_versus_cosine(table: pd.DataFrame, sample: int = 5000, seed: int = 0) -> plt.Figure:
@@ -197,8 +190,7 @@ def change_versus_cosine(table: pd.DataFrame, sample: int = 5000, seed: int = 0)
     ax.axhline(0, color="black", lw=0.6)
     ax.set_xlabel(COSINE)
     ax.set_ylabel(f"activation change ${ACTIVATION_CHANGE}$")
-    fig.tight_layout()
-    return fig
+    return finished(fig)
 
 
 def null_distributions(null: pd.DataFrame, summary: pd.DataFrame, statistics: list[str]) -> plt.Figure:
@@ -212,5 +204,4 @@ def null_distributions(null: pd.DataFrame, summary: pd.DataFrame, statistics: li
         ax.set_xlabel(STATISTIC_LABELS[statistic])
         ax.set_ylabel("directions")
         ax.legend(fontsize=7)
-    fig.tight_layout()
-    return fig
+    return finished(fig)

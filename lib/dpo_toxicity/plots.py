@@ -1,8 +1,9 @@
 """Figures shared by the chapters. Each function returns a Matplotlib figure with labelled axes.
 
-Captions live in the chapters (as MyST figure captions), so a figure function states only what it draws. Labels
-use Matplotlib mathtext in the book's notation (c_i, the probe's p(toxic | x)) and readable names, never a
-column's key (:data:`METRIC_LABELS`).
+Captions live in the chapters, in the metadata of the cell that draws the figure (``mystnb.figure``), so a figure
+function states only what it draws. Every function returns its figure :func:`finished`: laid out and closed in
+pyplot, so that a notebook cell whose value it is shows it exactly once. Labels use Matplotlib mathtext in the
+book's notation (c_i, the probe's p(toxic | x)) and readable names, never a column's key (:data:`METRIC_LABELS`).
 """
 
 from __future__ import annotations
@@ -14,6 +15,17 @@ import torch
 
 # The cosine of a neuron's value vector with the probe, chapter 1's c_i.
 COSINE = r"$c_i = \cos(v_i, w)$, value vector against the probe"
+
+
+def finished(fig: plt.Figure) -> plt.Figure:
+    """``fig`` laid out and closed in pyplot, returned. Matplotlib's inline backend shows every figure pyplot
+    still holds when a cell ends; a closed one is shown only as the cell's value, once, which is how a chapter's
+    figure cell presents it under the caption in its metadata. Closing also frees it once the caller drops it."""
+    fig.tight_layout()
+    plt.close(fig)
+    return fig
+
+
 # The columns of an evaluation table (evaluation.py) by what they measure.
 METRIC_LABELS = {
     "toxicity": "mean toxicity of continuations",
@@ -42,8 +54,7 @@ def cosine_distribution_by_layer(cosines: torch.Tensor, top_neurons: pd.DataFram
     ax.set_xlabel("MLP layer")
     ax.set_ylabel(COSINE)
     ax.legend(loc="upper left")
-    fig.tight_layout()
-    return fig
+    return finished(fig)
 
 
 def probe_score_histogram(probabilities: np.ndarray, labels: np.ndarray) -> plt.Figure:
@@ -55,8 +66,7 @@ def probe_score_histogram(probabilities: np.ndarray, labels: np.ndarray) -> plt.
     ax.set_xlabel(r"probe's $p(\mathrm{toxic} \mid x)$")
     ax.set_ylabel("held-out comments")
     ax.legend()
-    fig.tight_layout()
-    return fig
+    return finished(fig)
 
 
 def paired_toxicity(chosen: np.ndarray, rejected: np.ndarray) -> plt.Figure:
@@ -68,8 +78,7 @@ def paired_toxicity(chosen: np.ndarray, rejected: np.ndarray) -> plt.Figure:
     ax.set_xlabel("offline toxicity score")
     ax.set_ylabel("pairs")
     ax.legend()
-    fig.tight_layout()
-    return fig
+    return finished(fig)
 
 
 def dpo_training(result) -> plt.Figure:
@@ -94,8 +103,7 @@ def dpo_training(result) -> plt.Figure:
     for ax in axes:
         ax.axvline(result.kept_step, color="grey", ls=":")
         ax.set_xlabel("optimiser step")
-    fig.tight_layout()
-    return fig
+    return finished(fig)
 
 
 def metric_comparison(table: pd.DataFrame, reference: pd.DataFrame) -> plt.Figure:
@@ -111,8 +119,7 @@ def metric_comparison(table: pd.DataFrame, reference: pd.DataFrame) -> plt.Figur
         ax.set_xlabel("model")
         ax.set_ylabel(METRIC_LABELS[metric])
     axes[0].legend(fontsize=8)
-    fig.tight_layout()
-    return fig
+    return finished(fig)
 
 
 def layer_projections(projections: pd.DataFrame) -> plt.Figure:
@@ -124,8 +131,7 @@ def layer_projections(projections: pd.DataFrame) -> plt.Figure:
     ax.set_xlabel("MLP layer")
     ax.set_ylabel("MLP output projection onto the probe")
     ax.legend(fontsize=8)
-    fig.tight_layout()
-    return fig
+    return finished(fig)
 
 
 def shares_of_drop(shares: pd.DataFrame) -> plt.Figure:
@@ -146,8 +152,7 @@ def shares_of_drop(shares: pd.DataFrame) -> plt.Figure:
     ax.set_xlabel("share of DPO's toxicity drop (1 = as much as DPO; bars: 95 % bootstrap interval)")
     ax.set_ylabel("intervention on the base model")
     ax.legend(fontsize=8)
-    fig.tight_layout()
-    return fig
+    return finished(fig)
 
 
 def toxicity_perplexity_tradeoff(points: pd.DataFrame) -> plt.Figure:
@@ -163,8 +168,7 @@ def toxicity_perplexity_tradeoff(points: pd.DataFrame) -> plt.Figure:
         ax.set_ylabel(METRIC_LABELS["toxicity"])
         ax.set_title(model)
         ax.legend(fontsize=8)
-    fig.tight_layout()
-    return fig
+    return finished(fig)
 
 
 def mediation_fractions(tables: dict[str, pd.DataFrame]) -> plt.Figure:
@@ -215,5 +219,4 @@ def mediation_fractions(tables: dict[str, pd.DataFrame]) -> plt.Figure:
         ax.set_ylabel("neuron set patched token by token (neurons)")
         ax.set_title(model)
         ax.legend(fontsize=7, loc="lower right")
-    fig.tight_layout()
-    return fig
+    return finished(fig)

@@ -46,6 +46,8 @@ RUNS = Path("_build/runs")  # runs being executed, one folder per profile and mo
 READING_PAGES = ("intro", "book/claims")
 REQUIREMENTS = ("requirements.txt", "requirements-weights.txt")
 PACKAGE = Path("lib/dpo_toxicity")
+# Cell metadata that say how a page presents a cell, not what it computed: the current chapter's win over a run's.
+PRESENTATION = ("tags", "mystnb")  # mystnb: a figure's caption and name (myst-nb's cell-level configuration)
 
 
 class RunError(RuntimeError):
@@ -264,8 +266,9 @@ def merged_chapter(current: nbformat.NotebookNode, executed: nbformat.NotebookNo
 
     ``current`` is the chapter as converted now, ``executed`` the run's notebook of it. Where both have the same
     code cells (by :func:`code_hash`; the ``parameters`` cell is taken from the run, whose values it holds), the
-    result is ``current`` with each code cell's outputs, execution count and metadata from the run: prose and
-    cell tags edited since the run are shown, its numbers kept. Returns ``None`` where the code differs (the run's
+    result is ``current`` with each code cell's outputs, execution count and metadata from the run, but for the
+    metadata that present a cell (:data:`PRESENTATION`: its tags, a figure's caption and name): prose, tags and
+    captions edited since the run are shown, its numbers kept. Returns ``None`` where the code differs (the run's
     own notebook must then be shown as it is).
     """
     ours = [cell for cell in current.cells if cell.cell_type == "code"]
@@ -283,10 +286,13 @@ def merged_chapter(current: nbformat.NotebookNode, executed: nbformat.NotebookNo
         if cell.cell_type != "code":
             continue
         run = next(code)
-        tags = cell.metadata.get("tags", [])
+        presentation = {key: cell.metadata[key] for key in PRESENTATION if key in cell.metadata}
         cell.outputs, cell.execution_count = run.outputs, run.execution_count
-        cell.metadata = {**run.metadata, "tags": tags} if tags else dict(run.metadata)
-        if "parameters" in tags:
+        cell.metadata = {
+            **{key: value for key, value in run.metadata.items() if key not in PRESENTATION},
+            **presentation,
+        }
+        if "parameters" in presentation.get("tags", []):
             cell.source = run.source
     return merged
 
