@@ -60,6 +60,7 @@ ranked_neurons_shown = 2000
 arrows_shown = 500
 top_ranked_neurons = 100
 top_toxic_neurons = 100
+neurons_listed = 5000  # rows of the per-neuron table searchable on the page, the largest |Δ_i| first
 
 # %% tags=["hide-input"]
 import warnings
@@ -83,6 +84,7 @@ from dpo_toxicity.attribution import (
     toxic_neuron_share,
 )
 from dpo_toxicity.book.glued import Glued
+from dpo_toxicity.book.tables import searchable_table
 from dpo_toxicity.models import load_model
 from dpo_toxicity.null_control import null_shares, null_summary, orthogonal_direction, random_directions, specificity
 from dpo_toxicity.profiles import profile_named
@@ -117,6 +119,7 @@ base_activations, dpo_activations, table = statistics.base, statistics.dpo, stat
 values_base, values_dpo = all_value_vectors(lm.model), all_value_vectors(dpo_lm.model)
 save_neuron_table(table, "neuron_table.csv.gz")  # beside the page, for the download link below
 glued("n_neurons_total", len(table))
+glued("neurons_listed_n", min(neurons_listed, len(table)))
 weight_cosines = parameter_cosines(lm.model, dpo_lm.model)
 glued("weight_tensors", len(weight_cosines))
 glued("weight_cosine_min", float(weight_cosines.min()))
@@ -126,7 +129,13 @@ table.sort_values("delta", ascending=False).head(10)
 # %% [markdown]
 # The full table of all {glue:text}`n_neurons_total` neurons (layer, index, cosine, mean activations before
 # and after DPO, projections, $\Delta_i$ and group) is {download}`downloadable as CSV <neuron_table.csv.gz>`.
-#
+# Below, the {glue:text}`neurons_listed_n` neurons with the largest $|\Delta_i|$, to four significant digits:
+# search them (a group, a layer) and sort them by any column.
+
+# %% tags=["hide-input"]
+searchable_table(table.loc[table["delta"].abs().nlargest(neurons_listed).index])
+
+# %% [markdown]
 # The approximation in {eq}`eq-delta` rests on DPO leaving the weights almost where they
 # were. It does: of the {glue:text}`weight_tensors` parameter tensors, the one DPO moves most,
 # {glue:text}`weight_cosine_min_tensor`, keeps a cosine of {glue:text}`weight_cosine_min:.5f` with itself before

@@ -10,6 +10,7 @@ interventions, the claims and their rules) and never import from here; this subp
 - :mod:`~dpo_toxicity.book.provenance`: the record a chapter shows of what produced its numbers.
 - :mod:`~dpo_toxicity.book.glued`: gluing a chapter's values for its prose and keeping them for the ledger.
 - :mod:`~dpo_toxicity.book.ledger`: the claims ledger, the paper's claims judged on the executed chapters.
+- :mod:`~dpo_toxicity.book.tables`: tables a reader searches and sorts on the page, offline (itables).
 
 This file imports nothing, so that a light reader (the site checker, ``toc``) loads no torch and no Jupyter.
 """
