@@ -87,11 +87,11 @@ import numpy as np
 import pandas as pd
 import torch
 
-from dpo_toxicity import data
+from dpo_toxicity import data, dpo
 from dpo_toxicity.activations import encode, pooled_final_states
 from dpo_toxicity.architectures import all_value_vectors, architecture_of, output_projection
 from dpo_toxicity.attribution import NeuronActivations, mean_neuron_activations, neuron_table, unit_directions
-from dpo_toxicity import dpo
+from dpo_toxicity.book.provenance import git_commit, hardware, peak_memory_gib
 from dpo_toxicity.dpo import DPOResult, DPOSettings, train_dpo
 from dpo_toxicity.evaluation import (
     NEW_TOKENS,
@@ -114,7 +114,6 @@ from dpo_toxicity.pairs import (
 )
 from dpo_toxicity.probe import train_probe
 from dpo_toxicity.profiles import FULL
-from dpo_toxicity.book.provenance import git_commit, hardware, peak_memory_gib
 from dpo_toxicity.scoring import OfflineScorer
 
 MAX_HOOK_RATIO = 1.15  # nnsight-edited generation / plain generate with a hook

@@ -66,11 +66,11 @@ import torch
 
 from dpo_toxicity import data, neurons, plots
 from dpo_toxicity.book.glued import Glued
+from dpo_toxicity.book.provenance import RunRecord
 from dpo_toxicity.models import load_model
 from dpo_toxicity.null_control import random_directions
 from dpo_toxicity.probe import JIGSAW_TOXIC_PREVALENCE
 from dpo_toxicity.profiles import profile_named
-from dpo_toxicity.book.provenance import RunRecord
 from dpo_toxicity.run_artefacts import fit_probe
 from dpo_toxicity.scoring import PERSPECTIVE_FILES, OfflineScorer
 

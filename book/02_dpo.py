@@ -34,6 +34,8 @@ import numpy as np
 import pandas as pd
 
 from dpo_toxicity import data, plots
+from dpo_toxicity.book.glued import Glued
+from dpo_toxicity.book.provenance import RunRecord
 from dpo_toxicity.dpo import dpo_model, settings_for
 from dpo_toxicity.evaluation import (
     PROMPT_TOKENS,
@@ -43,11 +45,9 @@ from dpo_toxicity.evaluation import (
     paired_difference,
     share_of_drop,
 )
-from dpo_toxicity.book.glued import Glued
 from dpo_toxicity.models import load_model
 from dpo_toxicity.paths import cache_dir
 from dpo_toxicity.profiles import profile_named
-from dpo_toxicity.book.provenance import RunRecord
 from dpo_toxicity.run_artefacts import generate_pairs, run_probe
 from dpo_toxicity.scoring import (
     OFFLINE_COMPONENTS,

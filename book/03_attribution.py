@@ -84,11 +84,11 @@ from dpo_toxicity.attribution import (
     toxic_neuron_share,
 )
 from dpo_toxicity.book.glued import Glued
+from dpo_toxicity.book.provenance import RunRecord
 from dpo_toxicity.book.tables import searchable_table
 from dpo_toxicity.models import load_model
 from dpo_toxicity.null_control import null_shares, null_summary, orthogonal_direction, random_directions, specificity
 from dpo_toxicity.profiles import profile_named
-from dpo_toxicity.book.provenance import RunRecord
 from dpo_toxicity.run_artefacts import attribution_prompts, neuron_statistics, run_dpo, run_probe, saved_statistics
 
 glued = Glued()  # every value the prose cites, kept for the ledger's verdicts

@@ -64,14 +64,14 @@ from tqdm import tqdm
 
 from dpo_toxicity import plots
 from dpo_toxicity.attribution import layer_projection, mean_neuron_activations
-from dpo_toxicity.evaluation import drop_table, evaluation_suite, paired_difference, share_of_drop
 from dpo_toxicity.book.glued import Glued
 from dpo_toxicity.book.ledger import chapter_verdict
+from dpo_toxicity.book.provenance import RunRecord
+from dpo_toxicity.evaluation import drop_table, evaluation_suite, paired_difference, share_of_drop
 from dpo_toxicity.interventions import ScaleKeys, ScaleNeurons, SetNeurons
 from dpo_toxicity.mediation import behaviour_items, margins, recovered_fraction
 from dpo_toxicity.neurons import rank_neurons, value_vector_cosines
 from dpo_toxicity.paths import cache_dir
-from dpo_toxicity.book.provenance import RunRecord
 from dpo_toxicity.run_artefacts import attribution_prompts, mediation_prompts, model_run
 from dpo_toxicity.scoring import OFFLINE_COMPONENTS, OfflineScorer
 from dpo_toxicity.verdicts import COMPARABLE_PERPLEXITY, GENERATION, MEDIATION

@@ -60,12 +60,12 @@ from dpo_toxicity.attribution import (
     top_ranked_group_shares,
     toxic_neuron_share,
 )
+from dpo_toxicity.book.glued import Glued
+from dpo_toxicity.book.ledger import chapter_verdict
+from dpo_toxicity.book.provenance import RunRecord
 from dpo_toxicity.dpo import heldout_pairs
 from dpo_toxicity.editing import EditSettings, edit_intervention, edit_selection, toxic_embedding_direction
 from dpo_toxicity.evaluation import drop_table, evaluation_suite, paired_difference, share_of_drop
-from dpo_toxicity.book.glued import Glued
-from dpo_toxicity.book.ledger import chapter_verdict
-from dpo_toxicity.verdicts import GENERATION
 from dpo_toxicity.mediation import (
     behaviour_items,
     margins,
@@ -89,9 +89,9 @@ from dpo_toxicity.patching import (
 )
 from dpo_toxicity.paths import cache_dir
 from dpo_toxicity.profiles import profile_named
-from dpo_toxicity.book.provenance import RunRecord
 from dpo_toxicity.run_artefacts import mediation_prompts, model_run
 from dpo_toxicity.scoring import OFFLINE_COMPONENTS, OfflineScorer
+from dpo_toxicity.verdicts import GENERATION
 
 glued = Glued()  # every value the prose cites, kept for the ledger's verdicts
 DOCUMENT = "book/05_patching"

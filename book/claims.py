@@ -94,8 +94,8 @@ from dpo_toxicity.book.ledger import (
     scorer_sensitivity,
     with_compared_verdicts,
 )
-from dpo_toxicity.paper_claims import key_glossary
 from dpo_toxicity.book.runs import read_run
+from dpo_toxicity.paper_claims import key_glossary
 
 glued = Glued()  # every value the prose cites, kept for the ledger's verdicts
 

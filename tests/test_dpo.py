@@ -8,9 +8,9 @@ import numpy as np
 import pytest
 import torch
 
-from dpo_toxicity.activations import neuron_activations
 import dpo_toxicity.dpo as dpo_module
 from dpo_toxicity import data
+from dpo_toxicity.activations import neuron_activations
 from dpo_toxicity.artefacts import DPO_RECORD_FILE, HELDOUT_PAIRS_FILE, PAIRS_FILE
 from dpo_toxicity.dpo import (
     PAPER_GPT2_SETTINGS,

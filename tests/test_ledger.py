@@ -8,8 +8,8 @@ import pytest
 from chapter_sources import glued_in_source
 from docutils.nodes import make_id
 
-from dpo_toxicity.book import glued as glued_module
 from dpo_toxicity import verdicts
+from dpo_toxicity.book import glued as glued_module
 from dpo_toxicity.book.ledger import (
     COMPARED,
     DIFFERS,
@@ -26,6 +26,7 @@ from dpo_toxicity.book.ledger import (
     with_compared_verdicts,
 )
 from dpo_toxicity.paper_claims import CLAIMS, HEADLINES, Claim, key_glossary, key_meaning
+from dpo_toxicity.paths import project_root
 from dpo_toxicity.verdicts import (
     GENERATION,
     MEDIATION,
@@ -41,7 +42,6 @@ from dpo_toxicity.verdicts import (
     by_metric,
     combine,
 )
-from dpo_toxicity.paths import project_root
 
 FIGURE = object()  # stands for a glued matplotlib figure: its repr is not a literal
 

@@ -4,9 +4,9 @@ from dataclasses import replace
 
 import torch
 
+from dpo_toxicity.book.provenance import RunRecord
 from dpo_toxicity.models import model_spec
 from dpo_toxicity.profiles import profile_named
-from dpo_toxicity.book.provenance import RunRecord
 
 
 def test_the_record_names_each_models_dtype_and_the_reason(monkeypatch, tiny_models):

@@ -6,12 +6,11 @@ import inspect
 import re
 from dataclasses import replace
 
+import jupytext
 import numpy as np
 import pandas as pd
 import pytest
 import torch
-
-import jupytext
 
 import dpo_toxicity.dpo as dpo_module
 import dpo_toxicity.pairs as pairs_module

@@ -31,6 +31,8 @@ import numpy as np
 import pandas as pd
 
 from . import data
+from .activations import pooled_final_states
+from .architectures import all_value_vectors
 from .artefacts import (
     BASE_ACTIVATIONS_FILE,
     DPO_ACTIVATIONS_FILE,
@@ -40,8 +42,6 @@ from .artefacts import (
     PROBE_FILE,
     STATISTICS_INPUTS_FILE,
 )
-from .activations import pooled_final_states
-from .architectures import all_value_vectors
 from .attribution import NeuronActivations, load_neuron_table, mean_neuron_activations, neuron_table, save_neuron_table
 from .dpo import DPOResult, run_dpo_model
 from .models import DEFAULT_MODEL, LoadedModel, load_model, model_spec

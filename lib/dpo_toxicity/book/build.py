@@ -28,7 +28,6 @@ from __future__ import annotations
 
 import argparse
 import ast
-import json
 import os
 import shutil
 import subprocess
@@ -41,10 +40,10 @@ import nbformat
 import papermill
 import yaml
 
-from . import runs
 from ..models import MODELS, UnknownModelError, model_spec
 from ..paths import project_root
 from ..profiles import PROFILES, UnknownProfileError, profile_named
+from . import runs
 from .provenance import hardware
 from .toc import toc_documents
 
