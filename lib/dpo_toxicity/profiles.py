@@ -221,30 +221,15 @@ FULL = Profile(
 
 # Sized for one Colab T4 (16 GB) running gpt2-medium in about an hour: 999 of the 1,199 challenge prompts for the
 # main evaluations, a few hundred for each table row, 1,000 preference pairs; 580 held-out comments per class
-# (the test pools hold 584 labelled toxic).
-COLAB = Profile(
+# (the test pools hold 584 labelled toxic); otherwise the full profile.
+COLAB = replace(
+    FULL,
     name="colab",
-    probe_train_per_class=2000,
-    probe_test_per_class=580,
-    probe_max_tokens=128,
-    batch_size=32,
     generation_batch_size=64,
-    eval_prompts=999,
-    perplexity_windows=None,
-    f1_paragraphs=None,
     pair_prompts=1000,
-    generator_trial_prompts=100,
-    pair_new_tokens=32,
     table_eval_prompts=300,
     table_perplexity_windows=32,
     table_f1_paragraphs=100,
-    edit_alphas=PAPER_EDIT_ALPHAS,
-    edit_betas=PAPER_EDIT_BETAS,
-    companion_pairs=None,
-    dpo_rate_factor=LONG_RUN_RATE_FACTOR,
-    precompute_dpo_reference=False,
-    dpo_validation_every=5,
-    complete_tables=True,
     mediation_prompts=200,
     mediation_pairs=200,
     mediation_random_draws=20,
