@@ -107,7 +107,7 @@ HTML(headline_html(headlines))
 # | {doc}`book/02_dpo` | the scorer, preference pairs, DPO training and the base-vs-DPO table (Lee et al. Table 2) |
 # | {doc}`book/03_attribution` | per-neuron projections, the four groups and their shares with a random-direction null control (Figures 1b, 2, 3, 4; v3 distributions) |
 # | {doc}`book/04_ablation` | ablating and patching toxic neurons vs DPO (Table 1) and the per-layer MLP projection (Figure 1a) |
-# | {doc}`book/05_patching` | patching the four groups to their post-DPO activations, the toxic-neuron share, activation editing against DPO, on two models (v3); and token-wise mediation in both directions against random neuron sets |
+# | {doc}`book/05_patching` | patching the four groups to their post-DPO activations, the toxic-neuron share, activation editing against DPO, on two models (v3; one in the `ci` profile); and token-wise mediation in both directions against random neuron sets |
 # | {doc}`book/claims` | the claims ledger: each claim of the paper, our values on two metrics, a tolerance, a verdict and its sensitivity to the scorer |
 # | {doc}`errata` | differences from the paper and artefacts of the authors' code |
 # | {doc}`book/protocol` | appendix: the paper's setup, settings and reference numbers, with its sources |

@@ -21,8 +21,9 @@
 # tuning-free imitation of DPO that shrinks toxic writes and grows anti-toxic ones, and reports that it
 # "outperforms DPO in reducing toxicity while preserving perplexity".
 #
-# The paper makes these claims "across models", so this chapter runs everything on two architectures: the
-# default SmolLM2-135M-Instruct (Llama) and Gemma 3 270M, a base model like the paper's. The second model gets
+# The paper makes these claims "across models", so the profiles that answer it (`full`, `colab`) run everything
+# on two architectures: the default SmolLM2-135M-Instruct (Llama) and Gemma 3 270M, a base model like the paper's.
+# {glue:md}`second_model_note` The second model gets
 # its own probe and neuron statistics, computed here by the same library functions chapters 1 and 3 use, and a
 # DPO model trained on the default model's preference pairs (the EMNLP version likewise trained Llama, Gemma
 # and Mistral on GPT-2's pairs). The paper's interventions are constants (or, where stated, a per-token scale)
@@ -33,7 +34,7 @@
 # %% tags=["parameters"]
 profile = "ci"
 model = "smollm2-135m"
-second_model = None  # None: the model registered as the default model's companion (Gemma 3 270M for SmolLM2)
+second_model = None  # None: the profile's (the default model's companion, Gemma 3 270M, in full and colab); "": none
 toxic_neurons_patched = 256
 toxic_neurons_projection = 128
 null_directions = 100
@@ -46,6 +47,7 @@ import warnings
 
 import numpy as np
 import pandas as pd
+from IPython.display import Markdown
 from tqdm import tqdm
 
 from dpo_toxicity import data, plots
@@ -98,20 +100,21 @@ DOCUMENT = "book/05_patching"
 
 warnings.filterwarnings("ignore", category=FutureWarning)
 settings = profile_named(profile)
-second_model = second_model or model_spec(model).companion
+if second_model is None:
+    second_model = model_spec(model).companion if settings.second_model else ""
 edit_alphas = edit_alphas or settings.edit_alphas
 edit_betas = edit_betas or settings.edit_betas
 # The second model first: training its DPO model is the chapter's memory peak, best reached before the default
 # model and its DPO model are loaded.
-second_run = model_run(second_model, profile, pairs_model=model)
-runs = {model: model_run(model, profile), second_model: second_run}
-settings = settings.sized_for(runs[model].lm, runs[second_model].lm)  # on a GPU, batches sized to its free memory
+second_runs = {second_model: model_run(second_model, profile, pairs_model=model)} if second_model else {}
+runs = {model: model_run(model, profile)} | second_runs
+settings = settings.sized_for(*(run.lm for run in runs.values()))  # on a GPU, batches sized to its free memory
 suffixes = {model: "", second_model: "_second"}  # glue keys: the default model's plain, the second's suffixed
 record = RunRecord(
     "05_patching",
     settings,
     runs[model].lm,
-    other_models=(runs[second_model].lm,),
+    other_models=tuple(run.lm for run in second_runs.values()),
     data_files=[
         "rtp/challenge_prompts.jsonl",
         "wikitext2/wikitext2_raw_test_hf_rows.jsonl",
@@ -120,7 +123,38 @@ record = RunRecord(
     + [f"jigsaw/{pool}.csv" for split in data.JIGSAW_POOLS.values() for pool in split],
 )
 suite = evaluation_suite(settings, OfflineScorer(), many_rows=True, cache=cache_dir("evaluations"))
-glued("second_model_name", second_model)
+if second_model:
+    glued("second_model_name", second_model)
+glued(
+    "second_model_note",
+    Markdown(
+        ""
+        if second_model
+        else f"This run's profile (`{profile}`, sized for CI's time) runs the default model only; naming a model in "
+        "the `second_model` parameter adds it."
+    ),
+)
+
+
+def on_second_model(key: str, template: str) -> None:
+    """Glue as Markdown under ``key`` the sentences of ``template`` about the second model, filled with the values
+    glued for it (``{share_tp}`` for ``share_tp_second``; ``{first[share_tp]}`` the default model's; ``{name}``),
+    or nothing where this run has no second model."""
+    if not second_model:
+        glued(key, Markdown(""))
+        return
+    values = {key.removesuffix("_second"): value for key, value in glued.values.items() if key.endswith("_second")}
+    escaped = {key: _markdown_escaped(value) for key, value in values.items()}
+    glued(key, Markdown(template.format(name=second_model, first=glued.values, **escaped)))
+
+
+def _markdown_escaped(value):
+    """A glued text shown as it reads (a verdict's reason may hold `*` or `_`); numbers as they are."""
+    if not isinstance(value, str):
+        return value
+    return "".join(f"\\{character}" if character in "\\`*_[]<>" else character for character in value)
+
+
 glued("patching_eval_prompts", len(suite.toxicity_prompts))
 glued("patch_sets_run", "every set" if settings.complete_tables else "the four groups together only")
 glued("edit_grid", f"α ∈ {{{', '.join(map(str, edit_alphas))}}} × β ∈ {{{', '.join(map(str, edit_betas))}}}")
@@ -130,7 +164,7 @@ list(runs.values())
 # ## The two models side by side
 #
 # Chapter 1's probe, chapter 3's group shares with their random-direction null control, and chapter 3's
-# projection-based toxic-neuron share, for both models. The null control recomputes the shares with the probe
+# projection-based toxic-neuron share, for each model of the run. The null control recomputes the shares with the probe
 # replaced by random unit directions: a share the probe does not change is a property of how DPO moves
 # activations, not of toxicity.
 
@@ -197,26 +231,26 @@ def side_by_side(run) -> pd.Series:
 
 
 statistics = pd.DataFrame({name: side_by_side(run) for name, run in runs.items()})
+on_second_model(
+    "second_model_side_by_side",
+    "On {name} the probe's AUC is {probe_test_auc:.3f}. Its DPO model trained on the first {dpo_pairs:.0f} of the "
+    "default model's {first[dpo_pairs]:.0f} preference pairs (the profile's `companion_pairs`) at learning rate "
+    "{dpo_learning_rate:.0e} (the default model's: {first[dpo_learning_rate]:.0e}): the model registry gives it the "
+    "EMNLP version's rate because a trial at the default model's left it barely fluent, and a profile with longer "
+    "runs multiplies both rates by the same factor (`Profile.dpo_rate_factor`). The stopping rule kept step "
+    "{dpo_kept_step:.0f} of {dpo_planned_steps:.0f}. TP− carries {share_tp:.1%} of the positive reduction (random "
+    "directions {share_tp_null_mean:.1%}), the largest |z| of the four shares is {max_share_abs_z:.1f}, and the net "
+    "reduction stands at z = {net_delta_z:.1f}.",
+)
 statistics.style.format(precision=3)
 
 # %% [markdown]
-# Probe AUC: {glue:text}`probe_test_auc:.3f` (default) and {glue:text}`probe_test_auc_second:.3f`
-# ({glue:text}`second_model_name`). The second model's DPO model trained on the first
-# {glue:text}`dpo_pairs_second:.0f` of the default model's {glue:text}`dpo_pairs:.0f` preference pairs (the
-# profile's `companion_pairs`: the `ci` profile takes a third of them to fit CI's time budget), at learning rate
-# {glue:text}`dpo_learning_rate_second:.0e` (the default model's: {glue:text}`dpo_learning_rate:.0e`). The model
-# registry gives the second model the EMNLP version's rate because a trial at the `ci` profile's default rate left
-# it barely fluent; a profile with longer runs multiplies both models' rates by the same factor
-# (`Profile.dpo_rate_factor`).
-# Chapter 2's stopping rule kept step {glue:text}`dpo_kept_step_second:.0f` of
-# {glue:text}`dpo_planned_steps_second:.0f` (the default model: {glue:text}`dpo_kept_step:.0f` of
-# {glue:text}`dpo_planned_steps:.0f`).
-# TP− carries {glue:text}`share_tp:.1%` and {glue:text}`share_tp_second:.1%` of
-# the positive reduction; random directions give {glue:text}`share_tp_null_mean:.1%` and
-# {glue:text}`share_tp_null_mean_second:.1%`, and the largest |z| of the four shares against that null is
-# {glue:text}`max_share_abs_z:.1f` and {glue:text}`max_share_abs_z_second:.1f`. The net reduction along the
-# probe stands at z = {glue:text}`net_delta_z:.1f` and {glue:text}`net_delta_z_second:.1f` against random
-# directions. *Reference (v3, Δ > 0 grouping): TP− 26-34 % across Llama-3.1-8B, Gemma-2-2B and Mistral-7B, 32 %
+# On the default model the probe's AUC is {glue:text}`probe_test_auc:.3f`, and chapter 2's stopping rule kept DPO's
+# step {glue:text}`dpo_kept_step:.0f` of {glue:text}`dpo_planned_steps:.0f`. TP− carries
+# {glue:text}`share_tp:.1%` of the positive reduction; random directions give
+# {glue:text}`share_tp_null_mean:.1%`, and the largest |z| of the four shares against that null is
+# {glue:text}`max_share_abs_z:.1f`. The net reduction along the probe stands at z = {glue:text}`net_delta_z:.1f`
+# against random directions. {glue:md}`second_model_side_by_side` *Reference (v3, Δ > 0 grouping): TP− 26-34 % across Llama-3.1-8B, Gemma-2-2B and Mistral-7B, 32 %
 # on GPT-2-medium; the paper has no null control.*
 #
 # ## Group activation patching
@@ -310,6 +344,15 @@ for name, (table, evaluations) in patching.items():
     verdict = chapter_verdict("group-patching", DOCUMENT, glued.values, GENERATION, second=bool(suffix))
     verdict = f"{verdict.label} ({verdict.reason})"
     glued(f"patch_all_verdict{suffix}", verdict)
+on_second_model(
+    "second_model_patching",
+    "On {name} the share is {share_patch_all_groups:.0%} ({share_patch_all_groups_low:.0%} to "
+    "{share_patch_all_groups_high:.0%}): *{patch_all_verdict}*.",
+)
+on_second_model(
+    "second_model_toxic_share",
+    "On {name} the two readings give {toxic_share_patching:.0%} and {toxic_share_projection:.1%}.",
+)
 
 bars = {}
 for name, (table, _) in patching.items():
@@ -321,16 +364,14 @@ for name, (table, _) in patching.items():
 # DPO's {glue:text}`tox_dpo_eval:.3f` (base {glue:text}`tox_base_eval:.3f`): a share of
 # {glue:text}`share_patch_all_groups:.0%` of DPO's drop (95 % interval {glue:text}`share_patch_all_groups_low:.0%`
 # to {glue:text}`share_patch_all_groups_high:.0%`). On generated toxicity the ledger's rule for the claim that
-# this patch reproduces DPO finds: *{glue:text}`patch_all_verdict`*. On {glue:text}`second_model_name` the share
-# is {glue:text}`share_patch_all_groups_second:.0%` ({glue:text}`share_patch_all_groups_low_second:.0%` to
-# {glue:text}`share_patch_all_groups_high_second:.0%`): *{glue:text}`patch_all_verdict_second`*. *Reference (v3 abstract): patching the four groups together
-# "replicates" DPO's reduction on every model; the per-model numbers are not published.*
+# this patch reproduces DPO finds: *{glue:text}`patch_all_verdict`*. {glue:md}`second_model_patching` *Reference
+# (v3 abstract): patching the four groups together "replicates" DPO's reduction on every model; the per-model
+# numbers are not published.*
 #
-# Clamping the 256 neurons most aligned with the probe recovers
-# {glue:text}`toxic_share_patching:.0%` (default) and {glue:text}`toxic_share_patching_second:.0%`
-# ({glue:text}`second_model_name`) of DPO's drop: reading (b) of the toxic-neuron share. Reading (a), the
-# projection-based share of the 128 most toxic dampened neurons in the side-by-side table, is
-# {glue:text}`toxic_share_projection:.1%` and {glue:text}`toxic_share_projection_second:.1%`. *Reference (v3):
+# Clamping the 256 neurons most aligned with the probe recovers {glue:text}`toxic_share_patching:.0%` of DPO's
+# drop on the default model: reading (b) of the toxic-neuron share. Reading (a), the projection-based share of the
+# 128 most toxic dampened neurons in the side-by-side table, is {glue:text}`toxic_share_projection:.1%`.
+# {glue:md}`second_model_toxic_share` *Reference (v3):
 # "2.5 % to 24 %" across models; (a) on GPT-2 gives 4.9 %.*
 #
 # The all-groups patch applied as the authors' hooks applied it (last position of each forward call) gives
@@ -340,7 +381,7 @@ for name, (table, _) in patching.items():
 # the other story: {glue:text}`f1_patch_all_groups_last:.3f` against the base model's
 # {glue:text}`f1_base_eval:.3f`.
 
-# %% tags=["hide-input"] mystnb={"figure": {"caption": "Share of DPO's toxicity drop achieved by clamping each set of neurons in the base model to its post-DPO mean activations, for both models (bars: 95 % bootstrap intervals over prompts; dashed line: DPO's own drop).", "name": "fig-patching-shares"}}
+# %% tags=["hide-input"] mystnb={"figure": {"caption": "Share of DPO's toxicity drop achieved by clamping each set of neurons in the base model to its post-DPO mean activations, for each model of the run (bars: 95 % bootstrap intervals over prompts; dashed line: DPO's own drop).", "name": "fig-patching-shares"}}
 plots.shares_of_drop(pd.DataFrame(bars).iloc[2:])
 
 # %% [markdown]
@@ -401,7 +442,8 @@ plots.shares_of_drop(pd.DataFrame(bars).iloc[2:])
 # does. A set's fraction means something only beside what random sets of its size recover, so the four groups
 # and the top 256 toxic neurons, the sets whose claims rest on that comparison, are compared with
 # {glue:text}`mediation_random_draws` random sets each, with the same number of neurons in every layer. Random
-# sets are patched by denoising only.
+# sets are patched by denoising only, and profiles without complete tables (`ci`) noise, and read the patched
+# perplexity of, the four groups only: the sets whose claims read them.
 
 # %%
 mediation = {}
@@ -413,6 +455,9 @@ for name, run in runs.items():
     named = mediation_sets(run.table, settings.complete_tables)
     controlled = {set_name: named[set_name] for set_name in NULL_CONTROLLED}
     sets = named | with_random_sets(controlled, run.lm.shape[1], settings.mediation_random_draws)
+    # Of noising and of a patch's perplexity the claims read the four groups'; profiles with complete tables also
+    # run the other sets both ways.
+    both_ways = named if settings.complete_tables else {ALL_GROUPS.name: named[ALL_GROUPS.name]}
     result = patching_margins(
         run.lm,
         run.dpo_lm,
@@ -421,7 +466,7 @@ for name, run in runs.items():
         settings.batch_size,
         progress=f"{name}: token-wise patching",
         cache=cache_dir("mediation"),
-        noised=named,
+        noised=both_ways,
     )
     sizes = {set_name: len(neurons) for set_name, neurons in named.items()}
     tables = {
@@ -429,7 +474,7 @@ for name, run in runs.items():
         "preference": mediation_table(result, sizes, slice(len(behaviour), None)),
     }
     perplexities = patched_perplexity(
-        run.lm, run.dpo_lm, suite.perplexity_text, named, max_windows=settings.table_perplexity_windows
+        run.lm, run.dpo_lm, suite.perplexity_text, both_ways, max_windows=settings.table_perplexity_windows
     )
     mediation[name] = (behaviour, preference, result, tables, perplexities)
 mediation_shown = pd.concat(
@@ -480,32 +525,37 @@ for name, (behaviour, preference, result, tables, perplexities) in mediation.ite
         )
     glued(f"ppl_patch_tokenwise_all_groups{suffix}", float(perplexities.loc["all four groups", "denoised PPL"]))
     glued(f"ppl_noise_tokenwise_all_groups{suffix}", float(perplexities.loc["all four groups", "noised PPL"]))
+on_second_model(
+    "second_model_mediation",
+    "On {name} DPO moves the margin by {mediation_dpo_margin:.2f} nats; denoising the four groups recovers "
+    "{mediation_share_all_groups_denoise:.0%} ({mediation_share_all_groups_denoise_low:.0%} to "
+    "{mediation_share_all_groups_denoise_high:.0%}) of it, random sets {mediation_share_random_all_groups_mean:.0%}, "
+    "and noising them removes {mediation_share_all_groups_noise:.0%}; its base model patched token by token keeps "
+    "perplexity {ppl_patch_tokenwise_all_groups:.2f}, against the constant-mean patch's {ppl_patch_all_groups:.4g}.",
+)
+on_second_model(
+    "second_model_mediation_toxic",
+    "On {name} the 256 most toxic neurons recover {mediation_share_toxic256_denoise:.0%} and TP− alone "
+    "{mediation_share_tp_denoise:.0%}.",
+)
 
 # %% [markdown]
 # DPO moves the mean margin by {glue:text}`mediation_dpo_margin:.2f` nats on the default model's behaviour items
-# (95 % interval {glue:text}`mediation_dpo_margin_low:.2f` to {glue:text}`mediation_dpo_margin_high:.2f`) and by
-# {glue:text}`mediation_dpo_margin_second:.2f` on {glue:text}`second_model_name`'s. Denoising the four groups
+# (95 % interval {glue:text}`mediation_dpo_margin_low:.2f` to {glue:text}`mediation_dpo_margin_high:.2f`). Denoising the four groups
 # recovers {glue:text}`mediation_share_all_groups_denoise:.0%` of it
 # ({glue:text}`mediation_share_all_groups_denoise_low:.0%` to {glue:text}`mediation_share_all_groups_denoise_high:.0%`),
 # where random sets of the same per-layer sizes recover {glue:text}`mediation_share_random_all_groups_mean:.0%`
 # (SD {glue:text}`mediation_share_random_all_groups_sd:.0%`); noising them removes
 # {glue:text}`mediation_share_all_groups_noise:.0%`
 # ({glue:text}`mediation_share_all_groups_noise_low:.0%` to {glue:text}`mediation_share_all_groups_noise_high:.0%`).
-# On {glue:text}`second_model_name`: {glue:text}`mediation_share_all_groups_denoise_second:.0%` denoising
-# ({glue:text}`mediation_share_all_groups_denoise_low_second:.0%` to
-# {glue:text}`mediation_share_all_groups_denoise_high_second:.0%`), random sets
-# {glue:text}`mediation_share_random_all_groups_mean_second:.0%`, and
-# {glue:text}`mediation_share_all_groups_noise_second:.0%` noising. Patched with real activations the base model
-# keeps perplexity {glue:text}`ppl_patch_tokenwise_all_groups:.2f` (default) and
-# {glue:text}`ppl_patch_tokenwise_all_groups_second:.2f`, against the constant-mean patch's
-# {glue:text}`ppl_patch_all_groups:.4g` and {glue:text}`ppl_patch_all_groups_second:.4g`.
+# Patched with real activations the base model keeps perplexity {glue:text}`ppl_patch_tokenwise_all_groups:.2f`,
+# against the constant-mean patch's {glue:text}`ppl_patch_all_groups:.4g`. {glue:md}`second_model_mediation`
 #
 # The 256 most toxic neurons, patched the same way, recover {glue:text}`mediation_share_toxic256_denoise:.0%`
 # ({glue:text}`mediation_share_toxic256_denoise_low:.0%` to {glue:text}`mediation_share_toxic256_denoise_high:.0%`;
-# random sets of their layers' sizes {glue:text}`mediation_share_random_toxic256_mean:.0%`) on the default model and
-# {glue:text}`mediation_share_toxic256_denoise_second:.0%` on {glue:text}`second_model_name`; TP− alone recovers
-# {glue:text}`mediation_share_tp_denoise:.0%` and {glue:text}`mediation_share_tp_denoise_second:.0%`. On the
-# preference items DPO's shift is {glue:text}`mediation_pref_dpo_margin:.2f` nats
+# random sets of their layers' sizes {glue:text}`mediation_share_random_toxic256_mean:.0%`) on the default model,
+# and TP− alone recovers {glue:text}`mediation_share_tp_denoise:.0%`. {glue:md}`second_model_mediation_toxic` On
+# the preference items DPO's shift is {glue:text}`mediation_pref_dpo_margin:.2f` nats
 # ({glue:text}`mediation_pref_dpo_margin_low:.2f` to {glue:text}`mediation_pref_dpo_margin_high:.2f`) and the four
 # groups recover {glue:text}`mediation_pref_share_all_groups_denoise:.0%` of it. *Reference (v3 abstract): the four
 # groups' patching "replicates" DPO; toxic neurons account for "2.5 % to 24 %". The paper patches constants and
@@ -618,16 +668,19 @@ for name, (table, best_label, _) in editing.items():
         + ["best edit, last position only (authors' hooks)", "best edit, per-token scale"]
     )
     points.append(table[["toxicity", "PPL"]].assign(model=name, kind=kinds))
+on_second_model(
+    "second_model_editing",
+    "On {name} the best edit, *{edit_best_label}*, reaches {tox_edit_best:.3f} at perplexity {ppl_edit_best:.2f}, "
+    "against DPO's {tox_dpo_eval:.3f} at {ppl_dpo_eval:.2f}: *{edit_verdict}*.",
+)
 
 # %% [markdown]
 # On the default model the best edit, *{glue:text}`edit_best_label`*, reaches toxicity
 # {glue:text}`tox_edit_best:.3f` at perplexity {glue:text}`ppl_edit_best:.2f`, against DPO's
 # {glue:text}`tox_dpo_eval:.3f` at {glue:text}`ppl_dpo_eval:.2f`. The ledger's rule for "editing beats DPO while
-# preserving perplexity" finds: *{glue:text}`edit_verdict`*. On {glue:text}`second_model_name` the best edit,
-# *{glue:text}`edit_best_label_second`*, reaches {glue:text}`tox_edit_best_second:.3f` at perplexity
-# {glue:text}`ppl_edit_best_second:.2f`, against DPO's {glue:text}`tox_dpo_eval_second:.3f` at
-# {glue:text}`ppl_dpo_eval_second:.2f`: *{glue:text}`edit_verdict_second`*. *Reference (v3 abstract): editing "outperforms DPO in reducing toxicity
-# while preserving perplexity"; its numbers are not published.*
+# preserving perplexity" finds: *{glue:text}`edit_verdict`*. {glue:md}`second_model_editing` *Reference (v3
+# abstract): editing "outperforms DPO in reducing toxicity while preserving perplexity"; its numbers are not
+# published.*
 #
 # Applied as the authors' hooks applied it, the same edit gives toxicity {glue:text}`tox_edit_best_last:.3f`
 # and perplexity {glue:text}`ppl_edit_best_last:.2f` on the default model, with F1
@@ -635,7 +688,7 @@ for name, (table, best_label, _) in editing.items():
 # only one position per perplexity window, the perplexity the paper reports for an edit says little about
 # what the edit does to the model.
 
-# %% tags=["hide-input"] mystnb={"figure": {"caption": "Toxicity against perplexity for the base model, DPO, every activation edit of the sweep (constant assignment at every position) and the best edit applied with the authors' last-position hooks or as a per-token scale, for both models.", "name": "fig-editing-tradeoff"}}
+# %% tags=["hide-input"] mystnb={"figure": {"caption": "Toxicity against perplexity for the base model, DPO, every activation edit of the sweep (constant assignment at every position) and the best edit applied with the authors' last-position hooks or as a per-token scale, for each model of the run.", "name": "fig-editing-tradeoff"}}
 plots.toxicity_perplexity_tradeoff(pd.concat(points))
 
 # %% [markdown]
@@ -680,13 +733,16 @@ for name, run in runs.items():
     one_scale[name] = pd.concat([frame, tokenwise])
     glued(f"mediation_share_constant_all_groups{suffixes[name]}", float(frame.loc[all_groups, "recovered fraction"]))
     glued(f"mediation_share_edit_best{suffixes[name]}", float(frame.loc[editing[name][1], "recovered fraction"]))
+on_second_model(
+    "second_model_one_scale",
+    "On {name} the two recover {mediation_share_constant_all_groups:.0%} and {mediation_share_edit_best:.0%}.",
+)
 pd.concat(one_scale, names=["model", "intervention"]).style.format(precision=3, na_rep="")
 
 # %% [markdown]
 # Clamping the four groups to their post-DPO means recovers {glue:text}`mediation_share_constant_all_groups:.0%`
-# of DPO's margin shift on the default model and {glue:text}`mediation_share_constant_all_groups_second:.0%` on
-# {glue:text}`second_model_name`; the best edit recovers {glue:text}`mediation_share_edit_best:.0%` and
-# {glue:text}`mediation_share_edit_best_second:.0%`.
+# of DPO's margin shift on the default model, and the best edit {glue:text}`mediation_share_edit_best:.0%`.
+# {glue:md}`second_model_one_scale`
 #
 # ## Provenance
 

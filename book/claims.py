@@ -22,7 +22,8 @@
 # **How to read a row.** *paper* is the claim's source and the paper's value, a reference measured on other
 # models (GPT-2-medium; in v3 also Llama-3.1-8B, Gemma-2-2B and Mistral-7B) with another scorer. The *ours*
 # columns give the glued values per model: the default model of this run and, for the claims chapter 5 tests
-# on two models, the second model. *tolerance* says what counts as reproducing the claim; shares and relative
+# on two models, the second model (in the profiles that run one: `full` and `colab`; the `ci` profile judges the
+# default model alone). *tolerance* says what counts as reproducing the claim; shares and relative
 # changes are compared, never absolute toxicities. *null control* gives, where the book has one, what random
 # directions in place of the probe give. The *verdict* is one of:
 #

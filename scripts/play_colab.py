@@ -5,7 +5,9 @@ script takes one as the built site serves it, edits its ``parameters`` cell as a
 fewer null directions), and executes it top to bottom in a fresh virtual environment that holds only what a
 Colab runtime brings (torch and a Jupyter kernel): the notebook's own set-up cell installs the package (from
 this checkout, through ``$DPO_TOX_INSTALL``, in place of the commit on GitHub) and the model weights (from the
-package index). It then checks that the edited values reached the results: the provenance names the edited
+package index). Its cache starts empty, as a fresh runtime's does, so the chapter computes every artefact it
+reads (probe, preference pairs, DPO model, neuron statistics); the edited model is a tiny random one so that this
+fits CI's time. It then checks that the edited values reached the results: the provenance names the edited
 model and the null control used the edited number of directions. Exit 1 otherwise.
 
 Run from the project root after ``make book`` (CI does, in ``.ci/run``)::
@@ -18,6 +20,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import shutil
 import subprocess
 import venv
 from pathlib import Path
@@ -27,10 +30,11 @@ import papermill
 
 from dpo_toxicity.book.build import INSTALL_ENV, NOTEBOOKS
 from dpo_toxicity.book.ledger import glued_values
-from dpo_toxicity.paths import CACHE_ENV, DATA_ENV, cache_dir, data_root, project_root
+from dpo_toxicity.paths import CACHE_ENV, DATA_ENV, data_root, project_root
 
 DOCUMENT = "book/03_attribution"
-EDITS = {"model": '"gemma3-270m"', "null_directions": "20"}  # what the reader types into the parameters cell
+EDITED_MODEL = "tiny-llama"
+EDITS = {"model": f'"{EDITED_MODEL}"', "null_directions": "20"}  # what the reader types into the parameters cell
 WORK = Path("_build/colab")
 COLAB_BRINGS = ("torch", "ipykernel")  # pinned in requirements.txt; a Colab runtime has both preinstalled
 
@@ -78,14 +82,18 @@ def main() -> None:
     notebook = folder / "run" / f"{Path(DOCUMENT).name}.ipynb"
     notebook.parent.mkdir(parents=True, exist_ok=True)
     nbformat.write(edited(nbformat.read(published, as_version=4)), notebook.with_suffix(".edited.ipynb"))
-    # The kernel finds the checkout instead of GitHub, and the data and the run's caches where this build left them.
+    # The kernel finds the checkout instead of GitHub and the data where this build read it; its cache is empty.
+    cache = folder / "cache"
+    shutil.rmtree(cache, ignore_errors=True)
     os.environ.update(
         {
             INSTALL_ENV: str(root),
             DATA_ENV: str(data_root()),
-            CACHE_ENV: str(cache_dir()),
+            CACHE_ENV: str(cache),
             "HF_HUB_OFFLINE": "1",
             "TRANSFORMERS_OFFLINE": "1",
+            # Bytecode for the ~20,000 modules the set-up cell installs would cost more than the kernel's imports.
+            "PIP_COMPILE": "false",
         }
     )
     papermill.execute_notebook(
@@ -101,8 +109,8 @@ def main() -> None:
     problems = []
     if values.get("null_directions_n") != 20:
         problems.append(f"null_directions_n is {values.get('null_directions_n')}, not the edited 20")
-    if "gemma3-270m" not in outputs or "weights hash" not in outputs:
-        problems.append("the provenance does not name the edited model gemma3-270m")
+    if EDITED_MODEL not in outputs or "weights hash" not in outputs:
+        problems.append(f"the provenance does not name the edited model {EDITED_MODEL}")
     if problems:
         raise SystemExit("The reader's edits did not reach the results: " + "; ".join(problems) + ".")
     print(f"{DOCUMENT} ran as a Colab reader edited it ({EDITS}), in a fresh environment.")

@@ -1034,7 +1034,11 @@ def test_the_headline_table_shows_each_models_number_with_its_interval_and_the_v
         {
             "second_model_name": "gemma3-270m",
             **interval("mediation_share_all_groups_denoise", 0.58, 0.51, 0.66),
-            **interval("mediation_share_all_groups_denoise_second", 0.38, 0.30, 0.47),
+            # The chapters glue the second model's keys with the suffix last: ..._low_second.
+            **{
+                f"{key}_second": value
+                for key, value in interval("mediation_share_all_groups_denoise", 0.38, 0.30, 0.47).items()
+            },
         },
     )
     table = ledger_table(tmp_path, model="smollm2-135m")
@@ -1048,6 +1052,21 @@ def test_the_headline_table_shows_each_models_number_with_its_interval_and_the_v
     assert headlines.loc["ablation-falls-short", "ours (gemma3-270m)"] == "not measured"  # a one-model claim
     assert (headlines["verdict"] == table.loc[headlines.index, "verdict"]).all()
     assert "0.58 [0.51, 0.66]" in headline_html(headlines)
+
+
+def test_a_run_without_a_second_model_judges_the_default_model_alone_and_says_so(tmp_path):
+    tp = {"share_tp": 0.31, "share_tp_null_mean": 0.2, "share_tp_z": 3.0}
+    write_notebook(tmp_path / "03_attribution.ipynb", tp)
+    write_notebook(tmp_path / "05_patching.ipynb", interval("mediation_share_all_groups_denoise", 0.58, 0.51, 0.66))
+    table = ledger_table(tmp_path, model="smollm2-135m")
+    alone = chapter_verdict("tp-share", "book/03_attribution", tp)
+    assert alone.label != NOT_TESTABLE
+    assert (table.loc["tp-share", "verdict"], table.loc["tp-share", "why"]) == (alone.label, alone.reason)
+    assert table.loc["tp-share", "ours (second model)"] == "no second model in this run"
+    assert table.loc["ablation-falls-short", "ours (second model)"] == "not measured on this model"
+    headlines = headline_table(table, tmp_path)
+    assert headlines.loc["group-patching", "ours (second model)"] == "no second model in this run"
+    assert headlines.loc["ablation-falls-short", "ours (second model)"] == "not measured"
 
 
 def test_a_chapter_gets_the_ledgers_own_verdict_from_the_values_it_glued(tmp_path):

@@ -159,3 +159,17 @@ def test_under_a_launcher_each_process_uses_its_own_gpu(monkeypatch):
     assert models.default_device() == torch.device("cuda", 3)
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
     assert models.default_device() == torch.device("cpu")
+
+
+# The book's CI profile runs no second model: this is where the offline Gemma 3 weights are loaded on every CI run.
+@pytest.mark.parametrize(
+    ("name", "family", "shape"),
+    [("smollm2-135m", "llama", (30, 1536, 576)), ("gemma3-270m", "gemma3", (18, 2048, 640))],
+)
+def test_the_offline_models_load_from_their_weight_packages(name, family, shape):
+    lm = load_model(name, device="cpu")
+    assert architecture_of(lm.model).family == family and lm.shape == shape
+    encoding = lm.tokenizer(["You are a"], return_tensors="pt")
+    with torch.inference_mode():
+        logits = lm.model(**encoding).logits
+    assert logits.shape[-1] >= len(lm.tokenizer) and torch.isfinite(logits).all()

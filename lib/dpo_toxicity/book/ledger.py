@@ -194,7 +194,7 @@ def scorer_sensitivity(folder: Path | str, components: tuple[str, ...] = ("profa
 def _claim_verdict(claim: Claim, chapters: ExecutedChapters) -> Verdict:
     """A claim's verdict over both models (:func:`combine`), as the ledger gives it."""
     first = assess(claim, chapters).verdict
-    if not claim.second_model:
+    if not (claim.second_model and _second_model_name(chapters)):
         return first
     return combine([first, assess(claim, chapters, second=True).verdict])
 
@@ -306,6 +306,23 @@ def _chapter_link(claim: Claim, chapters: ExecutedChapters) -> str:
     return f'<a href="{html.escape(href)}">{html.escape(label)}</a>'
 
 
+SECOND_MODEL = "second model"
+
+
+def _second_model_name(chapters: ExecutedChapters) -> str | None:
+    """The second model's name; ``None`` where the chapter that runs it ran without one (a profile without a second
+    model); "second model" where that chapter has not run, so that its claims say so."""
+    try:
+        return chapters.values(SECOND_MODEL_DOCUMENT).get("second_model_name")
+    except MissingChapterError:
+        return SECOND_MODEL
+
+
+def _unmeasured(claim: Claim, second_name: str | None) -> str:
+    """What the second model's column says where it has no values for ``claim``."""
+    return "no second model in this run" if claim.second_model and second_name is None else "not measured on this model"
+
+
 def ledger_table(folder: Path | str, model: str = "default model") -> pd.DataFrame:
     """The ledger: one row per claim of :data:`CLAIMS`, judged on the executed chapters in ``folder``.
 
@@ -314,15 +331,12 @@ def ledger_table(folder: Path | str, model: str = "default model") -> pd.DataFra
     HTML (render with :func:`ledger_html`); every other column is plain text.
     """
     chapters = ExecutedChapters(Path(folder))
-    try:
-        second_name = str(chapters.values(SECOND_MODEL_DOCUMENT).get("second_model_name", "second model"))
-    except MissingChapterError:
-        second_name = "second model"
-    first_column, second_column = f"ours ({model})", f"ours ({second_name})"
+    second_name = _second_model_name(chapters)
+    first_column, second_column = f"ours ({model})", f"ours ({second_name or SECOND_MODEL})"
     rows = []
     for claim in CLAIMS:
         first = assess(claim, chapters)
-        second = assess(claim, chapters, second=True) if claim.second_model else None
+        second = assess(claim, chapters, second=True) if claim.second_model and second_name else None
         if second:
             verdict = combine(
                 [
@@ -349,7 +363,7 @@ def ledger_table(folder: Path | str, model: str = "default model") -> pd.DataFra
                 "claim": claim.statement,
                 "paper": f"{claim.source}: {claim.paper_text}",
                 first_column: _shown(first.values, names),
-                second_column: _shown(second.values, names) if second else "not measured on this model",
+                second_column: _shown(second.values, names) if second else _unmeasured(claim, second_name),
                 "tolerance": tolerance,
                 "null control": null or "none",
                 "verdict": verdict.label,
@@ -439,6 +453,7 @@ def headline_table(table: pd.DataFrame, folder: Path | str) -> pd.DataFrame:
     paper's value, the number that answers it on each model with its 95 % interval, and the ledger's verdict
     from ``table`` (:func:`ledger_table` of the same ``folder``)."""
     chapters = ExecutedChapters(Path(folder))
+    second_name = _second_model_name(chapters)
     claims = {claim.id: claim for claim in CLAIMS}
     ours = [column for column in table.columns if column.startswith("ours (")]
     rows = []
@@ -452,8 +467,8 @@ def headline_table(table: pd.DataFrame, folder: Path | str) -> pd.DataFrame:
         }
         for column, second in zip(ours, (False, True)):
             document, key, _ = claim.located(headline.key, headline.key, second)
-            if second and not claim.second_model:
-                row[column] = "not measured"
+            if second and not (claim.second_model and second_name):
+                row[column] = "not measured" if not claim.second_model else "no second model in this run"
                 continue
             try:
                 values = chapters.values(document)
@@ -463,7 +478,10 @@ def headline_table(table: pd.DataFrame, folder: Path | str) -> pd.DataFrame:
             if not isinstance(value, (int, float)) or isinstance(value, bool) or math.isnan(value):
                 row[column] = "missing"
             elif headline.interval:
-                low, high = values.get(f"{key}_low", math.nan), values.get(f"{key}_high", math.nan)
+                low, high = (
+                    values.get(claim.located(f"{headline.key}_{end}", f"{headline.key}_{end}", second)[1], math.nan)
+                    for end in ("low", "high")
+                )
                 row[column] = f"{value:.2f} [{low:.2f}, {high:.2f}]"
             else:
                 row[column] = f"{value:.3g}"
