@@ -156,7 +156,16 @@ def _markdown_escaped(value):
 
 
 glued("patching_eval_prompts", len(suite.toxicity_prompts))
-glued("patch_sets_run", "every set" if settings.complete_tables else "the four groups together only")
+
+
+def complete(name: str) -> bool:
+    """Whether model ``name`` gets the rows that refine a claim rather than test it (the constant patch of each group
+    alone and of the partial sets, noising and patched perplexity beyond the four groups, every row on one scale):
+    in profiles with complete tables, the default model; a second model gets the rows the claims read."""
+    return settings.complete_tables and name == model
+
+
+glued("patch_sets_run", "every set" if complete(model) else "the four groups together only")
 glued("edit_grid", f"α ∈ {{{', '.join(map(str, edit_alphas))}}} × β ∈ {{{', '.join(map(str, edit_betas))}}}")
 list(runs.values())
 
@@ -262,13 +271,14 @@ statistics.style.format(precision=3)
 # call only, as the authors' hooks did: for perplexity that leaves all but one position of each window
 # unpatched. Shares of DPO's drop are paired over the {glue:text}`patching_eval_prompts` prompts, with
 # bootstrap intervals. Profiles with complete tables (`full`, `colab`) also patch each group alone and the
-# partial sets TP− + AN− and TP− + AN− + TN+; this run's table holds {glue:text}`patch_sets_run`.
+# partial sets TP− + AN− and TP− + AN− + TN+ on the default model, whose table in this run holds
+# {glue:text}`patch_sets_run`; a second model repeats the rows the claims read.
 
 
 # %%
-def patching_rows(run) -> list:
+def patching_rows(name: str, run) -> list:
     rows = [("base", run.lm, None), ("DPO", run.dpo_lm, None)]
-    patch_sets = PATCH_SETS if settings.complete_tables else (ALL_GROUPS,)
+    patch_sets = PATCH_SETS if complete(name) else (ALL_GROUPS,)
     rows += [(None, run.lm, group_patch(run.table, patch_set)) for patch_set in patch_sets]
     rows.append((None, run.lm, toxic_neurons_patch(run.table, top=toxic_neurons_patched)))
     rows.append((None, run.lm, group_patch(run.table, ALL_GROUPS, positions="last")))
@@ -277,7 +287,7 @@ def patching_rows(run) -> list:
 
 patching, interventions = {}, {}  # interventions[model]: (label, intervention) of every base-model row, for later
 for name, run in runs.items():
-    rows = patching_rows(run)
+    rows = patching_rows(name, run)
     evaluations = [
         suite.evaluate(row_model, label or intervention.name, intervention, progress=False)
         for label, row_model, intervention in tqdm(rows, desc=f"{name}: patching rows")
@@ -442,8 +452,10 @@ plots.shares_of_drop(pd.DataFrame(bars).iloc[2:])
 # does. A set's fraction means something only beside what random sets of its size recover, so the four groups
 # and the top 256 toxic neurons, the sets whose claims rest on that comparison, are compared with
 # {glue:text}`mediation_random_draws` random sets each, with the same number of neurons in every layer. Random
-# sets are patched by denoising only, and profiles without complete tables (`ci`) noise, and read the patched
-# perplexity of, the four groups only: the sets whose claims read them.
+# sets are patched by denoising only. The four groups, TP− and the top 256 are patched in every profile; each
+# other group alone, the partial sets, the top 128 and the dampened toxic neurons in profiles with complete
+# tables, which on the default model also noise every set and read its patched perplexity (otherwise only the four
+# groups', the set whose claims read them).
 
 # %%
 mediation = {}
@@ -457,7 +469,7 @@ for name, run in runs.items():
     sets = named | with_random_sets(controlled, run.lm.shape[1], settings.mediation_random_draws)
     # Of noising and of a patch's perplexity the claims read the four groups'; profiles with complete tables also
     # run the other sets both ways.
-    both_ways = named if settings.complete_tables else {ALL_GROUPS.name: named[ALL_GROUPS.name]}
+    both_ways = named if complete(name) else {ALL_GROUPS.name: named[ALL_GROUPS.name]}
     result = patching_margins(
         run.lm,
         run.dpo_lm,
@@ -497,6 +509,8 @@ set_keys = {
     "TN+": "tn",
     "AP+": "ap",
     "AN−": "an",
+    "TP− + AN−": "tp_an",
+    "TP− + AN− + TN+": "tp_an_tn",
     "top 128 toxic": "toxic128",
     "top 256 toxic": "toxic256",
     "dampened toxic (TP− by activation change)": "dampened",
@@ -697,21 +711,17 @@ plots.toxicity_perplexity_tradeoff(pd.concat(points))
 # Constant-mean patching (the paper's method), token-wise patching and activation editing, each as a recovered
 # fraction {eq}`eq-recovered-fraction` of DPO's margin shift on the same behaviour items, beside its share of DPO's
 # generated-toxicity drop and its perplexity: 1 is DPO, 0 the base model. Profiles with complete tables read every
-# row of the two tables above; the others the rows the claims ledger judges (the constant patches of the four
-# groups and of the top 256 toxic neurons, and the best edit).
+# row of the default model's two tables above; the second model, and the other profiles, the rows the claims ledger
+# judges (the constant patches of the four groups and of the top 256 toxic neurons, and the best edit).
 
 # %%
 one_scale = {}
 for name, run in runs.items():
     behaviour, _, result, tables, perplexities = mediation[name]
     items = slice(0, len(behaviour))
-    # Profiles without complete tables read the rows the ledger judges: the paper's patch and the best edit.
+    # Without complete tables, the rows the ledger judges: the paper's patch and the best edit.
     judged = {all_groups, top_toxic, editing[name][1]}
-    chosen = [
-        (label, intervention)
-        for label, intervention in interventions[name]
-        if settings.complete_tables or label in judged
-    ]
+    chosen = [(label, intervention) for label, intervention in interventions[name] if complete(name) or label in judged]
     rows = {
         label: recovered_fraction(
             result.base[items],
