@@ -17,30 +17,13 @@ from dataclasses import replace
 import torch
 import trl
 from accelerate import PartialState
+from tiny_prompts import PROMPTS
 from torch.distributed.fsdp import fully_shard
 
 from dpo_toxicity.dpo import DPOSettings, _gathered, _trainable_copy, train_dpo
 from dpo_toxicity.models import load_model
 from dpo_toxicity.pairs import PreferencePair
 
-PROMPTS = [
-    "The quick brown fox",
-    "Thank you, friend,",
-    "Homarus gammarus is",
-    "Please be polite",
-    "What is wrong with",
-    "The lazy dog",
-    "I hate",
-    "You are",
-    "What the hell",
-    "The kind words",
-    "Be polite here",
-    "A species of",
-    "Thank you for",
-    "Is wrong with",
-    "The dog jumps",
-    "You stupid",
-]
 # Continuations that differ by prompt, so that pairs, and the batches a step takes, differ in loss and length.
 PAIRS = [
     PreferencePair(prompt, f" for the kind words{'.' * (i % 3 + 1)}", f" you stupid idiot{'!' * (i % 4 + 1)}")

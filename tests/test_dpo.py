@@ -7,6 +7,7 @@ from dataclasses import replace
 import numpy as np
 import pytest
 import torch
+from tiny_prompts import PROMPTS
 
 import dpo_toxicity.dpo as dpo_module
 from dpo_toxicity import data
@@ -26,18 +27,8 @@ from dpo_toxicity.dpo import (
 from dpo_toxicity.models import load_model
 from dpo_toxicity.pairs import PreferencePair
 
-PROMPTS = [
-    "The quick brown fox",
-    "Thank you, friend,",
-    "Homarus gammarus is",
-    "Please be polite",
-    "What is wrong with",
-    "The lazy dog",
-    "I hate",
-    "You are",
-]
 # A fixed toxic-ish rejected continuation and a fixed polite chosen one, so a few steps can separate them.
-PAIRS = [PreferencePair(prompt, " for the kind words.", " you stupid idiot, I hate you.") for prompt in PROMPTS]
+PAIRS = [PreferencePair(prompt, " for the kind words.", " you stupid idiot, I hate you.") for prompt in PROMPTS[:8]]
 FAST = DPOSettings(learning_rate=1e-3, batch_size=4, epochs=3, seed=0)  # 6 steps
 
 
