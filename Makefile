@@ -16,7 +16,7 @@ MATHJAX := .cache/mathjax/node_modules/mathjax/es5/tex-svg.js
 TORCH_PIN := $(shell grep -m1 -E '^torch==' requirements.txt)
 TORCH_INDEX := https://download.pytorch.org/whl/cpu
 
-.PHONY: install data mathjax book results site check-site play-colab test bench clean
+.PHONY: install data mathjax book results results-save results-restore site check-site play-colab test bench clean
 
 install: $(VENV)/.installed
 
@@ -52,6 +52,16 @@ book: install mathjax data
 # (uncommitted changes refused), resuming a run of this commit that stopped; hours on 2 cores (README).
 results: install data
 	$(BIN)/python -m dpo_toxicity.book --results --profile full --model $(MODEL)
+
+# An unfinished `make results` carried to the next machine through the repository (scripts/run_checkpoint.py):
+# save into results/unfinished/ and commit it before the machine goes; restore on the next one, then make results.
+RESULTS_WORKTREE ?= ../dpo-results
+RESULTS_CACHE ?= $(HOME)/.cache/dpo-toxicity
+results-save: install
+	$(BIN)/python scripts/run_checkpoint.py save --worktree $(RESULTS_WORKTREE) --cache $(RESULTS_CACHE) --model $(MODEL) $(if $(SINCE),--since $(SINCE))
+
+results-restore: install
+	$(BIN)/python scripts/run_checkpoint.py restore --worktree $(RESULTS_WORKTREE) --cache $(RESULTS_CACHE) --model $(MODEL)
 
 # The published site: built from the bundle without executing a chapter, its ledger beside the CI run's verdicts.
 site: install mathjax data

@@ -5,17 +5,12 @@ they need no browser; one test renders the site in headless Chromium and is skip
 """
 
 import base64
-import importlib.util
 import json
-import sys
-from pathlib import Path
 
 import pytest
+from project_scripts import load_script
 
-SCRIPT = Path(__file__).resolve().parents[1] / "scripts" / "check_site.py"
-spec = importlib.util.spec_from_file_location("check_site", SCRIPT)
-check_site = sys.modules["check_site"] = importlib.util.module_from_spec(spec)  # dataclasses look it up
-spec.loader.exec_module(check_site)
+check_site = load_script("check_site")
 
 ONE_PIXEL_PNG = base64.b64decode(
     "iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAYAAAAfFcSJAAAADUlEQVR4nGNgYGD4DwABBAEAwS2OUAAAAABJRU5ErkJggg=="

@@ -1,23 +1,16 @@
 """README's timing table is the one ``scripts/readme_timings.py`` makes from the records in ``bench/``."""
 
-import importlib.util
 import json
 
 import nbformat
 import pytest
+from project_scripts import load_script
 
 from dpo_toxicity.book import build, runs
 from dpo_toxicity.paths import project_root
 
 
-def script():
-    spec = importlib.util.spec_from_file_location("readme_timings", project_root() / "scripts" / "readme_timings.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-readme_timings = script()
+readme_timings = load_script("readme_timings")
 
 
 def test_the_readme_carries_the_tables_of_the_bench_records():

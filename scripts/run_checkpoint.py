@@ -1,0 +1,229 @@
+"""Carry an unfinished ``make results`` from one machine to the next through the repository.
+
+The paper-size run takes longer than one working session, and this project's machines keep nothing but the
+repository from one session to the next: a worktree and a cache outside it are gone. ``save`` copies what the
+run has finished into ``results/unfinished/<profile>-<model>/``, to be committed: the executed chapters with the
+run's manifest (``run/``), every cached stage except model weights (``cache.tar.xz``) and a record of the run's
+legs (``checkpoint.json``). ``restore`` puts them back into a worktree pinned at the run's commit and into its
+cache, so that ``make results`` there goes on where the run stopped::
+
+    python scripts/run_checkpoint.py save    --worktree ../dpo-results --cache ~/.cache/dpo-toxicity
+    python scripts/run_checkpoint.py restore --worktree ../dpo-results --cache ~/.cache/dpo-toxicity
+
+Model weights (hundreds of MB) stay behind: a resumed run converts the base models again and trains the DPO
+models again from the carried pairs. Every cached row is keyed by the DPO model's inputs, not its weights, so a
+retrained model must be the earlier one bit for bit: ``save`` records each DPO model's weight digest and refuses
+to save a run whose retrained weights differ from a digest recorded before (the rows would then mix two models;
+delete the checkpoint and run again from the start). Once ``make results`` has published ``results/<profile>``,
+delete the checkpoint in the commit that adds the bundle.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import io
+import json
+import platform
+import shutil
+import subprocess
+import tarfile
+from datetime import datetime, timezone
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+UNFINISHED = Path("results/unfinished")
+RUNS = Path("_build/runs")
+MANIFEST = "manifest.json"
+RECORD = "checkpoint.json"
+CACHE_ARCHIVE = "cache.tar.xz"
+# Cache folders a resumed run remakes from the weight packages (GGUF copies, converted models, DPO models).
+REMADE = ("gguf", "models", "dpo", "mathjax")
+DPO_RECORD = "dpo.json"
+# restore's mark in the cache: when this leg of the run began (a first leg names it with --since).
+LEG_MARK = ".checkpoint-leg-started"
+
+
+class CheckpointError(RuntimeError):
+    """A checkpoint cannot be saved or restored as asked; the message says what to do."""
+
+
+def now() -> str:
+    return datetime.now(timezone.utc).isoformat(timespec="seconds")
+
+
+def cpu_model() -> str:
+    """The CPU's model name: a DPO model trained again matches bit for bit only on the same kind of CPU."""
+    cpuinfo = Path("/proc/cpuinfo")
+    lines = cpuinfo.read_text().splitlines() if cpuinfo.is_file() else []
+    names = [line.split(":", 1)[1].strip() for line in lines if line.startswith("model name")]
+    return f"{len(names)} x {names[0]}" if names else platform.processor() or platform.machine()
+
+
+def git(root: Path, *arguments: str) -> str:
+    return subprocess.run(["git", *arguments], cwd=root, capture_output=True, text=True, check=True).stdout.strip()
+
+
+def carried(path: Path) -> bool:
+    """Whether a cache file is a finished stage: not a temporary file of an unfinished write."""
+    return not any(part.startswith(".") or ".partial" in part for part in path.parts)
+
+
+def cache_files(cache: Path) -> list[Path]:
+    """The cache's finished stages, relative to ``cache``, sorted: everything but :data:`REMADE` folders."""
+    return sorted(
+        path.relative_to(cache)
+        for path in cache.rglob("*")
+        if path.is_file() and path.relative_to(cache).parts[0] not in REMADE and carried(path.relative_to(cache))
+    )
+
+
+def dpo_digests(cache: Path) -> dict[str, str]:
+    """``{DPO model folder: sha256 of its weight files}`` for every finished DPO model in the cache."""
+    digests = {}
+    for record in sorted((cache / "dpo").glob(f"*/{DPO_RECORD}")):
+        hasher = hashlib.sha256()
+        for weights in sorted(record.parent.glob("*.safetensors")):
+            hasher.update(weights.name.encode())
+            hasher.update(weights.read_bytes())
+        digests[record.parent.name] = hasher.hexdigest()
+    return digests
+
+
+def cache_archive(cache: Path) -> bytes:
+    """The finished stages as an xz tarball with fixed metadata, so that unchanged stages give unchanged bytes."""
+    buffer = io.BytesIO()
+    with tarfile.open(fileobj=buffer, mode="w:xz") as archive:
+        for relative in cache_files(cache):
+            info = archive.gettarinfo(cache / relative, arcname=relative.as_posix())
+            info.mtime, info.uid, info.gid, info.uname, info.gname = 0, 0, 0, "", ""
+            with open(cache / relative, "rb") as handle:
+                archive.addfile(info, handle)
+    return buffer.getvalue()
+
+
+def save(worktree: Path, cache: Path, profile: str, model: str, since: str | None = None, root: Path = ROOT) -> Path:
+    """Copy the run of ``profile`` on ``model`` in ``worktree`` (its finished chapters, cache and DPO digests)
+    into ``root/results/unfinished/<profile>-<model>``, replacing the previous checkpoint of the same commit.
+
+    Raises :class:`CheckpointError` when the worktree has no finished chapter, when the checkpoint there is of
+    another commit, or when a DPO model's weights differ from the digest an earlier leg recorded.
+    """
+    name = f"{profile}-{model}"
+    run = worktree / RUNS / name
+    if not (run / MANIFEST).is_file():
+        raise CheckpointError(f"{run} has no {MANIFEST}: no chapter has finished yet, so there is nothing to carry.")
+    commit = git(worktree, "rev-parse", "HEAD")
+    manifest = json.loads((run / MANIFEST).read_text(encoding="utf-8"))
+    finished = [document for document, record in manifest["chapters"].items() if record["commit"] == commit]
+    target = root / UNFINISHED / name
+    previous = json.loads((target / RECORD).read_text(encoding="utf-8")) if (target / RECORD).is_file() else None
+    if previous and previous["commit"] != commit:
+        raise CheckpointError(
+            f"{target} carries a run of commit {previous['commit'][:12]}, the worktree is at {commit[:12]}. Restore "
+            f"that one into a worktree of its commit, or delete {target} to start the run from this commit."
+        )
+    digests = dict(previous["dpo_weights"]) if previous else {}
+    for folder, digest in dpo_digests(cache).items():
+        if digests.get(folder, digest) != digest:
+            raise CheckpointError(
+                f"The DPO model {folder} trained again differs from the one the earlier legs used (weights "
+                f"{digest[:12]}, recorded {digests[folder][:12]}): the cached rows would mix two models. Delete "
+                f"{target} and the cache {cache}, and run the bundle again from the start."
+            )
+        digests[folder] = digest
+    mark = cache / LEG_MARK
+    started = since or (mark.read_text(encoding="utf-8").strip() if mark.is_file() else None)
+    if started is None:
+        raise CheckpointError(
+            f"When did this leg of the run start? restore marks it in {mark}; for a first leg pass --since "
+            "(an ISO time, such as 2026-12-07T12:45:00+00:00)."
+        )
+    legs = [leg for leg in (previous["legs"] if previous else []) if leg["started"] != started]
+    legs.append({"started": started, "saved": now(), "cpu": cpu_model(), "finished": finished})
+    record = {
+        "commit": commit,
+        "profile": profile,
+        "model": model,
+        "finished": finished,
+        "dpo_weights": digests,
+        "legs": legs,
+        "cache_files": len(cache_files(cache)),
+    }
+    partial = target.with_name(f".{name}.partial")
+    shutil.rmtree(partial, ignore_errors=True)
+    (partial / "run").mkdir(parents=True)
+    for document in finished:
+        (partial / "run" / document).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy2(run / f"{document}.ipynb", partial / "run" / f"{document}.ipynb")
+    manifest["chapters"] = {document: manifest["chapters"][document] for document in finished}
+    (partial / "run" / MANIFEST).write_text(json.dumps(manifest, indent=1), encoding="utf-8")
+    (partial / CACHE_ARCHIVE).write_bytes(cache_archive(cache))
+    (partial / RECORD).write_text(json.dumps(record, indent=1), encoding="utf-8")
+    shutil.rmtree(target, ignore_errors=True)
+    partial.rename(target)
+    return target
+
+
+def restore(worktree: Path, cache: Path, profile: str, model: str, root: Path = ROOT) -> Path:
+    """Put the checkpoint of ``profile`` on ``model`` back: a worktree of its commit at ``worktree`` (added
+    where absent), its finished chapters in the worktree's run folder and its stages in ``cache`` (files already
+    there are kept). Marks the start of this leg in the cache. Returns the run folder.
+
+    Raises :class:`CheckpointError` when there is no checkpoint, when ``worktree`` is at another commit or when
+    its run folder already holds a run.
+    """
+    name = f"{profile}-{model}"
+    source = root / UNFINISHED / name
+    if not (source / RECORD).is_file():
+        raise CheckpointError(f"No checkpoint at {source}: start the run with `make results` in a worktree.")
+    record = json.loads((source / RECORD).read_text(encoding="utf-8"))
+    if not worktree.exists():
+        git(root, "worktree", "add", "--detach", str(worktree), record["commit"])
+    head = git(worktree, "rev-parse", "HEAD")
+    if head != record["commit"]:
+        raise CheckpointError(
+            f"{worktree} is at {head[:12]}; the checkpoint's run is of {record['commit'][:12]}. Check that commit "
+            f"out there (git -C {worktree} checkout --detach {record['commit']})."
+        )
+    run = worktree / RUNS / name
+    if (run / MANIFEST).is_file():
+        raise CheckpointError(f"{run} already holds a run; `make results` there resumes it without a restore.")
+    shutil.copytree(source / "run", run, dirs_exist_ok=True)
+    cache.mkdir(parents=True, exist_ok=True)
+    with tarfile.open(source / CACHE_ARCHIVE, mode="r:xz") as archive:
+        for member in archive.getmembers():
+            if not (cache / member.name).exists():
+                archive.extract(member, cache, filter="data")
+    (cache / LEG_MARK).write_text(now(), encoding="utf-8")
+    return run
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("action", choices=("save", "restore"))
+    parser.add_argument("--worktree", type=Path, required=True, help="the worktree the run executes in")
+    parser.add_argument("--cache", type=Path, required=True, help="its DPO_TOX_CACHE")
+    parser.add_argument("--profile", default="full")
+    parser.add_argument("--model", default="smollm2-135m")
+    parser.add_argument("--since", help="save: when this leg started, for a first leg (ISO time)")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> None:
+    arguments = _parser().parse_args(argv)
+    worktree, cache = arguments.worktree.resolve(), arguments.cache.expanduser().resolve()
+    try:
+        if arguments.action == "save":
+            target = save(worktree, cache, arguments.profile, arguments.model, arguments.since)
+            record = json.loads((target / RECORD).read_text(encoding="utf-8"))
+            print(f"saved {target.relative_to(ROOT)}: chapters {record['finished']}, {record['cache_files']} stages")
+        else:
+            run = restore(worktree, cache, arguments.profile, arguments.model)
+            print(f"restored {run}; go on with: cd {worktree} && DPO_TOX_CACHE={cache} make results")
+    except CheckpointError as error:
+        raise SystemExit(str(error)) from None
+
+
+if __name__ == "__main__":
+    main()
