@@ -143,6 +143,15 @@ def test_the_base_weights_are_set_aside_during_training_and_come_back_tied(monke
     assert after.keys() == before.keys() and all(torch.equal(after[n], before[n]) for n in before)
 
 
+def test_training_again_on_the_same_pairs_gives_the_same_weights_bit_for_bit(lm, trained):
+    # A bundle run carried to another machine trains its DPO model again and reuses rows cached with the first.
+    again = dict(train_dpo(lm, PAIRS, FAST).model.model.named_parameters())
+    first = dict(trained.model.model.named_parameters())
+    assert again.keys() == first.keys()
+    assert all(torch.equal(again[name], first[name]) for name in first)
+    assert not all(torch.equal(first[name], parameter) for name, parameter in lm.model.named_parameters())
+
+
 def test_accumulating_micro_batches_gives_the_same_steps(lm, monkeypatch):
     import trl
 
