@@ -133,12 +133,14 @@ def save(worktree: Path, cache: Path, profile: str, model: str, since: str | Non
             )
         digests[folder] = digest
     mark = cache / LEG_MARK
-    started = since or (mark.read_text(encoding="utf-8").strip() if mark.is_file() else None)
-    if started is None:
+    if since:
+        mark.write_text(since, encoding="utf-8")  # later saves of this leg read it
+    if not mark.is_file():
         raise CheckpointError(
             f"When did this leg of the run start? restore marks it in {mark}; for a first leg pass --since "
             "(an ISO time, such as 2026-12-07T12:45:00+00:00)."
         )
+    started = mark.read_text(encoding="utf-8").strip()
     legs = [leg for leg in (previous["legs"] if previous else []) if leg["started"] != started]
     legs.append({"started": started, "saved": now(), "cpu": cpu_model(), "finished": finished})
     record = {

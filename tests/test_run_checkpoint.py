@@ -61,6 +61,8 @@ def test_a_checkpoint_holds_the_finished_chapters_and_stages_but_no_weights_or_p
     record = json.loads((target / "checkpoint.json").read_text())
     assert record["commit"] == leg[3] and record["finished"] == ["book/01_probe"]
     assert record["legs"][0]["started"] == "2026-12-07T12:45:00+00:00"
+    record = json.loads((save(leg, since=None) / "checkpoint.json").read_text())  # the same leg, saved again
+    assert [leg["started"] for leg in record["legs"]] == ["2026-12-07T12:45:00+00:00"]
     assert sorted(path.name for path in (target / "run" / "book").iterdir()) == ["01_probe.ipynb"]
     with tarfile.open(target / "cache.tar.xz") as archive:
         assert archive.getnames() == ["artefacts/tiny/full/probe.npz", "generations/ab12.json"]
