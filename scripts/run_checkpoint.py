@@ -28,28 +28,23 @@ import platform
 import shutil
 import subprocess
 import tarfile
-from datetime import datetime, timezone
 from pathlib import Path
+
+from dpo_toxicity.artefacts import DPO_RECORD_FILE
+from dpo_toxicity.book.runs import MANIFEST, RUNS, finished_now, head_commit
 
 ROOT = Path(__file__).resolve().parent.parent
 UNFINISHED = Path("results/unfinished")
-RUNS = Path("_build/runs")
-MANIFEST = "manifest.json"
 RECORD = "checkpoint.json"
 CACHE_ARCHIVE = "cache.tar.xz"
 # Cache folders a resumed run remakes from the weight packages (GGUF copies, converted models, DPO models).
 REMADE = ("gguf", "models", "dpo", "mathjax")
-DPO_RECORD = "dpo.json"
 # restore's mark in the cache: when this leg of the run began (a first leg names it with --since).
 LEG_MARK = ".checkpoint-leg-started"
 
 
 class CheckpointError(RuntimeError):
     """A checkpoint cannot be saved or restored as asked; the message says what to do."""
-
-
-def now() -> str:
-    return datetime.now(timezone.utc).isoformat(timespec="seconds")
 
 
 def cpu_model() -> str:
@@ -81,7 +76,7 @@ def cache_files(cache: Path) -> list[Path]:
 def dpo_digests(cache: Path) -> dict[str, str]:
     """``{DPO model folder: sha256 of its weight files}`` for every finished DPO model in the cache."""
     digests = {}
-    for record in sorted((cache / "dpo").glob(f"*/{DPO_RECORD}")):
+    for record in sorted((cache / "dpo").glob(f"*/{DPO_RECORD_FILE}")):
         hasher = hashlib.sha256()
         for weights in sorted(record.parent.glob("*.safetensors")):
             hasher.update(weights.name.encode())
@@ -113,7 +108,7 @@ def save(worktree: Path, cache: Path, profile: str, model: str, since: str | Non
     run = worktree / RUNS / name
     if not (run / MANIFEST).is_file():
         raise CheckpointError(f"{run} has no {MANIFEST}: no chapter has finished yet, so there is nothing to carry.")
-    commit = git(worktree, "rev-parse", "HEAD")
+    commit = head_commit(worktree)
     manifest = json.loads((run / MANIFEST).read_text(encoding="utf-8"))
     finished = [document for document, record in manifest["chapters"].items() if record["commit"] == commit]
     target = root / UNFINISHED / name
@@ -142,7 +137,7 @@ def save(worktree: Path, cache: Path, profile: str, model: str, since: str | Non
         )
     started = mark.read_text(encoding="utf-8").strip()
     legs = [leg for leg in (previous["legs"] if previous else []) if leg["started"] != started]
-    legs.append({"started": started, "saved": now(), "cpu": cpu_model(), "finished": finished})
+    legs.append({"started": started, "saved": finished_now(), "cpu": cpu_model(), "finished": finished})
     record = {
         "commit": commit,
         "profile": profile,
@@ -182,7 +177,7 @@ def restore(worktree: Path, cache: Path, profile: str, model: str, root: Path = 
     record = json.loads((source / RECORD).read_text(encoding="utf-8"))
     if not worktree.exists():
         git(root, "worktree", "add", "--detach", str(worktree), record["commit"])
-    head = git(worktree, "rev-parse", "HEAD")
+    head = head_commit(worktree)
     if head != record["commit"]:
         raise CheckpointError(
             f"{worktree} is at {head[:12]}; the checkpoint's run is of {record['commit'][:12]}. Check that commit "
@@ -197,7 +192,7 @@ def restore(worktree: Path, cache: Path, profile: str, model: str, root: Path = 
         for member in archive.getmembers():
             if not (cache / member.name).exists():
                 archive.extract(member, cache, filter="data")
-    (cache / LEG_MARK).write_text(now(), encoding="utf-8")
+    (cache / LEG_MARK).write_text(finished_now(), encoding="utf-8")
     return run
 
 
