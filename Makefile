@@ -16,7 +16,7 @@ MATHJAX := .cache/mathjax/node_modules/mathjax/es5/tex-svg.js
 TORCH_PIN := $(shell grep -m1 -E '^torch==' requirements.txt)
 TORCH_INDEX := https://download.pytorch.org/whl/cpu
 
-.PHONY: install data mathjax book results results-save results-restore site check-site play-colab test bench clean
+.PHONY: install data mathjax book results results-save results-restore results-finish site check-site play-colab test bench clean
 
 install: $(VENV)/.installed
 
@@ -54,7 +54,8 @@ results: install data
 	$(BIN)/python -m dpo_toxicity.book --results --profile full --model $(MODEL)
 
 # An unfinished `make results` carried to the next machine through the repository (scripts/run_checkpoint.py):
-# save into results/unfinished/ and commit it before the machine goes; restore on the next one, then make results.
+# save into results/unfinished/ and commit it before the machine goes; restore on the next one, then make results;
+# once it has published the bundle, finish copies it here with the legs in its manifest.
 RESULTS_WORKTREE ?= ../dpo-results
 RESULTS_CACHE ?= $(HOME)/.cache/dpo-toxicity
 results-save: install
@@ -62,6 +63,9 @@ results-save: install
 
 results-restore: install
 	$(BIN)/python scripts/run_checkpoint.py restore --worktree $(RESULTS_WORKTREE) --cache $(RESULTS_CACHE) --model $(MODEL)
+
+results-finish: install
+	$(BIN)/python scripts/run_checkpoint.py finish --worktree $(RESULTS_WORKTREE) --cache $(RESULTS_CACHE) --model $(MODEL)
 
 # The published site: built from the bundle without executing a chapter, its ledger beside the CI run's verdicts.
 site: install mathjax data

@@ -40,7 +40,22 @@ def record_table(record: dict, name: str) -> str:
         longest = f"{section} ({seconds / 60:.1f})" if section else ""
         lines.append(f"| `{document}` | {chapter['seconds'] / 60:.1f} | {longest} | {chapter['finished'][:10]} |")
     lines.append(f"| all chapters | {total / 60:.1f} | | |")
+    if record.get("legs"):
+        lines += ["", legs_line(record["legs"])]
     return "\n".join(lines)
+
+
+def legs_line(legs: list[dict]) -> str:
+    """A sentence on the legs of a run carried across machines (``scripts/run_checkpoint.py finish``)."""
+    spans = [
+        f"{leg['started'][:10]} {leg['started'][11:16]} to {leg['ended'][11:16]} UTC on {leg['cpu']} "
+        f"({sum(leg['seconds'].values()) / 60:.1f} minutes)"
+        for leg in legs
+    ]
+    return (
+        f"Executed in {len(legs)} legs: {'; '.join(spans)}. A chapter's minutes are its time in every leg, "
+        "each leg counted to its last save."
+    )
 
 
 def timing_tables(root: Path = ROOT) -> str:

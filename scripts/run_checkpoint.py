@@ -9,13 +9,15 @@ cache, so that ``make results`` there goes on where the run stopped::
 
     python scripts/run_checkpoint.py save    --worktree ../dpo-results --cache ~/.cache/dpo-toxicity
     python scripts/run_checkpoint.py restore --worktree ../dpo-results --cache ~/.cache/dpo-toxicity
+    python scripts/run_checkpoint.py finish  --worktree ../dpo-results --cache ~/.cache/dpo-toxicity
 
 Model weights (hundreds of MB) stay behind: a resumed run converts the base models again and trains the DPO
 models again from the carried pairs. Every cached row is keyed by the DPO model's inputs, not its weights, so a
 retrained model must be the earlier one bit for bit: ``save`` records each DPO model's weight digest and refuses
 to save a run whose retrained weights differ from a digest recorded before (the rows would then mix two models;
-delete the checkpoint and run again from the start). Once ``make results`` has published ``results/<profile>``,
-delete the checkpoint in the commit that adds the bundle.
+delete the checkpoint and run again from the start). Once ``make results`` has published ``results/<profile>`` in
+the worktree, ``finish`` copies that bundle into this tree with the run's legs in its manifest, and deletes the
+checkpoint: commit both in one commit.
 """
 
 from __future__ import annotations
@@ -28,10 +30,11 @@ import platform
 import shutil
 import subprocess
 import tarfile
+from datetime import datetime
 from pathlib import Path
 
 from dpo_toxicity.artefacts import DPO_RECORD_FILE
-from dpo_toxicity.book.runs import MANIFEST, RUNS, finished_now, head_commit
+from dpo_toxicity.book.runs import MANIFEST, RESULTS, RUNS, finished_now, head_commit
 
 ROOT = Path(__file__).resolve().parent.parent
 UNFINISHED = Path("results/unfinished")
@@ -97,6 +100,34 @@ def cache_archive(cache: Path) -> bytes:
     return buffer.getvalue()
 
 
+def checked_digests(previous: dict | None, cache: Path, target: Path) -> dict[str, str]:
+    """The DPO weight digests of the earlier legs (``previous``, a checkpoint record) with the cache's added;
+    raises :class:`CheckpointError` where a model trained again differs from the one an earlier leg used."""
+    digests = dict(previous["dpo_weights"]) if previous else {}
+    for folder, digest in dpo_digests(cache).items():
+        if digests.get(folder, digest) != digest:
+            raise CheckpointError(
+                f"The DPO model {folder} trained again differs from the one the earlier legs used (weights "
+                f"{digest[:12]}, recorded {digests[folder][:12]}): the cached rows would mix two models. Delete "
+                f"{target} and the cache {cache}, and run the bundle again from the start."
+            )
+        digests[folder] = digest
+    return digests
+
+
+def leg_start(cache: Path, since: str | None = None) -> str:
+    """When this leg of the run started: ``since`` (then marked in the cache for later saves) or the mark."""
+    mark = cache / LEG_MARK
+    if since:
+        mark.write_text(since, encoding="utf-8")
+    if not mark.is_file():
+        raise CheckpointError(
+            f"When did this leg of the run start? restore marks it in {mark}; for a first leg pass --since "
+            "(an ISO time, such as 2026-12-07T12:45:00+00:00)."
+        )
+    return mark.read_text(encoding="utf-8").strip()
+
+
 def save(worktree: Path, cache: Path, profile: str, model: str, since: str | None = None, root: Path = ROOT) -> Path:
     """Copy the run of ``profile`` on ``model`` in ``worktree`` (its finished chapters, cache and DPO digests)
     into ``root/results/unfinished/<profile>-<model>``, replacing the previous checkpoint of the same commit.
@@ -118,24 +149,8 @@ def save(worktree: Path, cache: Path, profile: str, model: str, since: str | Non
             f"{target} carries a run of commit {previous['commit'][:12]}, the worktree is at {commit[:12]}. Restore "
             f"that one into a worktree of its commit, or delete {target} to start the run from this commit."
         )
-    digests = dict(previous["dpo_weights"]) if previous else {}
-    for folder, digest in dpo_digests(cache).items():
-        if digests.get(folder, digest) != digest:
-            raise CheckpointError(
-                f"The DPO model {folder} trained again differs from the one the earlier legs used (weights "
-                f"{digest[:12]}, recorded {digests[folder][:12]}): the cached rows would mix two models. Delete "
-                f"{target} and the cache {cache}, and run the bundle again from the start."
-            )
-        digests[folder] = digest
-    mark = cache / LEG_MARK
-    if since:
-        mark.write_text(since, encoding="utf-8")  # later saves of this leg read it
-    if not mark.is_file():
-        raise CheckpointError(
-            f"When did this leg of the run start? restore marks it in {mark}; for a first leg pass --since "
-            "(an ISO time, such as 2026-12-07T12:45:00+00:00)."
-        )
-    started = mark.read_text(encoding="utf-8").strip()
+    digests = checked_digests(previous, cache, target)
+    started = leg_start(cache, since)
     legs = [leg for leg in (previous["legs"] if previous else []) if leg["started"] != started]
     legs.append({"started": started, "saved": finished_now(), "cpu": cpu_model(), "finished": finished})
     record = {
@@ -196,9 +211,76 @@ def restore(worktree: Path, cache: Path, profile: str, model: str, root: Path = 
     return run
 
 
+def leg_seconds(legs: list[dict], chapters: dict[str, dict]) -> list[dict[str, float]]:
+    """Each leg's seconds by chapter: a chapter finished in a leg at its recorded wall time, and the chapter a
+    leg stopped in from its start (the leg's, or its last finished chapter's end) to the leg's last save.
+
+    ``legs`` are the checkpoint's records then the last leg's (without ``saved``), ``chapters`` the bundle's
+    manifest records in the order they ran."""
+    spent, done = [], set()
+    for leg in legs:
+        seconds = {document: chapters[document]["seconds"] for document in leg["finished"] if document not in done}
+        done.update(seconds)
+        unfinished = [document for document in chapters if document not in done]
+        if "saved" in leg and unfinished:
+            ends = [chapters[document]["finished"] for document in seconds]
+            start = max([leg["started"], *ends], key=datetime.fromisoformat)
+            elapsed = datetime.fromisoformat(leg["saved"]) - datetime.fromisoformat(start)
+            seconds[unfinished[0]] = round(elapsed.total_seconds(), 1)
+        spent.append(seconds)
+    return spent
+
+
+def finish(worktree: Path, cache: Path, profile: str, model: str, root: Path = ROOT) -> Path:
+    """Copy the bundle ``make results`` published in ``worktree`` into ``root/results/<profile>``, its manifest
+    holding the run's legs, and delete the checkpoint: a chapter's wall time there is the sum of its time in every
+    leg, each leg counted to its last save (:func:`leg_seconds`). Returns the bundle.
+
+    Raises :class:`CheckpointError` when the worktree has no bundle, when the bundle is of another commit than
+    the checkpoint, or when a DPO model's weights differ from the digest an earlier leg recorded.
+    """
+    name = f"{profile}-{model}"
+    bundle = worktree / RESULTS / profile
+    if not (bundle / MANIFEST).is_file():
+        raise CheckpointError(f"{bundle} holds no bundle: `make results` in {worktree} has not finished yet.")
+    manifest = json.loads((bundle / MANIFEST).read_text(encoding="utf-8"))
+    checkpoint = root / UNFINISHED / name
+    previous = (
+        json.loads((checkpoint / RECORD).read_text(encoding="utf-8")) if (checkpoint / RECORD).is_file() else None
+    )
+    commits = {record["commit"] for record in manifest["chapters"].values()}
+    if previous and commits != {previous["commit"]}:
+        raise CheckpointError(
+            f"{bundle} was computed at {', '.join(sorted(commits))}, the checkpoint's run is of "
+            f"{previous['commit'][:12]}: finish the run that the checkpoint carries, or delete {checkpoint}."
+        )
+    checked_digests(previous, cache, checkpoint)
+    chapters = dict(sorted(manifest["chapters"].items(), key=lambda item: datetime.fromisoformat(item[1]["finished"])))
+    last = {"started": leg_start(cache), "cpu": cpu_model(), "finished": list(chapters)}
+    legs = [leg for leg in (previous["legs"] if previous else []) if leg["started"] != last["started"]] + [last]
+    ended = max((record["finished"] for record in chapters.values()), key=datetime.fromisoformat)
+    manifest["legs"] = [
+        {"started": leg["started"], "ended": leg.get("saved", ended), "cpu": leg["cpu"], "seconds": seconds}
+        for leg, seconds in zip(legs, leg_seconds(legs, chapters))
+    ]
+    for document, record in manifest["chapters"].items():
+        record["seconds"] = round(sum(leg["seconds"].get(document, 0.0) for leg in manifest["legs"]), 1)
+    target = root / RESULTS / profile
+    partial = target.with_name(f".{target.name}.partial")
+    shutil.rmtree(partial, ignore_errors=True)
+    shutil.copytree(bundle, partial)
+    (partial / MANIFEST).write_text(json.dumps(manifest, indent=1), encoding="utf-8")
+    shutil.rmtree(target, ignore_errors=True)
+    partial.rename(target)
+    shutil.rmtree(checkpoint, ignore_errors=True)
+    if (root / UNFINISHED).is_dir() and not any((root / UNFINISHED).iterdir()):
+        (root / UNFINISHED).rmdir()
+    return target
+
+
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("action", choices=("save", "restore"))
+    parser.add_argument("action", choices=("save", "restore", "finish"))
     parser.add_argument("--worktree", type=Path, required=True, help="the worktree the run executes in")
     parser.add_argument("--cache", type=Path, required=True, help="its DPO_TOX_CACHE")
     parser.add_argument("--profile", default="full")
@@ -215,6 +297,13 @@ def main(argv: list[str] | None = None) -> None:
             target = save(worktree, cache, arguments.profile, arguments.model, arguments.since)
             record = json.loads((target / RECORD).read_text(encoding="utf-8"))
             print(f"saved {target.relative_to(ROOT)}: chapters {record['finished']}, {record['cache_files']} stages")
+        elif arguments.action == "finish":
+            bundle = finish(worktree, cache, arguments.profile, arguments.model)
+            chapters = json.loads((bundle / MANIFEST).read_text(encoding="utf-8"))["chapters"].values()
+            hours = sum(record["seconds"] for record in chapters) / 3600
+            print(
+                f"finished {bundle.relative_to(ROOT)}: {hours:.1f} h of computation; commit it (the checkpoint is gone)"
+            )
         else:
             run = restore(worktree, cache, arguments.profile, arguments.model)
             print(f"restored {run}; go on with: cd {worktree} && DPO_TOX_CACHE={cache} make results")

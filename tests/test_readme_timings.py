@@ -59,3 +59,18 @@ def test_the_script_reads_the_manifest_a_book_build_writes(tmp_path):
 def test_a_readme_without_the_markers_is_refused():
     with pytest.raises(ValueError, match="timing block"):
         readme_timings.readme_block("# A README without a timing block\n")
+
+
+def test_a_bundle_carried_across_machines_names_its_legs(tmp_path):
+    leg = {"started": "2026-12-07T12:42:38+00:00", "ended": "2026-12-07T15:31:15+00:00", "cpu": "2 x EPYC"}
+    record = {
+        "profile": "full",
+        "model": "m",
+        "chapters": {"book/01_probe": {"seconds": 180.0, "finished": "2026-12-07T16:10:00+00:00", "sections": {}}},
+        "legs": [{**leg, "seconds": {"book/01_probe": 120.0}}, {**leg, "seconds": {"book/01_probe": 60.0}}],
+    }
+    (tmp_path / "results" / "full").mkdir(parents=True)
+    (tmp_path / "results" / "full" / "manifest.json").write_text(json.dumps(record))
+    lines = readme_timings.timing_tables(tmp_path).splitlines()
+    assert lines[-3].startswith("Executed in 2 legs: 2026-12-07 12:42 to 15:31 UTC on 2 x EPYC (2.0 minutes); ")
+    assert "(1.0 minutes). A chapter's minutes" in lines[-3]

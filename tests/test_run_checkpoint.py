@@ -111,3 +111,60 @@ def test_saving_before_any_chapter_finished_or_without_a_start_time_says_what_to
     (worktree / "_build" / "runs" / RUN / "manifest.json").unlink()
     with pytest.raises(run_checkpoint.CheckpointError, match="no chapter has finished"):
         save(leg)
+
+
+def published(leg, chapters):
+    """The worktree's bundle as `make results` publishes it: ``chapters`` maps a chapter to (seconds, finished)."""
+    _, worktree, _, commit = leg
+    bundle = worktree / "results" / "full"
+    (bundle / "book").mkdir(parents=True)
+    records = {}
+    for document, (seconds, finished) in chapters.items():
+        (bundle / f"{document}.ipynb").write_text(document)
+        records[document] = {"seconds": seconds, "finished": finished, "commit": commit, "fingerprint": {}}
+    manifest = {"profile": "full", "model": "tiny", "machine": "m", "chapters": records}
+    (bundle / "manifest.json").write_text(json.dumps(manifest))
+    return bundle
+
+
+def test_a_finished_run_becomes_the_bundle_with_each_chapters_time_summed_over_its_legs(leg):
+    root, worktree, cache, _ = leg
+    save(leg)  # leg 1: started 12:45, chapter 1 finished at 13:00, chapter 2 under way
+    record_path = root / "results" / "unfinished" / RUN / "checkpoint.json"
+    record = json.loads(record_path.read_text())
+    record["legs"][0]["saved"] = "2026-12-07T13:30:00+00:00"
+    record_path.write_text(json.dumps(record))
+    (cache / run_checkpoint.LEG_MARK).write_text("2026-12-07T14:00:00+00:00")
+    published(
+        leg, {"book/01_probe": (60.0, "2026-12-07T13:00:00+00:00"), "book/02_dpo": (600.0, "2026-12-07T14:10:00+00:00")}
+    )
+    bundle = run_checkpoint.finish(worktree, cache, "full", "tiny", root=root)
+    assert bundle == root / "results" / "full"
+    manifest = json.loads((bundle / "manifest.json").read_text())
+    # chapter 2 ran from chapter 1's end to leg 1's save (1,800 s), then 600 s in leg 2
+    assert {document: record["seconds"] for document, record in manifest["chapters"].items()} == {
+        "book/01_probe": 60.0,
+        "book/02_dpo": 2400.0,
+    }
+    assert [leg["seconds"] for leg in manifest["legs"]] == [
+        {"book/01_probe": 60.0, "book/02_dpo": 1800.0},
+        {"book/02_dpo": 600.0},
+    ]
+    assert [leg["ended"] for leg in manifest["legs"]] == ["2026-12-07T13:30:00+00:00", "2026-12-07T14:10:00+00:00"]
+    assert (bundle / "book" / "02_dpo.ipynb").read_text() == "book/02_dpo"
+    assert not (root / "results" / "unfinished").exists()
+
+
+def test_finishing_needs_the_published_bundle_of_the_checkpoints_commit(leg):
+    root, worktree, cache, _ = leg
+    save(leg)
+    with pytest.raises(run_checkpoint.CheckpointError, match="has not finished yet"):
+        run_checkpoint.finish(worktree, cache, "full", "tiny", root=root)
+    bundle = published(leg, {"book/01_probe": (60.0, "2026-12-07T13:00:00+00:00")})
+    manifest = json.loads((bundle / "manifest.json").read_text())
+    manifest["chapters"]["book/01_probe"]["commit"] = "f" * 40
+    (bundle / "manifest.json").write_text(json.dumps(manifest))
+    with pytest.raises(run_checkpoint.CheckpointError, match="finish the run that the checkpoint carries"):
+        run_checkpoint.finish(worktree, cache, "full", "tiny", root=root)
+    assert (root / "results" / "unfinished" / RUN / "checkpoint.json").is_file()
+    assert not (root / "results" / "full").exists()
