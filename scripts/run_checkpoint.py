@@ -34,7 +34,8 @@ from datetime import datetime
 from pathlib import Path
 
 from dpo_toxicity.artefacts import DPO_RECORD_FILE
-from dpo_toxicity.book.runs import MANIFEST, RESULTS, RUNS, finished_now, head_commit
+from dpo_toxicity.book.runs import MANIFEST, RESULTS, RUNS, RunError, finished_now, head_commit, publish, read_run
+from dpo_toxicity.paths import written_atomically
 
 ROOT = Path(__file__).resolve().parent.parent
 UNFINISHED = Path("results/unfinished")
@@ -237,7 +238,8 @@ def finish(worktree: Path, cache: Path, profile: str, model: str, root: Path = R
     leg, each leg counted to its last save (:func:`leg_seconds`). Returns the bundle.
 
     Raises :class:`CheckpointError` when the worktree has no bundle, when the bundle is of another commit than
-    the checkpoint, or when a DPO model's weights differ from the digest an earlier leg recorded.
+    the checkpoint, or when a DPO model's weights differ from the digest an earlier leg recorded, and
+    :class:`~dpo_toxicity.book.runs.RunError` when the bundle lacks a chapter of this tree's toc.
     """
     name = f"{profile}-{model}"
     bundle = worktree / RESULTS / profile
@@ -265,13 +267,10 @@ def finish(worktree: Path, cache: Path, profile: str, model: str, root: Path = R
     ]
     for document, record in manifest["chapters"].items():
         record["seconds"] = round(sum(leg["seconds"].get(document, 0.0) for leg in manifest["legs"]), 1)
-    target = root / RESULTS / profile
-    partial = target.with_name(f".{target.name}.partial")
-    shutil.rmtree(partial, ignore_errors=True)
-    shutil.copytree(bundle, partial)
-    (partial / MANIFEST).write_text(json.dumps(manifest, indent=1), encoding="utf-8")
-    shutil.rmtree(target, ignore_errors=True)
-    partial.rename(target)
+    # publish swaps the bundle in whole; were the manifest's write below interrupted, the checkpoint stays for a re-run.
+    target = publish(read_run(bundle), root, root / RESULTS / profile)
+    with written_atomically(target / MANIFEST) as partial:
+        partial.write_text(json.dumps(manifest, indent=1), encoding="utf-8")
     shutil.rmtree(checkpoint, ignore_errors=True)
     if (root / UNFINISHED).is_dir() and not any((root / UNFINISHED).iterdir()):
         (root / UNFINISHED).rmdir()
@@ -299,15 +298,14 @@ def main(argv: list[str] | None = None) -> None:
             print(f"saved {target.relative_to(ROOT)}: chapters {record['finished']}, {record['cache_files']} stages")
         elif arguments.action == "finish":
             bundle = finish(worktree, cache, arguments.profile, arguments.model)
-            chapters = json.loads((bundle / MANIFEST).read_text(encoding="utf-8"))["chapters"].values()
-            hours = sum(record["seconds"] for record in chapters) / 3600
+            hours = read_run(bundle).hours
             print(
                 f"finished {bundle.relative_to(ROOT)}: {hours:.1f} h of computation; commit it (the checkpoint is gone)"
             )
         else:
             run = restore(worktree, cache, arguments.profile, arguments.model)
             print(f"restored {run}; go on with: cd {worktree} && DPO_TOX_CACHE={cache} make results")
-    except CheckpointError as error:
+    except (CheckpointError, RunError) as error:
         raise SystemExit(str(error)) from None
 
 

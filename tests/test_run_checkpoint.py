@@ -7,6 +7,8 @@ import tarfile
 import pytest
 from project_scripts import load_script
 
+from dpo_toxicity.book.runs import RunError
+
 
 run_checkpoint = load_script("run_checkpoint")
 RUN = "full-tiny"
@@ -113,9 +115,14 @@ def test_saving_before_any_chapter_finished_or_without_a_start_time_says_what_to
         save(leg)
 
 
-def published(leg, chapters):
-    """The worktree's bundle as `make results` publishes it: ``chapters`` maps a chapter to (seconds, finished)."""
-    _, worktree, _, commit = leg
+def published(leg, chapters, toc=("book/01_probe", "book/02_dpo")):
+    """The worktree's bundle as `make results` publishes it, ``chapters`` mapping a chapter to (seconds,
+    finished), and the main tree's table of contents, whose chapters ``toc`` are."""
+    root, worktree, _, commit = leg
+    (root / "_toc.yml").write_text("root: intro\nchapters:\n" + "".join(f"  - file: {c}\n" for c in toc))
+    for document in toc:
+        (root / f"{document}.py").parent.mkdir(parents=True, exist_ok=True)
+        (root / f"{document}.py").write_text("")
     bundle = worktree / "results" / "full"
     (bundle / "book").mkdir(parents=True)
     records = {}
@@ -165,6 +172,16 @@ def test_finishing_needs_the_published_bundle_of_the_checkpoints_commit(leg):
     manifest["chapters"]["book/01_probe"]["commit"] = "f" * 40
     (bundle / "manifest.json").write_text(json.dumps(manifest))
     with pytest.raises(run_checkpoint.CheckpointError, match="finish the run that the checkpoint carries"):
+        run_checkpoint.finish(worktree, cache, "full", "tiny", root=root)
+    assert (root / "results" / "unfinished" / RUN / "checkpoint.json").is_file()
+    assert not (root / "results" / "full").exists()
+
+
+def test_finishing_a_bundle_that_lacks_a_chapter_of_the_toc_names_it(leg):
+    root, worktree, cache, _ = leg
+    save(leg)
+    published(leg, {"book/01_probe": (60.0, "2026-12-07T13:00:00+00:00")})
+    with pytest.raises(RunError, match="has no executed book/02_dpo"):
         run_checkpoint.finish(worktree, cache, "full", "tiny", root=root)
     assert (root / "results" / "unfinished" / RUN / "checkpoint.json").is_file()
     assert not (root / "results" / "full").exists()
